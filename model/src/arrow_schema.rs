@@ -1,0 +1,212 @@
+//! The columnar form of [`Sample`]s: the schema the operators evaluate rules over and
+//! the Parquet store writes. String keys are dictionary-encoded.
+
+use crate::{HistogramPoint, MetricKind, ModelError, Sample, SeriesKey};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, ListArray, ListBuilder,
+    StringArray, StringDictionaryBuilder, TimestampNanosecondArray, UInt64Array, UInt64Builder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use std::sync::{Arc, LazyLock};
+
+fn dict() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+static SAMPLE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("time", timestamp(), false),
+        Field::new("start_time", timestamp(), false),
+        Field::new("series_id", DataType::UInt64, false),
+        Field::new("instance", dict(), false),
+        Field::new("host", dict(), false),
+        Field::new("database", dict(), false),
+        Field::new("metric", dict(), false),
+        Field::new("attributes", dict(), false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("kind", dict(), false),
+        Field::new("monotonic", DataType::Boolean, false),
+        Field::new("unit", dict(), false),
+        Field::new("hist_count", DataType::UInt64, true),
+        Field::new_list("hist_bounds", Field::new_list_field(DataType::Float64, true), true),
+        Field::new_list("hist_buckets", Field::new_list_field(DataType::UInt64, true), true),
+    ]))
+});
+
+/// Schema of a sample batch.
+pub fn sample_schema() -> SchemaRef {
+    SAMPLE_SCHEMA.clone()
+}
+
+/// Build one record batch from samples (in the given order).
+pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, ModelError> {
+    let n = samples.len();
+    let mut dicts: Vec<StringDictionaryBuilder<Int32Type>> = (0..7).map(|_| StringDictionaryBuilder::new()).collect();
+    let mut monotonic = BooleanBuilder::with_capacity(n);
+    let mut hist_count = UInt64Builder::with_capacity(n);
+    let mut hist_bounds = ListBuilder::new(Float64Builder::new());
+    let mut hist_buckets = ListBuilder::new(UInt64Builder::new());
+    for s in samples {
+        let attrs = s.key.attributes_json();
+        let cols = [
+            s.key.instance.as_str(),
+            &s.key.host,
+            &s.key.database,
+            &s.key.metric,
+            &attrs,
+            s.kind.as_str(),
+            &s.unit,
+        ];
+        for (b, v) in dicts.iter_mut().zip(cols) {
+            b.append_value(v);
+        }
+        monotonic.append_value(s.monotonic);
+        match &s.histogram {
+            Some(h) => {
+                hist_count.append_value(h.count);
+                hist_bounds.append_value(h.bounds.iter().map(|v| Some(*v)));
+                hist_buckets.append_value(h.bucket_counts.iter().map(|v| Some(*v)));
+            }
+            None => {
+                hist_count.append_null();
+                hist_bounds.append_null();
+                hist_buckets.append_null();
+            }
+        }
+    }
+    let time = TimestampNanosecondArray::from_iter_values(samples.iter().map(|s| s.time_ns)).with_timezone("UTC");
+    let start = TimestampNanosecondArray::from_iter_values(samples.iter().map(|s| s.start_time_ns)).with_timezone("UTC");
+    let ids = UInt64Array::from_iter_values(samples.iter().map(|s| s.key.id()));
+    let values = Float64Array::from_iter_values(samples.iter().map(|s| s.value));
+    let mut d = dicts.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut next = || d.next().ok_or(ModelError::Column("dictionary"));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(time),
+        Arc::new(start),
+        Arc::new(ids),
+        next()?,
+        next()?,
+        next()?,
+        next()?,
+        next()?,
+        Arc::new(values),
+        next()?,
+        Arc::new(monotonic.finish()),
+        next()?,
+        Arc::new(hist_count.finish()),
+        Arc::new(hist_bounds.finish()),
+        Arc::new(hist_buckets.finish()),
+    ];
+    Ok(RecordBatch::try_new(sample_schema(), columns)?)
+}
+
+fn strings(batch: &RecordBatch, name: &'static str) -> Result<StringArray, ModelError> {
+    let col = batch.column_by_name(name).ok_or(ModelError::Column(name))?;
+    let plain = cast(col, &DataType::Utf8)?;
+    plain.as_any().downcast_ref::<StringArray>().cloned().ok_or(ModelError::Column(name))
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &'static str) -> Result<&'a T, ModelError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or(ModelError::Column(name))
+}
+
+fn list_values<T: Copy>(list: &ListArray, row: usize, get: impl Fn(&ArrayRef, usize) -> Option<T>) -> Vec<T> {
+    let values = list.value(row);
+    (0..values.len()).filter_map(|i| get(&values, i)).collect()
+}
+
+/// Read samples back from a batch with [`sample_schema`] (Parquet round trip, tests).
+pub fn batch_to_samples(batch: &RecordBatch) -> Result<Vec<Sample>, ModelError> {
+    let time = column::<TimestampNanosecondArray>(batch, "time")?;
+    let start = column::<TimestampNanosecondArray>(batch, "start_time")?;
+    let value = column::<Float64Array>(batch, "value")?;
+    let monotonic = column::<BooleanArray>(batch, "monotonic")?;
+    let hist_count = column::<UInt64Array>(batch, "hist_count")?;
+    let hist_bounds = column::<ListArray>(batch, "hist_bounds")?;
+    let hist_buckets = column::<ListArray>(batch, "hist_buckets")?;
+    let [instance, host, database, metric, attributes, kind, unit] =
+        ["instance", "host", "database", "metric", "attributes", "kind", "unit"].map(|n| strings(batch, n));
+    let (instance, host, database, metric, attributes, kind, unit) =
+        (instance?, host?, database?, metric?, attributes?, kind?, unit?);
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let kind = MetricKind::parse(kind.value(i)).ok_or_else(|| ModelError::Kind(kind.value(i).to_string()))?;
+        let histogram = (!hist_count.is_null(i)).then(|| HistogramPoint {
+            count: hist_count.value(i),
+            bounds: list_values(hist_bounds, i, |a, j| {
+                a.as_any().downcast_ref::<Float64Array>().map(|a| a.value(j))
+            }),
+            bucket_counts: list_values(hist_buckets, i, |a, j| {
+                a.as_any().downcast_ref::<UInt64Array>().map(|a| a.value(j))
+            }),
+        });
+        out.push(Sample {
+            time_ns: time.value(i),
+            start_time_ns: start.value(i),
+            key: SeriesKey {
+                instance: instance.value(i).to_string(),
+                host: host.value(i).to_string(),
+                database: database.value(i).to_string(),
+                metric: metric.value(i).to_string(),
+                attributes: serde_json::from_str(attributes.value(i)).unwrap_or_default(),
+            },
+            value: value.value(i),
+            kind,
+            monotonic: monotonic.value(i),
+            unit: unit.value(i).to_string(),
+            histogram,
+        });
+    }
+    Ok(out)
+}
+
+/// Column of event times as i64 ns (helper for operators).
+pub fn times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, ModelError> {
+    column::<TimestampNanosecondArray>(batch, "time")
+}
+
+/// Column of series ids (helper for operators).
+pub fn series_ids(batch: &RecordBatch) -> Result<&UInt64Array, ModelError> {
+    column::<UInt64Array>(batch, "series_id")
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_round_trip_through_arrow() {
+        let key = SeriesKey::new("sql1", "h1", "master", "sqlserver.os.wait.duration")
+            .with_attr("wait.type", "LCK_M_X")
+            .with_attr("wait.category", "Lock");
+        let mut hist = Sample::gauge(key.renamed("latency"), 5, 2.5, "ms");
+        hist.kind = MetricKind::Histogram;
+        hist.histogram = Some(HistogramPoint { count: 3, bounds: vec![1.0, 2.0], bucket_counts: vec![1, 1, 1] });
+        let samples = vec![
+            Sample {
+                time_ns: 1_000,
+                start_time_ns: 10,
+                key,
+                value: 12.5,
+                kind: MetricKind::CumulativeSum,
+                monotonic: true,
+                unit: "s".into(),
+                histogram: None,
+            },
+            hist,
+        ];
+        let batch = samples_to_batch(&samples).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch_to_samples(&batch).unwrap(), samples);
+    }
+}

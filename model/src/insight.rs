@@ -1,0 +1,26 @@
+//! Analyses of anomalies, kept with what produced them for audit.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An explanation of one or more anomalies and what to do about them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Insight {
+    pub id: String,
+    pub generated_at: DateTime<Utc>,
+    /// The LLM that answered, or `rules` for the deterministic analyzer.
+    pub model: String,
+    pub prompt_version: String,
+    pub anomaly_ids: Vec<String>,
+    /// Fingerprint of the anomaly analysed (dedup key together with `input_digest`).
+    pub fingerprint: String,
+    pub instance: String,
+    pub summary: String,
+    pub recommended_actions: Vec<String>,
+    /// Metric name → value (or object) that supports the summary.
+    pub supporting_metrics: serde_json::Value,
+    /// SHA-256 of the canonical inputs.
+    pub input_digest: String,
+    /// The inputs themselves, for audit.
+    pub inputs: serde_json::Value,
+}
