@@ -86,3 +86,18 @@ impl Anomaly {
         format!("{rule}:{}", series.id_hex())
     }
 }
+
+/// What happened to an anomaly: the message published on the anomalies topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnomalyEventKind {
+    Open,
+    Update,
+    Resolve,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyEvent {
+    pub event: AnomalyEventKind,
+    pub anomaly: Anomaly,
+}

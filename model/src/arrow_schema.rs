@@ -210,3 +210,45 @@ mod tests {
         assert_eq!(batch_to_samples(&batch).unwrap(), samples);
     }
 }
+
+static LOG_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("time", timestamp(), false),
+        Field::new("instance", dict(), false),
+        Field::new("host", dict(), false),
+        Field::new("severity", dict(), false),
+        Field::new("severity_number", DataType::Int32, false),
+        Field::new("category", dict(), false),
+        Field::new("message", DataType::Utf8, false),
+        Field::new("attributes", DataType::Utf8, false),
+    ]))
+});
+
+/// Schema of a log batch (the `mssql-logs-*` shape).
+pub fn log_schema() -> SchemaRef {
+    LOG_SCHEMA.clone()
+}
+
+/// Build one record batch from log records.
+pub fn logs_to_batch(logs: &[crate::LogRecord]) -> Result<RecordBatch, ModelError> {
+    let mut dicts: Vec<StringDictionaryBuilder<Int32Type>> = (0..4).map(|_| StringDictionaryBuilder::new()).collect();
+    for l in logs {
+        for (b, v) in dicts.iter_mut().zip([&l.instance, &l.host, &l.severity, &l.category]) {
+            b.append_value(v);
+        }
+    }
+    let time = TimestampNanosecondArray::from_iter_values(
+        logs.iter().map(|l| l.time.timestamp_nanos_opt().unwrap_or(i64::MAX)),
+    )
+    .with_timezone("UTC");
+    let sev = arrow::array::Int32Array::from_iter_values(logs.iter().map(|l| l.severity_number));
+    let msg = StringArray::from_iter_values(logs.iter().map(|l| l.message.as_str()));
+    let attrs = StringArray::from_iter_values(
+        logs.iter().map(|l| serde_json::to_string(&l.attributes).unwrap_or_else(|_| "{}".into())),
+    );
+    let mut d = dicts.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut next = || d.next().ok_or(ModelError::Column("dictionary"));
+    let columns: Vec<ArrayRef> =
+        vec![Arc::new(time), next()?, next()?, next()?, Arc::new(sev), next()?, Arc::new(msg), Arc::new(attrs)];
+    Ok(RecordBatch::try_new(log_schema(), columns)?)
+}

@@ -26,7 +26,7 @@ pub mod live;
 pub mod log;
 pub mod sample;
 
-pub use anomaly::{Anomaly, AnomalyState, EvidencePoint, Severity};
+pub use anomaly::{Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, EvidencePoint, Severity};
 pub use insight::Insight;
 pub use log::LogRecord;
 pub use sample::{HistogramPoint, MetricKind, Sample, SeriesKey};

@@ -1,0 +1,186 @@
+//! The deterministic rules analyzer: a summary and recommended actions per kind of
+//! problem, built from the anomaly's evidence and related metrics. Same inputs, same
+//! insight (the input digest is a SHA-256 of the canonical inputs).
+
+use crate::{AnalyticsError, Context, RelatedMetric};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlvigil_model::{Anomaly, Insight};
+
+pub const MODEL: &str = "rules";
+pub const PROMPT_VERSION: &str = "rules-v1";
+
+/// Top `n` related series of `metric` by value, highest first.
+fn top<'a>(ctx: &'a Context, metric: &str, n: usize) -> Vec<&'a RelatedMetric> {
+    let mut v: Vec<&RelatedMetric> = ctx.related.iter().filter(|r| r.metric == metric).collect();
+    v.sort_by(|a, b| b.value.total_cmp(&a.value).then_with(|| a.attributes.cmp(&b.attributes)));
+    v.truncate(n);
+    v
+}
+
+fn latest(ctx: &Context, metric: &str) -> Option<f64> {
+    ctx.related.iter().find(|r| r.metric == metric).map(|r| r.value)
+}
+
+fn top_waits(ctx: &Context) -> Vec<String> {
+    top(ctx, "sqlserver.os.wait.duration.per_second", 3)
+        .into_iter()
+        .filter(|w| w.value > 0.0)
+        .map(|w| {
+            let ty = w.attributes.get("wait.type").map(String::as_str).unwrap_or("?");
+            format!("{ty} ({:.2} s/s)", w.value)
+        })
+        .collect()
+}
+
+/// The kind of problem, from the metric the rule watched.
+fn explain(a: &Anomaly, ctx: &Context) -> (String, Vec<String>) {
+    let inst = &a.series.instance;
+    let waits = top_waits(ctx);
+    let waits_text = if waits.is_empty() { String::new() } else { format!(" Top waits: {}.", waits.join(", ")) };
+    match a.series.metric.as_str() {
+        "sqlserver.cpu.utilization" => {
+            let batches = latest(ctx, "sqlserver.batch.request.rate.per_second")
+                .map(|b| format!(" Batch requests are at {b:.0}/s."))
+                .unwrap_or_default();
+            (
+                format!(
+                    "CPU storm on {inst}: CPU at {:.1}% (threshold {}) sustained past the rule window.{batches}{waits_text}",
+                    a.observed,
+                    a.expected.map(|e| format!("{e:.0}%")).unwrap_or_else(|| "n/a".into())
+                ),
+                vec![
+                    "Find the top CPU consumers: sys.dm_exec_query_stats ordered by total_worker_time, or Query Store's top resource consumers for the last hour.".into(),
+                    "Compare their plans with the previous ones (Query Store regressed queries); force the last good plan if a regression started the storm.".into(),
+                    "Check for a compile storm: high SQL compilations/s relative to batch requests points to ad-hoc SQL or missing parameterisation.".into(),
+                    "If SOS_SCHEDULER_YIELD dominates waits, look for parallelism settings (MAXDOP, cost threshold) and missing indexes causing scans.".into(),
+                ],
+            )
+        }
+        "sqlserver.processes.blocked" => (
+            format!(
+                "Blocking chain on {inst}: {:.0} processes blocked (threshold {}).{waits_text}",
+                a.observed,
+                a.expected.map(|e| format!("{e:.0}")).unwrap_or_else(|| "n/a".into())
+            ),
+            vec![
+                "Identify the head blocker: sys.dm_exec_requests where blocking_session_id = 0 but which blocks others, with its last statement (sys.dm_exec_input_buffer).".into(),
+                "Check whether the head session holds an open transaction left uncommitted (sys.dm_tran_session_transactions, open_transaction_count).".into(),
+                "If it is a runaway or orphaned session, coordinate with its owner and KILL it; otherwise shorten the transaction or add an index to narrow the locked range.".into(),
+                "Consider READ_COMMITTED_SNAPSHOT for readers blocked by writers.".into(),
+            ],
+        ),
+        "sqlserver.transaction_log.usage" => (
+            format!("Transaction log on {inst} is {:.0}% full.", a.observed),
+            vec![
+                "Check log_reuse_wait_desc in sys.databases to see what prevents log truncation.".into(),
+                "Take a log backup if the database is in FULL recovery; look for long-running open transactions or a lagging replica.".into(),
+                "Pre-size the log with a sensible growth increment to avoid frequent autogrowth.".into(),
+            ],
+        ),
+        "sqlserver.page.life_expectancy" => (
+            format!("Buffer pool pressure on {inst}: page life expectancy fell to {:.0} s.", a.observed),
+            vec![
+                "Look for queries doing large scans (high logical reads) that flush the buffer pool.".into(),
+                "Check memory grants pending and the max server memory setting.".into(),
+            ],
+        ),
+        metric => (
+            format!(
+                "{} on {inst}: {metric} at {:.2} ({}).{waits_text}",
+                a.rule, a.observed, a.condition
+            ),
+            vec![format!("Review {metric} on {inst} around {} and correlate with recent changes.", a.opened_at.to_rfc3339())],
+        ),
+    }
+}
+
+/// Produce the insight for `anomaly`.
+pub fn analyze(anomaly: &Anomaly, ctx: &Context, now: DateTime<Utc>) -> Result<Insight, AnalyticsError> {
+    let inputs = serde_json::json!({
+        "anomaly": {
+            "id": anomaly.id,
+            "rule": anomaly.rule,
+            "condition": anomaly.condition,
+            "series": anomaly.series,
+            "opened_at": anomaly.opened_at,
+            "observed": anomaly.observed,
+            "expected": anomaly.expected,
+            "score": anomaly.score,
+            "evidence": anomaly.evidence,
+        },
+        "context": ctx,
+    });
+    let digest = hex::encode(Sha256::digest(serde_json::to_vec(&inputs)?));
+    let (summary, recommended_actions) = explain(anomaly, ctx);
+    let supporting_metrics = serde_json::json!({
+        "metric": anomaly.series.metric,
+        "observed": anomaly.observed,
+        "expected": anomaly.expected,
+        "score": anomaly.score,
+        "condition": anomaly.condition,
+        "top_waits": top_waits(ctx),
+    });
+    Ok(Insight {
+        id: format!("ins-{}", &digest[..16]),
+        generated_at: now,
+        model: MODEL.into(),
+        prompt_version: PROMPT_VERSION.into(),
+        anomaly_ids: vec![anomaly.id.clone()],
+        fingerprint: anomaly.fingerprint.clone(),
+        instance: anomaly.series.instance.clone(),
+        summary,
+        recommended_actions,
+        supporting_metrics,
+        input_digest: digest,
+        inputs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlvigil_model::{AnomalyState, SeriesKey, Severity};
+
+    fn anomaly(metric: &str) -> Anomaly {
+        let series = SeriesKey::new("sql1", "h", "", metric);
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        Anomaly {
+            id: "a-1".into(),
+            fingerprint: Anomaly::fingerprint_for("cpu_storm", &series),
+            rule: "cpu_storm".into(),
+            condition: "cpu_percent > 85 for 5m".into(),
+            series_id: series.id_hex(),
+            series,
+            severity: Severity::Critical,
+            state: AnomalyState::Open,
+            opened_at: t,
+            updated_at: t,
+            resolved_at: None,
+            observed: 97.0,
+            expected: Some(85.0),
+            score: 97.0 / 85.0,
+            evidence: vec![],
+        }
+    }
+
+    #[test]
+    fn deterministic_and_specific() {
+        let ctx = Context {
+            related: vec![RelatedMetric {
+                metric: "sqlserver.os.wait.duration.per_second".into(),
+                attributes: [("wait.type".to_string(), "SOS_SCHEDULER_YIELD".to_string())].into(),
+                value: 3.5,
+                unit: "s/s".into(),
+            }],
+        };
+        let a = analyze(&anomaly("sqlserver.cpu.utilization"), &ctx, Utc::now()).unwrap();
+        let b = analyze(&anomaly("sqlserver.cpu.utilization"), &ctx, Utc::now()).unwrap();
+        assert_eq!((a.id.clone(), a.input_digest.clone(), a.summary.clone()), (b.id, b.input_digest, b.summary));
+        assert_eq!(a.model, "rules");
+        assert!(a.summary.contains("CPU storm on sql1") && a.summary.contains("SOS_SCHEDULER_YIELD"), "{}", a.summary);
+        assert!(!a.recommended_actions.is_empty());
+        let blocking = analyze(&anomaly("sqlserver.processes.blocked"), &Context::default(), Utc::now()).unwrap();
+        assert!(blocking.summary.starts_with("Blocking chain"));
+    }
+}

@@ -1,0 +1,67 @@
+//! The bus between the receiver and everything downstream.
+//!
+//! Topics are split into partitions; records with the same key (the SQL Server instance)
+//! land in the same partition so one instance's data stays in order. Consumers read in a
+//! group and acknowledge what they have made durable: a new subscription of the same
+//! group resumes after the last acknowledged record (at-least-once). The in-process
+//! [`memory::MemoryBus`] is the embedded default; a Kafka bus implements the same trait.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The topic is at capacity; the publisher should retry later.
+    #[error("topic `{0}` is full, retry later")]
+    Full(String),
+    #[error("bus is closed")]
+    Closed,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl BusError {
+    /// Whether a client should retry (maps to UNAVAILABLE / HTTP 503).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BusError::Full(_) | BusError::Closed)
+    }
+}
+
+/// One message: a key (routing, ordering) and opaque bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub key: Bytes,
+    pub payload: Bytes,
+}
+
+/// A record handed to a consumer with its position.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub partition: u32,
+    pub offset: u64,
+    pub record: Record,
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Append records; `Ok` means they are accepted (durable as far as this bus goes).
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError>;
+
+    /// Join consumer `group` on `topic`, resuming after its last acknowledged records.
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Records published but not yet acknowledged by every group (for drain on shutdown).
+    fn pending(&self, topic: &str) -> u64;
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// Up to `max` records, waiting at most `wait` for the first; empty on timeout.
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError>;
+
+    /// Acknowledge everything delivered so far up to and including these records.
+    async fn ack(&mut self, deliveries: &[Delivery]) -> Result<(), BusError>;
+}

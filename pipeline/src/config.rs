@@ -1,0 +1,331 @@
+//! `sqlvigil.yaml`: the pipeline's configuration, loaded from a YAML file with
+//! `SQLVIGIL_*` environment overrides (`SQLVIGIL_API__ADDR=0.0.0.0:8080` sets `api.addr`).
+//!
+//! Every section rejects unknown fields, and [`Config::validate`] names the field at fault.
+
+use crate::error::{PipelineError, Result};
+use crate::operators::threshold::RuleConfig;
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default rules (also shipped as `config/rules.example.yaml`).
+pub const DEFAULT_RULES_YAML: &str = include_str!("../../config/rules.example.yaml");
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub receiver: ReceiverConfig,
+    pub bus: BusConfig,
+    pub store: StoreConfig,
+    pub operators: OperatorsConfig,
+    pub api: ApiConfig,
+    /// Rules inline; appended to those of `rules_file`.
+    pub rules: Vec<RuleConfig>,
+    /// A YAML file holding a list of rules. Without it and without inline rules the
+    /// default rule set applies.
+    pub rules_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            receiver: ReceiverConfig::default(),
+            bus: BusConfig::default(),
+            store: StoreConfig::default(),
+            operators: OperatorsConfig::default(),
+            api: ApiConfig::default(),
+            rules: Vec::new(),
+            rules_file: None,
+        }
+    }
+}
+
+/// OTLP receiver listeners.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverConfig {
+    /// OTLP/gRPC listen address.
+    pub grpc_addr: String,
+    /// OTLP/HTTP listen address.
+    pub http_addr: String,
+    /// Largest request body accepted (after gzip decompression), like gRPC's 4 MiB default.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            grpc_addr: "127.0.0.1:4317".into(),
+            http_addr: "127.0.0.1:4318".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// In-process bus (the embedded default).
+    Memory,
+}
+
+/// The bus between the receiver and the operators.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub kind: BusKind,
+    /// Records a topic may hold before publishers are told to retry (back-pressure).
+    pub capacity: usize,
+    /// Partitions per topic; records with the same key (instance) share one.
+    pub partitions: u32,
+    pub topics: Topics,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig { kind: BusKind::Memory, capacity: 20_000, partitions: 4, topics: Topics::default() }
+    }
+}
+
+/// Topic names (the telemetry ones match the Collector's kafka exporter defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub metrics: String,
+    pub logs: String,
+    pub anomalies: String,
+    pub insights: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            metrics: "otlp_metrics".into(),
+            logs: "otlp_logs".into(),
+            anomalies: "sqlvigil.anomalies".into(),
+            insights: "sqlvigil.insights".into(),
+        }
+    }
+}
+
+/// The embedded store: Parquet files and a SQLite database under `data_dir`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// Buffered rows are written to a Parquet file at least this often.
+    #[serde(with = "duration_str")]
+    pub flush_interval: Duration,
+    /// …or as soon as this many rows are buffered.
+    pub flush_rows: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { data_dir: PathBuf::from("sqlvigil-data"), flush_interval: Duration::from_secs(2), flush_rows: 100_000 }
+    }
+}
+
+/// Micro-batching of the operator stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorsConfig {
+    /// Longest wait to fill a micro-batch.
+    #[serde(with = "duration_str")]
+    pub batch_interval: Duration,
+    /// Most bus records in one micro-batch.
+    pub batch_records: usize,
+}
+
+impl Default for OperatorsConfig {
+    fn default() -> Self {
+        OperatorsConfig { batch_interval: Duration::from_millis(500), batch_records: 512 }
+    }
+}
+
+/// The REST API listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub addr: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { addr: "127.0.0.1:8080".into() }
+    }
+}
+
+impl Config {
+    /// Load `path` (must exist) with `SQLVIGIL_*` overrides, then validate.
+    pub fn load(path: &Path) -> Result<Config> {
+        if !path.is_file() {
+            return Err(PipelineError::Config(format!("config file {} does not exist", path.display())));
+        }
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Yaml::file(path))
+            .merge(Env::prefixed("SQLVIGIL_").split("__"))
+            .extract()
+            .map_err(|e| PipelineError::Config(figment_message(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The rules in force: `rules_file` then inline `rules`, or the defaults when both are empty.
+    pub fn effective_rules(&self) -> Result<Vec<RuleConfig>> {
+        let mut rules = match &self.rules_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| PipelineError::Config(format!("rules_file {}: {e}", path.display())))?;
+                parse_rules(&text).map_err(|e| PipelineError::Config(format!("rules_file {}: {e}", path.display())))?
+            }
+            None => Vec::new(),
+        };
+        rules.extend(self.rules.iter().cloned());
+        if rules.is_empty() {
+            rules = parse_rules(DEFAULT_RULES_YAML).map_err(PipelineError::Config)?;
+        }
+        Ok(rules)
+    }
+
+    /// Check every field that serde cannot: addresses, sizes, rules.
+    pub fn validate(&self) -> Result<()> {
+        parse_addr("receiver.grpc_addr", &self.receiver.grpc_addr)?;
+        parse_addr("receiver.http_addr", &self.receiver.http_addr)?;
+        parse_addr("api.addr", &self.api.addr)?;
+        positive("receiver.max_body_bytes", self.receiver.max_body_bytes)?;
+        positive("bus.capacity", self.bus.capacity)?;
+        positive("bus.partitions", self.bus.partitions as usize)?;
+        positive("store.flush_rows", self.store.flush_rows)?;
+        positive("operators.batch_records", self.operators.batch_records)?;
+        if self.store.data_dir.as_os_str().is_empty() {
+            return Err(PipelineError::Config("store.data_dir must not be empty".into()));
+        }
+        let rules = self.effective_rules()?;
+        let mut names = std::collections::HashSet::new();
+        for rule in &rules {
+            if !names.insert(rule.name.as_str()) {
+                return Err(PipelineError::Rule { rule: rule.name.clone(), message: "name is used twice".into() });
+            }
+            crate::operators::threshold::CompiledRule::compile(rule)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse a YAML list of rules (the `rules_file` format).
+pub fn parse_rules(text: &str) -> std::result::Result<Vec<RuleConfig>, String> {
+    Figment::from(Yaml::string(text))
+        .extract_inner::<Vec<RuleConfig>>("rules")
+        .or_else(|_| Figment::from(Yaml::string(&format!("rules:\n{}", indent(text)))).extract_inner("rules"))
+        .map_err(figment_message)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+fn figment_message(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("{path}: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Parse a listen address, naming the field when it is not `host:port`.
+pub fn parse_addr(field: &str, value: &str) -> Result<SocketAddr> {
+    value
+        .parse()
+        .map_err(|_| PipelineError::Config(format!("{field}: `{value}` is not a socket address (host:port)")))
+}
+
+fn positive(field: &str, value: usize) -> Result<()> {
+    if value == 0 {
+        return Err(PipelineError::Config(format!("{field} must be greater than 0")));
+    }
+    Ok(())
+}
+
+/// Durations written the human way (`500ms`, `5m`).
+pub mod duration_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like 5m or 500ms: {e}")))
+    }
+}
+
+/// `Option<Duration>` in the same form.
+pub mod opt_duration_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_str::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => humantime::parse_duration(&text)
+                .map(Some)
+                .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like 5m or 500ms: {e}"))),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str) -> Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, yaml)?;
+        Config::load(&path)
+    }
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_and_bad_fields_are_named() {
+        let err = load_str("receiver:\n  grpc_adr: 1\n").unwrap_err().to_string();
+        assert!(err.contains("grpc_adr"), "{err}");
+        let err = load_str("api:\n  addr: nowhere\n").unwrap_err().to_string();
+        assert!(err.contains("api.addr"), "{err}");
+        let err = load_str("store:\n  flush_interval: soon\n").unwrap_err().to_string();
+        assert!(err.contains("flush_interval"), "{err}");
+        let err = load_str("rules:\n  - name: r\n    when: \"nosuch > 1\"\n    for: 1m\n").unwrap_err().to_string();
+        assert!(err.contains("rule `r`") && err.contains("when"), "{err}");
+    }
+
+    #[test]
+    fn default_rules_parse() {
+        let rules = parse_rules(DEFAULT_RULES_YAML).unwrap();
+        assert!(rules.iter().any(|r| r.name == "cpu_storm"));
+    }
+}

@@ -1,0 +1,31 @@
+//! Stream operators over micro-batches.
+//!
+//! A micro-batch is the decoded samples of a handful of bus records. Operators run in a
+//! fixed chain — [`rate::RateOperator`] (cumulative counters → per-second series) then
+//! [`threshold::ThresholdOperator`] (rules such as `cpu_percent > 85 for 5m`, whose
+//! predicates DataFusion evaluates over Arrow batches) — each reading the batch and
+//! adding derived samples or anomaly events to it. Operator state is plain serde data
+//! so the runtime can checkpoint it.
+
+pub mod rate;
+pub mod threshold;
+
+use crate::error::Result;
+use sqlvigil_model::{AnomalyEvent, Sample};
+
+/// What flows through the operator chain.
+#[derive(Debug, Default)]
+pub struct MicroBatch {
+    /// Raw samples followed by derived ones.
+    pub samples: Vec<Sample>,
+    pub events: Vec<AnomalyEvent>,
+}
+
+/// One stage of the chain.
+pub trait Operator: Send {
+    fn name(&self) -> &'static str;
+    fn process(&mut self, batch: &mut MicroBatch) -> Result<()>;
+    /// State to checkpoint (JSON), restored by [`Operator::restore`].
+    fn checkpoint(&self) -> Result<serde_json::Value>;
+    fn restore(&mut self, state: serde_json::Value) -> Result<()>;
+}

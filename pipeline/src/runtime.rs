@@ -1,0 +1,411 @@
+//! Wires the pipeline from [`Config`] and runs it until shutdown.
+//!
+//! Tasks: the two OTLP listeners; a telemetry worker per telemetry topic (decode →
+//! operators → store, acknowledging bus records after the store flushed them); and the
+//! analytics worker (anomalies topic → rules analyzer → insights). Shutdown goes in
+//! data-flow order: stop accepting, drain the telemetry topics, flush, checkpoint, then
+//! drain the anomalies topic — so everything a client was told is accepted is stored.
+
+use crate::bus::memory::MemoryBus;
+use crate::bus::{Bus, Delivery, Record, Subscription};
+use crate::config::{parse_addr, Config};
+use crate::error::{PipelineError, Result};
+use crate::operators::rate::RateOperator;
+use crate::operators::threshold::ThresholdOperator;
+use crate::operators::{MicroBatch, Operator};
+use crate::receiver::{decode, grpc, http, Ingest};
+use crate::sinks::state::StateStore;
+use crate::sinks::store::{MetricFilter, Store};
+use crate::sinks::Sink;
+use crate::stats::Stats;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use sqlvigil_analytics::{Context, RelatedMetric};
+use sqlvigil_model::{AnomalyEvent, AnomalyEventKind};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const OPERATORS_GROUP: &str = "sqlvigil-operators";
+const ANALYTICS_GROUP: &str = "sqlvigil-analytics";
+const CHECKPOINT: &str = "operators";
+/// Operator state is checkpointed at most this often (and at shutdown).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+/// How far back the analyzer looks for related metrics.
+const CONTEXT_WINDOW_NS: i64 = 5 * 60 * 1_000_000_000;
+
+/// A running pipeline. Drop without [`Pipeline::shutdown`] aborts it.
+pub struct Pipeline {
+    pub config: Config,
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<Store>,
+    pub state: Arc<StateStore>,
+    pub stats: Arc<Stats>,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    stop_receivers: watch::Sender<bool>,
+    stop_telemetry: watch::Sender<bool>,
+    stop_analytics: watch::Sender<bool>,
+    receivers: Vec<JoinHandle<()>>,
+    telemetry: Vec<JoinHandle<Result<()>>>,
+    analytics: JoinHandle<Result<()>>,
+}
+
+/// Bind a listener, naming the field and address on failure.
+pub async fn bind(field: &str, addr: &str) -> Result<TcpListener> {
+    let sock = parse_addr(field, addr)?;
+    TcpListener::bind(sock).await.map_err(|source| PipelineError::Bind { addr: format!("{field} {addr}"), source })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Pipeline {
+    /// Build every component and start the tasks.
+    pub async fn start(config: Config) -> Result<Pipeline> {
+        config.validate()?;
+        let rules = config.effective_rules()?;
+        let stats = Arc::new(Stats::default());
+        let data_dir = config.store.data_dir.clone();
+        let state = Arc::new(StateStore::open(&data_dir)?);
+        let store = Arc::new(Store::open(&data_dir, stats.clone())?);
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(config.bus.capacity, config.bus.partitions));
+        let topics = config.bus.topics.clone();
+
+        // Subscribe before the receivers open so nothing is published to an unread topic.
+        let metrics_sub = bus.subscribe(&topics.metrics, OPERATORS_GROUP).await?;
+        let logs_sub = bus.subscribe(&topics.logs, OPERATORS_GROUP).await?;
+        let anomalies_sub = bus.subscribe(&topics.anomalies, ANALYTICS_GROUP).await?;
+
+        let mut operators: Vec<Box<dyn Operator>> =
+            vec![Box::new(RateOperator::new(stats.clone())), Box::new(ThresholdOperator::new(&rules, stats.clone())?)];
+        restore_operators(&state, &mut operators)?;
+
+        let grpc_listener = bind("receiver.grpc_addr", &config.receiver.grpc_addr).await?;
+        let http_listener = bind("receiver.http_addr", &config.receiver.http_addr).await?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+
+        let (stop_receivers, rx_receivers) = watch::channel(false);
+        let (stop_telemetry, rx_telemetry) = watch::channel(false);
+        let (stop_analytics, rx_analytics) = watch::channel(false);
+
+        let ingest = Arc::new(Ingest::new(bus.clone(), topics.clone(), stats.clone()));
+        let limit = config.receiver.max_body_bytes;
+        let grpc_task = {
+            let (ingest, rx) = (ingest.clone(), rx_receivers.clone());
+            tokio::spawn(async move {
+                if let Err(e) = grpc::serve(grpc_listener, ingest, limit, stopped(rx)).await {
+                    tracing::error!("OTLP/gRPC server failed: {e}");
+                }
+            })
+        };
+        let http_task = {
+            let router = http::router(ingest, limit);
+            let rx = rx_receivers.clone();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(http_listener, router).with_graceful_shutdown(stopped(rx)).await {
+                    tracing::error!("OTLP/HTTP server failed: {e}");
+                }
+            })
+        };
+
+        let worker = TelemetryWorker {
+            bus: bus.clone(),
+            store: store.clone(),
+            state: state.clone(),
+            stats: stats.clone(),
+            config: config.clone(),
+        };
+        let metrics_task = tokio::spawn(worker.clone().run_metrics(metrics_sub, operators, rx_telemetry.clone()));
+        let logs_task = tokio::spawn(worker.run_logs(logs_sub, rx_telemetry));
+        let analytics = tokio::spawn(
+            AnalyticsWorker { bus: bus.clone(), store: store.clone(), state: state.clone(), stats: stats.clone(), config: config.clone() }
+                .run(anomalies_sub, rx_analytics),
+        );
+        tracing::info!(%grpc_addr, %http_addr, rules = rules.len(), "pipeline started");
+        Ok(Pipeline {
+            config,
+            bus,
+            store,
+            state,
+            stats,
+            grpc_addr,
+            http_addr,
+            stop_receivers,
+            stop_telemetry,
+            stop_analytics,
+            receivers: vec![grpc_task, http_task],
+            telemetry: vec![metrics_task, logs_task],
+            analytics,
+        })
+    }
+
+    /// Stop accepting, drain, flush and checkpoint. Returns the first worker error.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop_receivers.send(true);
+        for r in self.receivers {
+            let _ = r.await;
+        }
+        let _ = self.stop_telemetry.send(true);
+        let mut first_err = None;
+        for t in self.telemetry {
+            if let Err(e) = join(t).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        let _ = self.stop_analytics.send(true);
+        if let Err(e) = join(self.analytics).await {
+            first_err.get_or_insert(e);
+        }
+        tracing::info!("pipeline stopped");
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+async fn join(h: JoinHandle<Result<()>>) -> Result<()> {
+    h.await.map_err(|e| PipelineError::Transport(format!("worker task failed: {e}")))?
+}
+
+fn restore_operators(state: &StateStore, ops: &mut [Box<dyn Operator>]) -> Result<()> {
+    let Some(saved) = state.load_checkpoint(CHECKPOINT)? else { return Ok(()) };
+    for op in ops.iter_mut() {
+        if let Some(s) = saved.get(op.name()) {
+            if let Err(e) = op.restore(s.clone()) {
+                tracing::warn!("ignoring unreadable {} checkpoint: {e}", op.name());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn save_operators(state: &StateStore, ops: &[Box<dyn Operator>]) -> Result<()> {
+    let mut map = serde_json::Map::new();
+    for op in ops {
+        map.insert(op.name().to_string(), op.checkpoint()?);
+    }
+    state.save_checkpoint(CHECKPOINT, &serde_json::Value::Object(map))
+}
+
+/// Consumes a telemetry topic into the operators and the store.
+#[derive(Clone)]
+struct TelemetryWorker {
+    bus: Arc<dyn Bus>,
+    store: Arc<Store>,
+    state: Arc<StateStore>,
+    stats: Arc<Stats>,
+    config: Config,
+}
+
+/// Deliveries waiting for the store to flush before they may be acknowledged.
+struct PendingAcks {
+    deliveries: Vec<Delivery>,
+    since: Instant,
+}
+
+impl PendingAcks {
+    fn new() -> Self {
+        PendingAcks { deliveries: Vec::new(), since: Instant::now() }
+    }
+}
+
+impl TelemetryWorker {
+    /// Read the next micro-batch, or `None` once stopping and the topic is drained.
+    async fn next(&self, sub: &mut Box<dyn Subscription>, topic: &str, stop: &watch::Receiver<bool>) -> Result<Option<Vec<Delivery>>> {
+        let ops = &self.config.operators;
+        let batch = sub.next_batch(ops.batch_records, ops.batch_interval).await?;
+        if batch.is_empty() && *stop.borrow() && self.bus.pending(topic) == 0 {
+            return Ok(None);
+        }
+        Ok(Some(batch))
+    }
+
+    /// Flush the store and acknowledge when due (or when `force`).
+    async fn maybe_commit(&self, sub: &mut Box<dyn Subscription>, pending: &mut PendingAcks, force: bool) -> Result<bool> {
+        let due = pending.since.elapsed() >= self.config.store.flush_interval
+            || self.store.buffered_rows() >= self.config.store.flush_rows;
+        if !(force || due) {
+            return Ok(false);
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| PipelineError::Transport(format!("flush task failed: {e}")))??;
+        sub.ack(&pending.deliveries).await?;
+        *pending = PendingAcks::new();
+        Ok(true)
+    }
+
+    async fn run_metrics(
+        self,
+        mut sub: Box<dyn Subscription>,
+        mut operators: Vec<Box<dyn Operator>>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let topic = self.config.bus.topics.metrics.clone();
+        let mut pending = PendingAcks::new();
+        let mut last_checkpoint = Instant::now();
+        while let Some(batch) = self.next(&mut sub, &topic, &stop).await? {
+            if !batch.is_empty() {
+                let mut mb = MicroBatch::default();
+                for d in &batch {
+                    match ExportMetricsServiceRequest::decode(d.record.payload.as_ref()) {
+                        Ok(req) => decode::metrics_to_samples(&req, &mut mb.samples),
+                        Err(e) => {
+                            Stats::add(&self.stats.decode_errors, 1);
+                            tracing::warn!(partition = d.partition, offset = d.offset, "undecodable metrics record skipped: {e}");
+                        }
+                    }
+                }
+                Stats::add(&self.stats.processed_points, mb.samples.len() as u64);
+                for op in operators.iter_mut() {
+                    op.process(&mut mb)?;
+                }
+                self.store.write_samples(&mb.samples)?;
+                self.publish_events(&mb.events).await?;
+                pending.deliveries.extend(batch);
+            }
+            if self.maybe_commit(&mut sub, &mut pending, false).await? && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                save_operators(&self.state, &operators)?;
+                last_checkpoint = Instant::now();
+            }
+        }
+        self.maybe_commit(&mut sub, &mut pending, true).await?;
+        save_operators(&self.state, &operators)
+    }
+
+    /// Store anomaly events and hand them to analytics through the bus.
+    async fn publish_events(&self, events: &[AnomalyEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::with_capacity(events.len());
+        for ev in events {
+            self.state.upsert_anomaly(&ev.anomaly)?;
+            records.push(Record {
+                key: ev.anomaly.series.instance.clone().into_bytes().into(),
+                payload: serde_json::to_vec(ev)?.into(),
+            });
+            tracing::info!(
+                event = ?ev.event, rule = %ev.anomaly.rule, instance = %ev.anomaly.series.instance,
+                observed = ev.anomaly.observed, "anomaly"
+            );
+        }
+        publish_retrying(self.bus.as_ref(), &self.config.bus.topics.anomalies, records).await
+    }
+
+    async fn run_logs(self, mut sub: Box<dyn Subscription>, stop: watch::Receiver<bool>) -> Result<()> {
+        let topic = self.config.bus.topics.logs.clone();
+        let mut pending = PendingAcks::new();
+        while let Some(batch) = self.next(&mut sub, &topic, &stop).await? {
+            let mut logs = Vec::new();
+            for d in &batch {
+                match ExportLogsServiceRequest::decode(d.record.payload.as_ref()) {
+                    Ok(req) => decode::logs_to_records(&req, &mut logs),
+                    Err(e) => {
+                        Stats::add(&self.stats.decode_errors, 1);
+                        tracing::warn!("undecodable logs record skipped: {e}");
+                    }
+                }
+            }
+            self.store.write_logs(&logs)?;
+            pending.deliveries.extend(batch);
+            self.maybe_commit(&mut sub, &mut pending, false).await?;
+        }
+        self.maybe_commit(&mut sub, &mut pending, true).await.map(|_| ())
+    }
+}
+
+/// Internal topics wait for room rather than fail: the producer is our own worker.
+async fn publish_retrying(bus: &dyn Bus, topic: &str, records: Vec<Record>) -> Result<()> {
+    let mut delay = Duration::from_millis(10);
+    loop {
+        match bus.publish(topic, records.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && delay < Duration::from_secs(30) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Anomalies topic → rules analyzer → insights.
+struct AnalyticsWorker {
+    bus: Arc<dyn Bus>,
+    store: Arc<Store>,
+    state: Arc<StateStore>,
+    stats: Arc<Stats>,
+    config: Config,
+}
+
+impl AnalyticsWorker {
+    async fn run(self, mut sub: Box<dyn Subscription>, stop: watch::Receiver<bool>) -> Result<()> {
+        let topic = self.config.bus.topics.anomalies.clone();
+        loop {
+            let batch = sub.next_batch(64, Duration::from_millis(250)).await?;
+            if batch.is_empty() {
+                if *stop.borrow() && self.bus.pending(&topic) == 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            for d in &batch {
+                match serde_json::from_slice::<AnomalyEvent>(&d.record.payload) {
+                    Ok(ev) if ev.event == AnomalyEventKind::Open => self.analyze(&ev).await?,
+                    Ok(_) => {}
+                    Err(e) => {
+                        Stats::add(&self.stats.decode_errors, 1);
+                        tracing::warn!("undecodable anomaly event skipped: {e}");
+                    }
+                }
+            }
+            sub.ack(&batch).await?;
+        }
+    }
+
+    /// Latest value per series on the anomaly's instance in the window before it opened.
+    async fn context(&self, ev: &AnomalyEvent) -> Result<Context> {
+        let opened = ev.anomaly.opened_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let filter = MetricFilter {
+            instance: Some(ev.anomaly.series.instance.clone()),
+            from_ns: Some(opened.saturating_sub(CONTEXT_WINDOW_NS)),
+            to_ns: Some(opened),
+            ..Default::default()
+        };
+        let mut latest: HashMap<u64, RelatedMetric> = HashMap::new();
+        for s in self.store.query_metrics(&filter).await? {
+            latest.insert(
+                s.key.id(),
+                RelatedMetric { metric: s.key.metric, attributes: s.key.attributes, value: s.value, unit: s.unit },
+            );
+        }
+        let mut related: Vec<RelatedMetric> = latest.into_values().collect();
+        related.sort_by(|a, b| (&a.metric, &a.attributes).cmp(&(&b.metric, &b.attributes)));
+        Ok(Context { related })
+    }
+
+    async fn analyze(&self, ev: &AnomalyEvent) -> Result<()> {
+        let ctx = self.context(ev).await?;
+        let insight = sqlvigil_analytics::rules::analyze(&ev.anomaly, &ctx, chrono::Utc::now())
+            .map_err(|e| PipelineError::Transport(e.to_string()))?;
+        if !self.state.insert_insight(&insight)? {
+            return Ok(());
+        }
+        Stats::add(&self.stats.insights_written, 1);
+        tracing::info!(instance = %insight.instance, summary = %insight.summary, "insight");
+        let record = Record { key: insight.instance.clone().into_bytes().into(), payload: serde_json::to_vec(&insight)?.into() };
+        publish_retrying(self.bus.as_ref(), &self.config.bus.topics.insights, vec![record]).await
+    }
+}

@@ -1,0 +1,329 @@
+//! The embedded telemetry store: Arrow batches buffered in memory, written as Parquet
+//! files under `<data_dir>/metrics/day=YYYY-MM-DD/hour=HH/` (and `logs/`; hive-style
+//! names, which DataFusion lists below the table directory), and queried with
+//! DataFusion over the files plus the not-yet-flushed buffer, so a point is visible as
+//! soon as the consumer has processed it.
+//!
+//! Files are written under a temporary name and renamed, so a reader or a crash never
+//! sees half a file.
+
+use super::Sink;
+use crate::error::Result;
+use crate::stats::Stats;
+use arrow::array::{Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::MemTable;
+use datafusion::functions_aggregate::expr_fn::{count, max};
+use datafusion::prelude::{col, lit, DataFrame, Expr, SessionContext};
+use datafusion::scalar::ScalarValue;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::Serialize;
+use sqlvigil_model::arrow_schema::{batch_to_samples, log_schema, logs_to_batch, sample_schema, samples_to_batch};
+use sqlvigil_model::{LogRecord, Sample};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct Buffer {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+}
+
+/// Which points a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct MetricFilter {
+    pub series_id: Option<u64>,
+    pub metric: Option<String>,
+    pub instance: Option<String>,
+    pub from_ns: Option<i64>,
+    pub to_ns: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+/// One series as listed by the API.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SeriesInfo {
+    pub id: String,
+    pub instance: String,
+    pub host: String,
+    pub database: String,
+    pub metric: String,
+    pub attributes: BTreeMap<String, String>,
+    pub unit: String,
+    pub kind: String,
+    pub points: u64,
+    pub last_time: chrono::DateTime<chrono::Utc>,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    metrics: Mutex<Buffer>,
+    logs: Mutex<Buffer>,
+    seq: AtomicU64,
+    stats: Arc<Stats>,
+}
+
+fn lock(m: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ts(ns: i64) -> Expr {
+    lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+}
+
+impl Store {
+    pub fn open(data_dir: &Path, stats: Arc<Stats>) -> Result<Store> {
+        for sub in ["metrics", "logs"] {
+            std::fs::create_dir_all(data_dir.join(sub))?;
+        }
+        Ok(Store {
+            dir: data_dir.to_path_buf(),
+            metrics: Mutex::new(Buffer::default()),
+            logs: Mutex::new(Buffer::default()),
+            seq: AtomicU64::new(0),
+            stats,
+        })
+    }
+
+    /// Write `batches` as one Parquet file in the hour directory of its first row.
+    fn write_file(&self, table: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+        let Some(first) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(()) };
+        let t0 = first
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .map(|a| a.value(0))
+            .unwrap_or_default();
+        let hour = sqlvigil_model::ns_to_datetime(t0).format("day=%Y-%m-%d/hour=%H").to_string();
+        let dir = self.dir.join(table).join(hour);
+        std::fs::create_dir_all(&dir)?;
+        let name = format!(
+            "part-{}-{}-{}",
+            chrono::Utc::now().timestamp_millis(),
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let tmp = dir.join(format!("{name}.tmp"));
+        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+        let file = std::fs::File::create(&tmp)?;
+        let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
+        for b in batches {
+            writer.write(b)?;
+        }
+        writer.into_inner()?.sync_all()?;
+        std::fs::rename(&tmp, dir.join(format!("{name}.parquet")))?;
+        Ok(())
+    }
+
+    fn flush_buffer(&self, table: &str, buffer: &Mutex<Buffer>, schema: SchemaRef) -> Result<usize> {
+        // Hold the lock across the write so queries never miss rows between buffer and file.
+        let mut buf = lock(buffer);
+        if buf.rows == 0 {
+            return Ok(0);
+        }
+        self.write_file(table, schema, &buf.batches)?;
+        let rows = buf.rows;
+        *buf = Buffer::default();
+        Ok(rows)
+    }
+
+    /// A DataFrame over the files and the buffer of `table`.
+    async fn frame(&self, table: &str, buffer: &Mutex<Buffer>, schema: SchemaRef) -> Result<(SessionContext, DataFrame)> {
+        let ctx = SessionContext::new();
+        let dir = self.dir.join(table);
+        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema.clone());
+        ctx.register_table("files", Arc::new(ListingTable::try_new(config)?))?;
+        let buffered = lock(buffer).batches.clone();
+        ctx.register_table("buffer", Arc::new(MemTable::try_new(schema, vec![buffered])?))?;
+        let df = ctx.table("files").await?.union(ctx.table("buffer").await?)?;
+        Ok((ctx, df))
+    }
+
+    fn apply(df: DataFrame, f: &MetricFilter) -> Result<DataFrame> {
+        let mut conds: Vec<Expr> = Vec::new();
+        if let Some(id) = f.series_id {
+            conds.push(col("series_id").eq(lit(id)));
+        }
+        if let Some(m) = &f.metric {
+            conds.push(col("metric").eq(lit(m.as_str())));
+        }
+        if let Some(i) = &f.instance {
+            conds.push(col("instance").eq(lit(i.as_str())));
+        }
+        if let Some(from) = f.from_ns {
+            conds.push(col("time").gt_eq(ts(from)));
+        }
+        if let Some(to) = f.to_ns {
+            conds.push(col("time").lt_eq(ts(to)));
+        }
+        Ok(match conds.into_iter().reduce(Expr::and) {
+            Some(c) => df.filter(c)?,
+            None => df,
+        })
+    }
+
+    /// Points matching `filter`, oldest first.
+    pub async fn query_metrics(&self, filter: &MetricFilter) -> Result<Vec<Sample>> {
+        let (_ctx, df) = self.frame("metrics", &self.metrics, sample_schema()).await?;
+        let df = Self::apply(df, filter)?.sort(vec![col("time").sort(true, false), col("series_id").sort(true, false)])?;
+        let df = df.limit(0, filter.limit)?;
+        let mut out = Vec::new();
+        for b in df.collect().await? {
+            out.extend(batch_to_samples(&b)?);
+        }
+        Ok(out)
+    }
+
+    /// Distinct series matching `filter` (time bounds apply to their points).
+    pub async fn series(&self, filter: &MetricFilter) -> Result<Vec<SeriesInfo>> {
+        let (_ctx, df) = self.frame("metrics", &self.metrics, sample_schema()).await?;
+        let keys = ["series_id", "instance", "host", "database", "metric", "attributes", "unit", "kind"];
+        let df = Self::apply(df, filter)?
+            .aggregate(keys.iter().map(|k| col(*k)).collect(), vec![count(lit(1)).alias("points"), max(col("time")).alias("last_time")])?
+            .sort(vec![col("metric").sort(true, false), col("instance").sort(true, false), col("series_id").sort(true, false)])?;
+        let mut out = Vec::new();
+        for b in df.collect().await? {
+            out.extend(series_rows(&b)?);
+        }
+        Ok(out)
+    }
+
+    /// Number of Parquet files written (tests, diagnostics).
+    pub fn file_count(&self, table: &str) -> usize {
+        fn walk(p: &Path) -> usize {
+            std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| {
+                            let p = e.path();
+                            if p.is_dir() {
+                                walk(&p)
+                            } else {
+                                usize::from(p.extension().is_some_and(|x| x == "parquet"))
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        walk(&self.dir.join(table))
+    }
+}
+
+fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
+    let c = b.column_by_name(name).ok_or(sqlvigil_model::ModelError::Column(name))?;
+    let c = cast(c, &DataType::Utf8)?;
+    Ok(c.as_any().downcast_ref::<StringArray>().cloned().ok_or(sqlvigil_model::ModelError::Column(name))?)
+}
+
+fn series_rows(b: &RecordBatch) -> Result<Vec<SeriesInfo>> {
+    let ids = cast(b.column_by_name("series_id").ok_or(sqlvigil_model::ModelError::Column("series_id"))?, &DataType::UInt64)?;
+    let ids = ids.as_any().downcast_ref::<UInt64Array>().ok_or(sqlvigil_model::ModelError::Column("series_id"))?;
+    let points = cast(b.column_by_name("points").ok_or(sqlvigil_model::ModelError::Column("points"))?, &DataType::UInt64)?;
+    let points = points.as_any().downcast_ref::<UInt64Array>().ok_or(sqlvigil_model::ModelError::Column("points"))?;
+    let last = cast(
+        b.column_by_name("last_time").ok_or(sqlvigil_model::ModelError::Column("last_time"))?,
+        &DataType::Int64,
+    )?;
+    let last = last.as_any().downcast_ref::<arrow::array::Int64Array>().ok_or(sqlvigil_model::ModelError::Column("last_time"))?;
+    let [instance, host, database, metric, attributes, unit, kind] =
+        ["instance", "host", "database", "metric", "attributes", "unit", "kind"].map(|n| string_col(b, n));
+    let (instance, host, database, metric, attributes, unit, kind) =
+        (instance?, host?, database?, metric?, attributes?, unit?, kind?);
+    Ok((0..b.num_rows())
+        .map(|i| SeriesInfo {
+            id: format!("{:016x}", ids.value(i)),
+            instance: instance.value(i).into(),
+            host: host.value(i).into(),
+            database: database.value(i).into(),
+            metric: metric.value(i).into(),
+            attributes: serde_json::from_str(attributes.value(i)).unwrap_or_default(),
+            unit: unit.value(i).into(),
+            kind: kind.value(i).into(),
+            points: points.value(i),
+            last_time: sqlvigil_model::ns_to_datetime(if last.is_null(i) { 0 } else { last.value(i) }),
+        })
+        .collect())
+}
+
+impl Sink for Store {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    fn write_samples(&self, samples: &[Sample]) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let batch = samples_to_batch(samples)?;
+        let mut buf = lock(&self.metrics);
+        buf.rows += batch.num_rows();
+        buf.batches.push(batch);
+        Ok(())
+    }
+
+    fn write_logs(&self, logs: &[LogRecord]) -> Result<()> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let batch = logs_to_batch(logs)?;
+        let mut buf = lock(&self.logs);
+        buf.rows += batch.num_rows();
+        buf.batches.push(batch);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        let rows = self.flush_buffer("metrics", &self.metrics, sample_schema())?;
+        Stats::add(&self.stats.stored_rows, rows as u64);
+        let logs = self.flush_buffer("logs", &self.logs, log_schema())?;
+        Stats::add(&self.stats.stored_log_records, logs as u64);
+        Ok(())
+    }
+
+    fn buffered_rows(&self) -> usize {
+        lock(&self.metrics).rows + lock(&self.logs).rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlvigil_model::SeriesKey;
+
+    #[tokio::test]
+    async fn serves_buffered_and_flushed_points_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let store = Store::open(dir.path(), stats.clone()).unwrap();
+        let key = SeriesKey::new("sql1", "h", "", "sqlserver.cpu.utilization");
+        let other = SeriesKey::new("sql2", "h", "", "sqlserver.cpu.utilization");
+        store.write_samples(&[Sample::gauge(key.clone(), 1_000, 1.5, "%"), Sample::gauge(other, 1_500, 7.0, "%")]).unwrap();
+        store.flush().unwrap();
+        store.write_samples(&[Sample::gauge(key.clone(), 2_000, 2.5, "%")]).unwrap();
+        let f = MetricFilter { series_id: Some(key.id()), ..Default::default() };
+        let values: Vec<f64> = store.query_metrics(&f).await.unwrap().iter().map(|s| s.value).collect();
+        assert_eq!(values, vec![1.5, 2.5]);
+        store.flush().unwrap();
+        assert_eq!(store.file_count("metrics"), 2);
+        drop(store);
+        let store = Store::open(dir.path(), stats).unwrap();
+        let f = MetricFilter { instance: Some("sql1".into()), from_ns: Some(1_500), ..Default::default() };
+        let values: Vec<f64> = store.query_metrics(&f).await.unwrap().iter().map(|s| s.value).collect();
+        assert_eq!(values, vec![2.5]);
+        let series = store.series(&MetricFilter::default()).await.unwrap();
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].points, 2);
+        assert_eq!(series[0].id, key.id_hex());
+    }
+}
