@@ -1,1 +1,47 @@
-//! placeholder
+//! The REST API over the embedded store: `/health`, `/metrics` (Prometheus self metrics)
+//! and the bearer-token protected `/api/v1/{series,metrics,anomalies,insights}`, plus a
+//! small status page at `/`.
+//!
+//! Tokens are checked against their SHA-256 hashes in the state store; every role may
+//! read, and later write endpoints require operator or admin. Errors are JSON
+//! `{"error": "..."}` with the right status code.
+//!
+//! Depends on: model, pipeline (its `Store`, `StateStore` and `Stats`), axum. Must not
+//! touch the bus or the operators: the API only reads what the pipeline stored.
+
+mod auth;
+mod error;
+mod params;
+mod routes;
+
+pub use error::ApiError;
+
+use axum::Router;
+use sqlvigil_pipeline::sinks::state::StateStore;
+use sqlvigil_pipeline::sinks::store::Store;
+use sqlvigil_pipeline::stats::Stats;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub state: Arc<StateStore>,
+    pub stats: Arc<Stats>,
+    pub started: Instant,
+}
+
+/// The whole router.
+pub fn router(app: AppState) -> Router {
+    routes::router(app)
+}
+
+/// Serve the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+}

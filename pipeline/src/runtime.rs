@@ -48,6 +48,8 @@ pub struct Pipeline {
     pub stats: Arc<Stats>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The receiver core, for in-process producers (benchmarks).
+    pub ingest: Arc<Ingest>,
     stop_receivers: watch::Sender<bool>,
     stop_telemetry: watch::Sender<bool>,
     stop_analytics: watch::Sender<bool>,
@@ -111,7 +113,7 @@ impl Pipeline {
             })
         };
         let http_task = {
-            let router = http::router(ingest, limit);
+            let router = http::router(ingest.clone(), limit);
             let rx = rx_receivers.clone();
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(http_listener, router).with_graceful_shutdown(stopped(rx)).await {
@@ -142,6 +144,7 @@ impl Pipeline {
             stats,
             grpc_addr,
             http_addr,
+            ingest,
             stop_receivers,
             stop_telemetry,
             stop_analytics,

@@ -1,0 +1,134 @@
+//! `sqlvigil bench NAME [--quick]`. Each bench prints its figures and, last, its headline
+//! as `label: value unit`.
+//!
+//! `ingest`: simulator-generated OTLP requests (encoded once up front) pushed through
+//! receiver → bus → rate + threshold operators → store sink, (a) in-process through the
+//! receiver core and (b) over loopback gRPC, each timed until the pipeline has drained
+//! and flushed; compared with a bare `prost` decode of the same bytes in the same run.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use sqlvigil_pipeline::stats::Stats;
+use sqlvigil_pipeline::{Config, Pipeline};
+use sqlvigil_simulator::{Fleet, FleetConfig};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Which benchmark: ingest.
+    name: String,
+    /// A smaller run (under 30 s).
+    #[arg(long)]
+    quick: bool,
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    match args.name.as_str() {
+        "ingest" => ingest(args.quick).await,
+        other => bail!("unknown benchmark `{other}`; available: ingest"),
+    }
+}
+
+/// Encoded requests and their point count.
+fn workload(quick: bool) -> (Vec<Vec<u8>>, u64) {
+    let (instances, ticks) = if quick { (20, 40) } else { (50, 200) };
+    let mut fleet = Fleet::new(FleetConfig { instances, ..FleetConfig::default() });
+    let mut bodies = Vec::new();
+    let mut points = 0u64;
+    for t in 0..ticks {
+        for req in fleet.metrics(t) {
+            points += sqlvigil_simulator::count_points(&req) as u64;
+            bodies.push(req.encode_to_vec());
+        }
+    }
+    (bodies, points)
+}
+
+fn rate(points: u64, d: Duration) -> f64 {
+    points as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// Decode every body `rounds` times; the cost floor of any OTLP receiver.
+fn prost_baseline(bodies: &[Vec<u8>], points: u64) -> Result<f64> {
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    while rounds < 3 || start.elapsed() < Duration::from_secs(1) {
+        for b in bodies {
+            std::hint::black_box(ExportMetricsServiceRequest::decode(b.as_slice())?);
+        }
+        rounds += 1;
+    }
+    Ok(rate(points * rounds, start.elapsed()))
+}
+
+async fn bench_pipeline(dir: &std::path::Path) -> Result<Pipeline> {
+    let mut cfg = Config::default();
+    cfg.store.data_dir = dir.to_path_buf();
+    cfg.receiver.grpc_addr = "127.0.0.1:0".into();
+    cfg.receiver.http_addr = "127.0.0.1:0".into();
+    cfg.bus.capacity = 1_000_000;
+    Ok(Pipeline::start(cfg).await?)
+}
+
+/// Wait until the operators have seen `points`, then shut down (drain + flush).
+async fn finish(p: Pipeline, points: u64) -> Result<()> {
+    while Stats::get(&p.stats.processed_points) < points {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p.shutdown().await?;
+    Ok(())
+}
+
+async fn in_process(bodies: &[Vec<u8>], points: u64) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let p = bench_pipeline(dir.path()).await?;
+    let ingest = p.ingest.clone();
+    let start = Instant::now();
+    for b in bodies {
+        ingest.metrics(ExportMetricsServiceRequest::decode(b.as_slice())?).await?;
+    }
+    finish(p, points).await?;
+    Ok(rate(points, start.elapsed()))
+}
+
+async fn loopback_grpc(bodies: Arc<Vec<Vec<u8>>>, points: u64) -> Result<f64> {
+    const CLIENTS: usize = 4;
+    let dir = tempfile::tempdir()?;
+    let p = bench_pipeline(dir.path()).await?;
+    let endpoint = format!("http://{}", p.grpc_addr);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (bodies, endpoint) = (bodies.clone(), endpoint.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = MetricsServiceClient::connect(endpoint).await?;
+            for b in bodies.iter().skip(c).step_by(CLIENTS) {
+                client.export(ExportMetricsServiceRequest::decode(b.as_slice())?).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    finish(p, points).await?;
+    Ok(rate(points, start.elapsed()))
+}
+
+async fn ingest(quick: bool) -> Result<()> {
+    let (bodies, points) = workload(quick);
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    println!("workload: {} requests, {points} points, {:.1} MiB of OTLP protobuf", bodies.len(), bytes as f64 / 1048576.0);
+    let base = prost_baseline(&bodies, points)?;
+    println!("prost decode (baseline): {base:.0} points/s");
+    let inproc = in_process(&bodies, points).await?;
+    println!("in-process receiver→bus→operators→store: {inproc:.0} points/s ({:.3} of baseline)", inproc / base);
+    let grpc = loopback_grpc(Arc::new(bodies), points).await?;
+    println!("loopback gRPC receiver→bus→operators→store: {grpc:.0} points/s ({:.3} of baseline)", grpc / base);
+    println!("ingest_grpc_loopback: {grpc:.0} points/s");
+    Ok(())
+}
