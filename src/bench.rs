@@ -36,7 +36,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 /// Encoded requests and their point count.
 fn workload(quick: bool) -> (Vec<Vec<u8>>, u64) {
     let (instances, ticks) = if quick { (20, 40) } else { (50, 200) };
-    let mut fleet = Fleet::new(FleetConfig { instances, ..FleetConfig::default() });
+    let mut fleet = Fleet::new(FleetConfig {
+        instances,
+        ..FleetConfig::default()
+    });
     let mut bodies = Vec::new();
     let mut points = 0u64;
     for t in 0..ticks {
@@ -89,7 +92,9 @@ async fn in_process(bodies: &[Vec<u8>], points: u64) -> Result<f64> {
     let ingest = p.ingest.clone();
     let start = Instant::now();
     for b in bodies {
-        ingest.metrics(ExportMetricsServiceRequest::decode(b.as_slice())?).await?;
+        ingest
+            .metrics(ExportMetricsServiceRequest::decode(b.as_slice())?)
+            .await?;
     }
     finish(p, points).await?;
     Ok(rate(points, start.elapsed()))
@@ -107,7 +112,9 @@ async fn loopback_grpc(bodies: Arc<Vec<Vec<u8>>>, points: u64) -> Result<f64> {
         tasks.push(tokio::spawn(async move {
             let mut client = MetricsServiceClient::connect(endpoint).await?;
             for b in bodies.iter().skip(c).step_by(CLIENTS) {
-                client.export(ExportMetricsServiceRequest::decode(b.as_slice())?).await?;
+                client
+                    .export(ExportMetricsServiceRequest::decode(b.as_slice())?)
+                    .await?;
             }
             anyhow::Ok(())
         }));
@@ -122,13 +129,23 @@ async fn loopback_grpc(bodies: Arc<Vec<Vec<u8>>>, points: u64) -> Result<f64> {
 async fn ingest(quick: bool) -> Result<()> {
     let (bodies, points) = workload(quick);
     let bytes: usize = bodies.iter().map(Vec::len).sum();
-    println!("workload: {} requests, {points} points, {:.1} MiB of OTLP protobuf", bodies.len(), bytes as f64 / 1048576.0);
+    println!(
+        "workload: {} requests, {points} points, {:.1} MiB of OTLP protobuf",
+        bodies.len(),
+        bytes as f64 / 1048576.0
+    );
     let base = prost_baseline(&bodies, points)?;
     println!("prost decode (baseline): {base:.0} points/s");
     let inproc = in_process(&bodies, points).await?;
-    println!("in-process receiver→bus→operators→store: {inproc:.0} points/s ({:.3} of baseline)", inproc / base);
+    println!(
+        "in-process receiver→bus→operators→store: {inproc:.0} points/s ({:.3} of baseline)",
+        inproc / base
+    );
     let grpc = loopback_grpc(Arc::new(bodies), points).await?;
-    println!("loopback gRPC receiver→bus→operators→store: {grpc:.0} points/s ({:.3} of baseline)", grpc / base);
+    println!(
+        "loopback gRPC receiver→bus→operators→store: {grpc:.0} points/s ({:.3} of baseline)",
+        grpc / base
+    );
     println!("ingest_grpc_loopback: {grpc:.0} points/s");
     Ok(())
 }

@@ -73,13 +73,14 @@ async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -94,11 +95,15 @@ fn now_ns() -> i64 {
 }
 
 fn parse_incidents(specs: &[String]) -> Result<Vec<Incident>> {
-    specs.iter().map(|s| Incident::parse(s).map_err(anyhow::Error::from)).collect()
+    specs
+        .iter()
+        .map(|s| Incident::parse(s).map_err(anyhow::Error::from))
+        .collect()
 }
 
 /// Something to run alongside the pipeline, given the bound gRPC address.
-pub type Companion = Box<dyn FnOnce(&Pipeline, watch::Receiver<bool>) -> tokio::task::JoinHandle<()> + Send>;
+pub type Companion =
+    Box<dyn FnOnce(&Pipeline, watch::Receiver<bool>) -> tokio::task::JoinHandle<()> + Send>;
 
 /// Start pipeline + API, run `companion` (the simulator) next to them, stop on a signal.
 pub async fn run_pipeline(cfg: Config, companion: Option<Companion>) -> Result<()> {
@@ -147,7 +152,9 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
     let data_dir = match &args.overrides.data_dir {
         Some(d) => d.clone(),
         None => {
-            tmp = tempfile::Builder::new().prefix("sqlvigil-demo-").tempdir()?;
+            tmp = tempfile::Builder::new()
+                .prefix("sqlvigil-demo-")
+                .tempdir()?;
             tmp.path().to_path_buf()
         }
     };
@@ -167,7 +174,10 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
         "cpu_storm" => vec!["cpu_storm@3m+10m:0".into()],
         "blocking_chain" => vec![format!("blocking_chain@4m+8m:{second}")],
         "quiet" => vec![],
-        _ => vec!["cpu_storm@3m+10m:0".into(), format!("blocking_chain@4m+8m:{second}")],
+        _ => vec![
+            "cpu_storm@3m+10m:0".into(),
+            format!("blocking_chain@4m+8m:{second}"),
+        ],
     };
     specs.extend(args.incidents.iter().cloned());
     let fleet = Fleet::new(FleetConfig {
@@ -177,10 +187,21 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
         incidents: parse_incidents(&specs)?,
         start_time_ns: now_ns() - args.backfill.as_nanos() as i64,
     });
-    println!("sqlvigil demo: {} simulated SQL Server instances, incidents: {}", args.instances, if specs.is_empty() { "none".into() } else { specs.join(", ") });
+    println!(
+        "sqlvigil demo: {} simulated SQL Server instances, incidents: {}",
+        args.instances,
+        if specs.is_empty() {
+            "none".into()
+        } else {
+            specs.join(", ")
+        }
+    );
     println!("data dir:   {}", data_dir.display());
     println!("admin token ({}): {token}", token_file.display());
-    println!("try:        curl -H 'Authorization: Bearer {token}' http://{}/api/v1/anomalies", cfg.api.addr);
+    println!(
+        "try:        curl -H 'Authorization: Bearer {token}' http://{}/api/v1/anomalies",
+        cfg.api.addr
+    );
     let (speed, ticks) = (args.speed, args.ticks);
     let companion: Companion = Box::new(move |p: &Pipeline, stop: watch::Receiver<bool>| {
         let endpoint = format!("http://{}", p.grpc_addr);
@@ -188,7 +209,12 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
         tokio::spawn(async move {
             let watcher = tokio::spawn(announce_first_findings(state, stop.clone()));
             let mut rx = stop.clone();
-            let run_cfg = RunConfig { endpoint, protocol: Protocol::Grpc, speed, ticks };
+            let run_cfg = RunConfig {
+                endpoint,
+                protocol: Protocol::Grpc,
+                speed,
+                ticks,
+            };
             match sqlvigil_simulator::run(fleet, run_cfg, async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
@@ -207,11 +233,17 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
 }
 
 /// Print the first anomaly and its insight once they exist.
-async fn announce_first_findings(state: std::sync::Arc<sqlvigil_pipeline::sinks::state::StateStore>, mut stop: watch::Receiver<bool>) {
+async fn announce_first_findings(
+    state: std::sync::Arc<sqlvigil_pipeline::sinks::state::StateStore>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut shown_anomaly = false;
     loop {
         if !shown_anomaly {
-            if let Ok(list) = state.anomalies(&AnomalyFilter { limit: Some(1), ..Default::default() }) {
+            if let Ok(list) = state.anomalies(&AnomalyFilter {
+                limit: Some(1),
+                ..Default::default()
+            }) {
                 if let Some(a) = list.first() {
                     println!(
                         "first anomaly: {} on {} — {} (observed {:.1}, expected {})",
@@ -253,9 +285,20 @@ pub async fn simulate(args: SimulateArgs) -> Result<()> {
         start_time_ns: now_ns() - args.backfill.as_nanos() as i64,
     });
     for l in fleet.labels() {
-        println!("incident {} on {}: {} → {}", l.name, l.instance, sqlvigil_model::ns_to_datetime(l.start_ns), sqlvigil_model::ns_to_datetime(l.end_ns));
+        println!(
+            "incident {} on {}: {} → {}",
+            l.name,
+            l.instance,
+            sqlvigil_model::ns_to_datetime(l.start_ns),
+            sqlvigil_model::ns_to_datetime(l.end_ns)
+        );
     }
-    let cfg = RunConfig { endpoint: args.endpoint, protocol, speed: args.speed, ticks: args.ticks };
+    let cfg = RunConfig {
+        endpoint: args.endpoint,
+        protocol,
+        speed: args.speed,
+        ticks: args.ticks,
+    };
     let stats = sqlvigil_simulator::run(fleet, cfg, termination()).await?;
     println!(
         "sent {} ticks, {} requests, {} points ({} rejected, {} errors)",

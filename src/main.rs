@@ -11,7 +11,11 @@ use sqlvigil_pipeline::Config;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "sqlvigil", version, about = "SQL Server telemetry pipeline: OTLP in, anomalies and insights out")]
+#[command(
+    name = "sqlvigil",
+    version,
+    about = "SQL Server telemetry pipeline: OTLP in, anomalies and insights out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,9 +36,7 @@ enum Command {
     /// Send simulated SQL Server telemetry to an OTLP endpoint.
     Simulate(demo::SimulateArgs),
     /// Check a config file without running it.
-    Validate {
-        config: PathBuf,
-    },
+    Validate { config: PathBuf },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -89,19 +91,36 @@ impl Overrides {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SQLVIGIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,datafusion=warn,h2=warn,tower=warn,hyper=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SQLVIGIL_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,datafusion=warn,h2=warn,tower=warn,hyper=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match execute(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.command {
             Command::Run { config, overrides } => {
-                let mut cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+                let mut cfg = Config::load(&config)
+                    .with_context(|| format!("loading {}", config.display()))?;
                 overrides.apply(&mut cfg);
                 cfg.validate()?;
                 demo::run_pipeline(cfg, None).await
@@ -114,8 +133,17 @@ fn main() -> Result<()> {
                 println!("{}: ok ({} rules)", config.display(), rules.len());
                 Ok(())
             }
-            Command::Token { command: TokenCommand::Create { role, data_dir, name } } => {
-                let Some(role) = Role::parse(&role) else { bail!("unknown role {role}") };
+            Command::Token {
+                command:
+                    TokenCommand::Create {
+                        role,
+                        data_dir,
+                        name,
+                    },
+            } => {
+                let Some(role) = Role::parse(&role) else {
+                    bail!("unknown role {role}")
+                };
                 let state = StateStore::open(&data_dir)?;
                 println!("{}", state.create_token(role, &name)?);
                 Ok(())

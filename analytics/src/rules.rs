@@ -13,13 +13,20 @@ pub const PROMPT_VERSION: &str = "rules-v1";
 /// Top `n` related series of `metric` by value, highest first.
 fn top<'a>(ctx: &'a Context, metric: &str, n: usize) -> Vec<&'a RelatedMetric> {
     let mut v: Vec<&RelatedMetric> = ctx.related.iter().filter(|r| r.metric == metric).collect();
-    v.sort_by(|a, b| b.value.total_cmp(&a.value).then_with(|| a.attributes.cmp(&b.attributes)));
+    v.sort_by(|a, b| {
+        b.value
+            .total_cmp(&a.value)
+            .then_with(|| a.attributes.cmp(&b.attributes))
+    });
     v.truncate(n);
     v
 }
 
 fn latest(ctx: &Context, metric: &str) -> Option<f64> {
-    ctx.related.iter().find(|r| r.metric == metric).map(|r| r.value)
+    ctx.related
+        .iter()
+        .find(|r| r.metric == metric)
+        .map(|r| r.value)
 }
 
 fn top_waits(ctx: &Context) -> Vec<String> {
@@ -27,7 +34,11 @@ fn top_waits(ctx: &Context) -> Vec<String> {
         .into_iter()
         .filter(|w| w.value > 0.0)
         .map(|w| {
-            let ty = w.attributes.get("wait.type").map(String::as_str).unwrap_or("?");
+            let ty = w
+                .attributes
+                .get("wait.type")
+                .map(String::as_str)
+                .unwrap_or("?");
             format!("{ty} ({:.2} s/s)", w.value)
         })
         .collect()
@@ -37,7 +48,11 @@ fn top_waits(ctx: &Context) -> Vec<String> {
 fn explain(a: &Anomaly, ctx: &Context) -> (String, Vec<String>) {
     let inst = &a.series.instance;
     let waits = top_waits(ctx);
-    let waits_text = if waits.is_empty() { String::new() } else { format!(" Top waits: {}.", waits.join(", ")) };
+    let waits_text = if waits.is_empty() {
+        String::new()
+    } else {
+        format!(" Top waits: {}.", waits.join(", "))
+    };
     match a.series.metric.as_str() {
         "sqlserver.cpu.utilization" => {
             let batches = latest(ctx, "sqlserver.batch.request.rate.per_second")
@@ -96,7 +111,11 @@ fn explain(a: &Anomaly, ctx: &Context) -> (String, Vec<String>) {
 }
 
 /// Produce the insight for `anomaly`.
-pub fn analyze(anomaly: &Anomaly, ctx: &Context, now: DateTime<Utc>) -> Result<Insight, AnalyticsError> {
+pub fn analyze(
+    anomaly: &Anomaly,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<Insight, AnalyticsError> {
     let inputs = serde_json::json!({
         "anomaly": {
             "id": anomaly.id,
@@ -176,11 +195,23 @@ mod tests {
         };
         let a = analyze(&anomaly("sqlserver.cpu.utilization"), &ctx, Utc::now()).unwrap();
         let b = analyze(&anomaly("sqlserver.cpu.utilization"), &ctx, Utc::now()).unwrap();
-        assert_eq!((a.id.clone(), a.input_digest.clone(), a.summary.clone()), (b.id, b.input_digest, b.summary));
+        assert_eq!(
+            (a.id.clone(), a.input_digest.clone(), a.summary.clone()),
+            (b.id, b.input_digest, b.summary)
+        );
         assert_eq!(a.model, "rules");
-        assert!(a.summary.contains("CPU storm on sql1") && a.summary.contains("SOS_SCHEDULER_YIELD"), "{}", a.summary);
+        assert!(
+            a.summary.contains("CPU storm on sql1") && a.summary.contains("SOS_SCHEDULER_YIELD"),
+            "{}",
+            a.summary
+        );
         assert!(!a.recommended_actions.is_empty());
-        let blocking = analyze(&anomaly("sqlserver.processes.blocked"), &Context::default(), Utc::now()).unwrap();
+        let blocking = analyze(
+            &anomaly("sqlserver.processes.blocked"),
+            &Context::default(),
+            Utc::now(),
+        )
+        .unwrap();
         assert!(blocking.summary.starts_with("Blocking chain"));
     }
 }

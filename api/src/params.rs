@@ -25,7 +25,9 @@ impl Params {
 
     /// A time as RFC 3339 (`2026-01-01T00:00:00Z`) or integer nanoseconds since the epoch.
     pub fn time_ns(&self, name: &str) -> Result<Option<i64>, ApiError> {
-        let Some(v) = self.string(name) else { return Ok(None) };
+        let Some(v) = self.string(name) else {
+            return Ok(None);
+        };
         if let Ok(ns) = v.parse::<i64>() {
             return Ok(Some(ns));
         }
@@ -34,33 +36,46 @@ impl Params {
             .and_then(|t| t.timestamp_nanos_opt())
             .map(Some)
             .ok_or_else(|| {
-                ApiError::BadRequest(format!("`{name}` must be an RFC 3339 time or nanoseconds since the epoch, got `{v}`"))
+                ApiError::BadRequest(format!(
+                    "`{name}` must be an RFC 3339 time or nanoseconds since the epoch, got `{v}`"
+                ))
             })
     }
 
     pub fn usize(&self, name: &str, max: usize) -> Result<Option<usize>, ApiError> {
-        let Some(v) = self.string(name) else { return Ok(None) };
+        let Some(v) = self.string(name) else {
+            return Ok(None);
+        };
         match v.parse::<usize>() {
             Ok(n) if n >= 1 && n <= max => Ok(Some(n)),
-            _ => Err(ApiError::BadRequest(format!("`{name}` must be a whole number from 1 to {max}, got `{v}`"))),
+            _ => Err(ApiError::BadRequest(format!(
+                "`{name}` must be a whole number from 1 to {max}, got `{v}`"
+            ))),
         }
     }
 
     /// A series id: 16 hex digits as `/api/v1/series` lists them.
     pub fn series_id(&self, name: &str) -> Result<Option<u64>, ApiError> {
-        let Some(v) = self.string(name) else { return Ok(None) };
+        let Some(v) = self.string(name) else {
+            return Ok(None);
+        };
         u64::from_str_radix(&v, 16)
             .ok()
             .filter(|_| v.len() <= 16)
             .map(Some)
-            .ok_or_else(|| ApiError::BadRequest(format!("`{name}` must be a series id (16 hex digits), got `{v}`")))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "`{name}` must be a series id (16 hex digits), got `{v}`"
+                ))
+            })
     }
 
     pub fn one_of(&self, name: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
         match self.string(name) {
-            Some(v) if !allowed.contains(&v.as_str()) => {
-                Err(ApiError::BadRequest(format!("`{name}` must be one of {}, got `{v}`", allowed.join(", "))))
-            }
+            Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::BadRequest(format!(
+                "`{name}` must be one of {}, got `{v}`",
+                allowed.join(", ")
+            ))),
             v => Ok(v),
         }
     }

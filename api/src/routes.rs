@@ -30,7 +30,11 @@ pub fn router(app: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(prometheus))
         .nest("/api/v1", protected)
-        .fallback(|| async { ApiError::NotFound("no such endpoint; see /api/v1/{series,metrics,anomalies,insights}".into()) })
+        .fallback(|| async {
+            ApiError::NotFound(
+                "no such endpoint; see /api/v1/{series,metrics,anomalies,insights}".into(),
+            )
+        })
         .with_state(app)
 }
 
@@ -43,7 +47,11 @@ async fn health(State(app): State<AppState>) -> Json<Value> {
 }
 
 async fn prometheus(State(app): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.stats.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.stats.render(),
+    )
+        .into_response()
 }
 
 fn metric_filter(p: &Params) -> Result<MetricFilter, ApiError> {
@@ -63,7 +71,10 @@ fn metric_filter(p: &Params) -> Result<MetricFilter, ApiError> {
     Ok(f)
 }
 
-async fn series(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn series(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q, &["metric", "instance", "from", "to"])?;
     let list = app.store.series(&metric_filter(&p)?).await?;
     Ok(Json(json!({ "series": list })))
@@ -86,19 +97,29 @@ fn point_json(s: &Sample) -> Value {
     })
 }
 
-async fn metrics(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn metrics(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q, &["series", "metric", "instance", "from", "to", "limit"])?;
     let mut f = metric_filter(&p)?;
     if f.series_id.is_none() && f.metric.is_none() {
-        return Err(ApiError::BadRequest("give `series` (an id from /api/v1/series) or `metric`".into()));
+        return Err(ApiError::BadRequest(
+            "give `series` (an id from /api/v1/series) or `metric`".into(),
+        ));
     }
     let limit = p.usize("limit", MAX_POINTS)?.unwrap_or(DEFAULT_POINTS);
     f.limit = Some(limit);
     let points = app.store.query_metrics(&f).await?;
-    Ok(Json(json!({ "points": points.iter().map(point_json).collect::<Vec<_>>(), "limit": limit })))
+    Ok(Json(
+        json!({ "points": points.iter().map(point_json).collect::<Vec<_>>(), "limit": limit }),
+    ))
 }
 
-async fn anomalies(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn anomalies(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q, &["state", "instance", "rule", "limit"])?;
     let f = AnomalyFilter {
         state: p.one_of("state", &["open", "resolved"])?,
@@ -113,13 +134,22 @@ async fn anomalies(State(app): State<AppState>, Query(q): Query<HashMap<String, 
     Ok(Json(json!({ "anomalies": list })))
 }
 
-async fn anomaly(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let a = app.state.anomaly(&id)?.ok_or_else(|| ApiError::NotFound(format!("no anomaly `{id}`")))?;
+async fn anomaly(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let a = app
+        .state
+        .anomaly(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no anomaly `{id}`")))?;
     let insights = app.state.insights(Some(&id), 100)?;
     Ok(Json(json!({ "anomaly": a, "insights": insights })))
 }
 
-async fn insights(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn insights(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q, &["anomaly_id", "limit"])?;
     let limit = p.usize("limit", 10_000)?.unwrap_or(1000);
     let anomaly_id = p.string("anomaly_id");
@@ -129,4 +159,3 @@ async fn insights(State(app): State<AppState>, Query(q): Query<HashMap<String, S
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(json!({ "insights": list })))
 }
-

@@ -3,8 +3,9 @@
 
 use crate::{HistogramPoint, MetricKind, ModelError, Sample, SeriesKey};
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, ListArray, ListBuilder,
-    StringArray, StringDictionaryBuilder, TimestampNanosecondArray, UInt64Array, UInt64Builder,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, ListArray,
+    ListBuilder, StringArray, StringDictionaryBuilder, TimestampNanosecondArray, UInt64Array,
+    UInt64Builder,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
@@ -34,8 +35,16 @@ static SAMPLE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("monotonic", DataType::Boolean, false),
         Field::new("unit", dict(), false),
         Field::new("hist_count", DataType::UInt64, true),
-        Field::new_list("hist_bounds", Field::new_list_field(DataType::Float64, true), true),
-        Field::new_list("hist_buckets", Field::new_list_field(DataType::UInt64, true), true),
+        Field::new_list(
+            "hist_bounds",
+            Field::new_list_field(DataType::Float64, true),
+            true,
+        ),
+        Field::new_list(
+            "hist_buckets",
+            Field::new_list_field(DataType::UInt64, true),
+            true,
+        ),
     ]))
 });
 
@@ -47,7 +56,8 @@ pub fn sample_schema() -> SchemaRef {
 /// Build one record batch from samples (in the given order).
 pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, ModelError> {
     let n = samples.len();
-    let mut dicts: Vec<StringDictionaryBuilder<Int32Type>> = (0..7).map(|_| StringDictionaryBuilder::new()).collect();
+    let mut dicts: Vec<StringDictionaryBuilder<Int32Type>> =
+        (0..7).map(|_| StringDictionaryBuilder::new()).collect();
     let mut monotonic = BooleanBuilder::with_capacity(n);
     let mut hist_count = UInt64Builder::with_capacity(n);
     let mut hist_bounds = ListBuilder::new(Float64Builder::new());
@@ -80,11 +90,15 @@ pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, ModelError> {
             }
         }
     }
-    let time = TimestampNanosecondArray::from_iter_values(samples.iter().map(|s| s.time_ns)).with_timezone("UTC");
-    let start = TimestampNanosecondArray::from_iter_values(samples.iter().map(|s| s.start_time_ns)).with_timezone("UTC");
+    let time = TimestampNanosecondArray::from_iter_values(samples.iter().map(|s| s.time_ns))
+        .with_timezone("UTC");
+    let start = TimestampNanosecondArray::from_iter_values(samples.iter().map(|s| s.start_time_ns))
+        .with_timezone("UTC");
     let ids = UInt64Array::from_iter_values(samples.iter().map(|s| s.key.id()));
     let values = Float64Array::from_iter_values(samples.iter().map(|s| s.value));
-    let mut d = dicts.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut d = dicts
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let mut next = || d.next().ok_or(ModelError::Column("dictionary"));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(time),
@@ -109,7 +123,11 @@ pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, ModelError> {
 fn strings(batch: &RecordBatch, name: &'static str) -> Result<StringArray, ModelError> {
     let col = batch.column_by_name(name).ok_or(ModelError::Column(name))?;
     let plain = cast(col, &DataType::Utf8)?;
-    plain.as_any().downcast_ref::<StringArray>().cloned().ok_or(ModelError::Column(name))
+    plain
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or(ModelError::Column(name))
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &'static str) -> Result<&'a T, ModelError> {
@@ -119,7 +137,11 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &'static str) -> Result<
         .ok_or(ModelError::Column(name))
 }
 
-fn list_values<T: Copy>(list: &ListArray, row: usize, get: impl Fn(&ArrayRef, usize) -> Option<T>) -> Vec<T> {
+fn list_values<T: Copy>(
+    list: &ListArray,
+    row: usize,
+    get: impl Fn(&ArrayRef, usize) -> Option<T>,
+) -> Vec<T> {
     let values = list.value(row);
     (0..values.len()).filter_map(|i| get(&values, i)).collect()
 }
@@ -133,17 +155,35 @@ pub fn batch_to_samples(batch: &RecordBatch) -> Result<Vec<Sample>, ModelError> 
     let hist_count = column::<UInt64Array>(batch, "hist_count")?;
     let hist_bounds = column::<ListArray>(batch, "hist_bounds")?;
     let hist_buckets = column::<ListArray>(batch, "hist_buckets")?;
-    let [instance, host, database, metric, attributes, kind, unit] =
-        ["instance", "host", "database", "metric", "attributes", "kind", "unit"].map(|n| strings(batch, n));
-    let (instance, host, database, metric, attributes, kind, unit) =
-        (instance?, host?, database?, metric?, attributes?, kind?, unit?);
+    let [instance, host, database, metric, attributes, kind, unit] = [
+        "instance",
+        "host",
+        "database",
+        "metric",
+        "attributes",
+        "kind",
+        "unit",
+    ]
+    .map(|n| strings(batch, n));
+    let (instance, host, database, metric, attributes, kind, unit) = (
+        instance?,
+        host?,
+        database?,
+        metric?,
+        attributes?,
+        kind?,
+        unit?,
+    );
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let kind = MetricKind::parse(kind.value(i)).ok_or_else(|| ModelError::Kind(kind.value(i).to_string()))?;
+        let kind = MetricKind::parse(kind.value(i))
+            .ok_or_else(|| ModelError::Kind(kind.value(i).to_string()))?;
         let histogram = (!hist_count.is_null(i)).then(|| HistogramPoint {
             count: hist_count.value(i),
             bounds: list_values(hist_bounds, i, |a, j| {
-                a.as_any().downcast_ref::<Float64Array>().map(|a| a.value(j))
+                a.as_any()
+                    .downcast_ref::<Float64Array>()
+                    .map(|a| a.value(j))
             }),
             bucket_counts: list_values(hist_buckets, i, |a, j| {
                 a.as_any().downcast_ref::<UInt64Array>().map(|a| a.value(j))
@@ -179,38 +219,6 @@ pub fn series_ids(batch: &RecordBatch) -> Result<&UInt64Array, ModelError> {
     column::<UInt64Array>(batch, "series_id")
 }
 
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_round_trip_through_arrow() {
-        let key = SeriesKey::new("sql1", "h1", "master", "sqlserver.os.wait.duration")
-            .with_attr("wait.type", "LCK_M_X")
-            .with_attr("wait.category", "Lock");
-        let mut hist = Sample::gauge(key.renamed("latency"), 5, 2.5, "ms");
-        hist.kind = MetricKind::Histogram;
-        hist.histogram = Some(HistogramPoint { count: 3, bounds: vec![1.0, 2.0], bucket_counts: vec![1, 1, 1] });
-        let samples = vec![
-            Sample {
-                time_ns: 1_000,
-                start_time_ns: 10,
-                key,
-                value: 12.5,
-                kind: MetricKind::CumulativeSum,
-                monotonic: true,
-                unit: "s".into(),
-                histogram: None,
-            },
-            hist,
-        ];
-        let batch = samples_to_batch(&samples).unwrap();
-        assert_eq!(batch.num_rows(), 2);
-        assert_eq!(batch_to_samples(&batch).unwrap(), samples);
-    }
-}
-
 static LOG_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("time", timestamp(), false),
@@ -231,24 +239,75 @@ pub fn log_schema() -> SchemaRef {
 
 /// Build one record batch from log records.
 pub fn logs_to_batch(logs: &[crate::LogRecord]) -> Result<RecordBatch, ModelError> {
-    let mut dicts: Vec<StringDictionaryBuilder<Int32Type>> = (0..4).map(|_| StringDictionaryBuilder::new()).collect();
+    let mut dicts: Vec<StringDictionaryBuilder<Int32Type>> =
+        (0..4).map(|_| StringDictionaryBuilder::new()).collect();
     for l in logs {
-        for (b, v) in dicts.iter_mut().zip([&l.instance, &l.host, &l.severity, &l.category]) {
+        for (b, v) in dicts
+            .iter_mut()
+            .zip([&l.instance, &l.host, &l.severity, &l.category])
+        {
             b.append_value(v);
         }
     }
     let time = TimestampNanosecondArray::from_iter_values(
-        logs.iter().map(|l| l.time.timestamp_nanos_opt().unwrap_or(i64::MAX)),
+        logs.iter()
+            .map(|l| l.time.timestamp_nanos_opt().unwrap_or(i64::MAX)),
     )
     .with_timezone("UTC");
     let sev = arrow::array::Int32Array::from_iter_values(logs.iter().map(|l| l.severity_number));
     let msg = StringArray::from_iter_values(logs.iter().map(|l| l.message.as_str()));
     let attrs = StringArray::from_iter_values(
-        logs.iter().map(|l| serde_json::to_string(&l.attributes).unwrap_or_else(|_| "{}".into())),
+        logs.iter()
+            .map(|l| serde_json::to_string(&l.attributes).unwrap_or_else(|_| "{}".into())),
     );
-    let mut d = dicts.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    let mut d = dicts
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let mut next = || d.next().ok_or(ModelError::Column("dictionary"));
-    let columns: Vec<ArrayRef> =
-        vec![Arc::new(time), next()?, next()?, next()?, Arc::new(sev), next()?, Arc::new(msg), Arc::new(attrs)];
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(time),
+        next()?,
+        next()?,
+        next()?,
+        Arc::new(sev),
+        next()?,
+        Arc::new(msg),
+        Arc::new(attrs),
+    ];
     Ok(RecordBatch::try_new(log_schema(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_round_trip_through_arrow() {
+        let key = SeriesKey::new("sql1", "h1", "master", "sqlserver.os.wait.duration")
+            .with_attr("wait.type", "LCK_M_X")
+            .with_attr("wait.category", "Lock");
+        let mut hist = Sample::gauge(key.renamed("latency"), 5, 2.5, "ms");
+        hist.kind = MetricKind::Histogram;
+        hist.histogram = Some(HistogramPoint {
+            count: 3,
+            bounds: vec![1.0, 2.0],
+            bucket_counts: vec![1, 1, 1],
+        });
+        let samples = vec![
+            Sample {
+                time_ns: 1_000,
+                start_time_ns: 10,
+                key,
+                value: 12.5,
+                kind: MetricKind::CumulativeSum,
+                monotonic: true,
+                unit: "s".into(),
+                histogram: None,
+            },
+            hist,
+        ];
+        let batch = samples_to_batch(&samples).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch_to_samples(&batch).unwrap(), samples);
+    }
 }

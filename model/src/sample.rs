@@ -100,7 +100,10 @@ impl SeriesKey {
 
     /// The same source and attributes under another metric name (used for derived series).
     pub fn renamed(&self, metric: &str) -> Self {
-        SeriesKey { metric: metric.to_string(), ..self.clone() }
+        SeriesKey {
+            metric: metric.to_string(),
+            ..self.clone()
+        }
     }
 }
 

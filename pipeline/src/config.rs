@@ -15,7 +15,7 @@ use std::time::Duration;
 /// The default rules (also shipped as `config/rules.example.yaml`).
 pub const DEFAULT_RULES_YAML: &str = include_str!("../../config/rules.example.yaml");
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub receiver: ReceiverConfig,
@@ -28,20 +28,6 @@ pub struct Config {
     /// A YAML file holding a list of rules. Without it and without inline rules the
     /// default rule set applies.
     pub rules_file: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            receiver: ReceiverConfig::default(),
-            bus: BusConfig::default(),
-            store: StoreConfig::default(),
-            operators: OperatorsConfig::default(),
-            api: ApiConfig::default(),
-            rules: Vec::new(),
-            rules_file: None,
-        }
-    }
 }
 
 /// OTLP receiver listeners.
@@ -87,7 +73,12 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        BusConfig { kind: BusKind::Memory, capacity: 20_000, partitions: 4, topics: Topics::default() }
+        BusConfig {
+            kind: BusKind::Memory,
+            capacity: 20_000,
+            partitions: 4,
+            topics: Topics::default(),
+        }
     }
 }
 
@@ -126,7 +117,11 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { data_dir: PathBuf::from("sqlvigil-data"), flush_interval: Duration::from_secs(2), flush_rows: 100_000 }
+        StoreConfig {
+            data_dir: PathBuf::from("sqlvigil-data"),
+            flush_interval: Duration::from_secs(2),
+            flush_rows: 100_000,
+        }
     }
 }
 
@@ -143,7 +138,10 @@ pub struct OperatorsConfig {
 
 impl Default for OperatorsConfig {
     fn default() -> Self {
-        OperatorsConfig { batch_interval: Duration::from_millis(500), batch_records: 512 }
+        OperatorsConfig {
+            batch_interval: Duration::from_millis(500),
+            batch_records: 512,
+        }
     }
 }
 
@@ -156,7 +154,9 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { addr: "127.0.0.1:8080".into() }
+        ApiConfig {
+            addr: "127.0.0.1:8080".into(),
+        }
     }
 }
 
@@ -164,7 +164,10 @@ impl Config {
     /// Load `path` (must exist) with `SQLVIGIL_*` overrides, then validate.
     pub fn load(path: &Path) -> Result<Config> {
         if !path.is_file() {
-            return Err(PipelineError::Config(format!("config file {} does not exist", path.display())));
+            return Err(PipelineError::Config(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
         }
         let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Yaml::file(path))
@@ -179,9 +182,12 @@ impl Config {
     pub fn effective_rules(&self) -> Result<Vec<RuleConfig>> {
         let mut rules = match &self.rules_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| PipelineError::Config(format!("rules_file {}: {e}", path.display())))?;
-                parse_rules(&text).map_err(|e| PipelineError::Config(format!("rules_file {}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    PipelineError::Config(format!("rules_file {}: {e}", path.display()))
+                })?;
+                parse_rules(&text).map_err(|e| {
+                    PipelineError::Config(format!("rules_file {}: {e}", path.display()))
+                })?
             }
             None => Vec::new(),
         };
@@ -203,13 +209,18 @@ impl Config {
         positive("store.flush_rows", self.store.flush_rows)?;
         positive("operators.batch_records", self.operators.batch_records)?;
         if self.store.data_dir.as_os_str().is_empty() {
-            return Err(PipelineError::Config("store.data_dir must not be empty".into()));
+            return Err(PipelineError::Config(
+                "store.data_dir must not be empty".into(),
+            ));
         }
         let rules = self.effective_rules()?;
         let mut names = std::collections::HashSet::new();
         for rule in &rules {
             if !names.insert(rule.name.as_str()) {
-                return Err(PipelineError::Rule { rule: rule.name.clone(), message: "name is used twice".into() });
+                return Err(PipelineError::Rule {
+                    rule: rule.name.clone(),
+                    message: "name is used twice".into(),
+                });
             }
             crate::operators::threshold::CompiledRule::compile(rule)?;
         }
@@ -217,11 +228,16 @@ impl Config {
     }
 }
 
-/// Parse a YAML list of rules (the `rules_file` format).
+/// Parse rules: a YAML list, or a mapping with a `rules:` list (the `rules_file` format).
 pub fn parse_rules(text: &str) -> std::result::Result<Vec<RuleConfig>, String> {
-    Figment::from(Yaml::string(text))
-        .extract_inner::<Vec<RuleConfig>>("rules")
-        .or_else(|_| Figment::from(Yaml::string(&format!("rules:\n{}", indent(text)))).extract_inner("rules"))
+    let has_key = text.lines().any(|l| l.starts_with("rules:"));
+    let doc = if has_key {
+        text.to_string()
+    } else {
+        format!("rules:\n{}", indent(text))
+    };
+    Figment::from(Yaml::string(&doc))
+        .extract_inner("rules")
         .map_err(figment_message)
 }
 
@@ -245,14 +261,18 @@ fn figment_message(e: figment::Error) -> String {
 
 /// Parse a listen address, naming the field when it is not `host:port`.
 pub fn parse_addr(field: &str, value: &str) -> Result<SocketAddr> {
-    value
-        .parse()
-        .map_err(|_| PipelineError::Config(format!("{field}: `{value}` is not a socket address (host:port)")))
+    value.parse().map_err(|_| {
+        PipelineError::Config(format!(
+            "{field}: `{value}` is not a socket address (host:port)"
+        ))
+    })
 }
 
 fn positive(field: &str, value: usize) -> Result<()> {
     if value == 0 {
-        return Err(PipelineError::Config(format!("{field} must be greater than 0")));
+        return Err(PipelineError::Config(format!(
+            "{field} must be greater than 0"
+        )));
     }
     Ok(())
 }
@@ -268,8 +288,9 @@ pub mod duration_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like 5m or 500ms: {e}")))
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration like 5m or 500ms: {e}"))
+        })
     }
 }
 
@@ -287,9 +308,11 @@ pub mod opt_duration_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
-            Some(text) => humantime::parse_duration(&text)
-                .map(Some)
-                .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like 5m or 500ms: {e}"))),
+            Some(text) => humantime::parse_duration(&text).map(Some).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration like 5m or 500ms: {e}"
+                ))
+            }),
             None => Ok(None),
         }
     }
@@ -313,13 +336,19 @@ mod tests {
 
     #[test]
     fn unknown_and_bad_fields_are_named() {
-        let err = load_str("receiver:\n  grpc_adr: 1\n").unwrap_err().to_string();
+        let err = load_str("receiver:\n  grpc_adr: 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("grpc_adr"), "{err}");
         let err = load_str("api:\n  addr: nowhere\n").unwrap_err().to_string();
         assert!(err.contains("api.addr"), "{err}");
-        let err = load_str("store:\n  flush_interval: soon\n").unwrap_err().to_string();
+        let err = load_str("store:\n  flush_interval: soon\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("flush_interval"), "{err}");
-        let err = load_str("rules:\n  - name: r\n    when: \"nosuch > 1\"\n    for: 1m\n").unwrap_err().to_string();
+        let err = load_str("rules:\n  - name: r\n    when: \"nosuch > 1\"\n    for: 1m\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rule `r`") && err.contains("when"), "{err}");
     }
 

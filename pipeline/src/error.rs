@@ -13,7 +13,10 @@ pub enum PipelineError {
     #[error("bus: {0}")]
     Bus(#[from] crate::bus::BusError),
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("arrow: {0}")]

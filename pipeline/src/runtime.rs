@@ -61,7 +61,12 @@ pub struct Pipeline {
 /// Bind a listener, naming the field and address on failure.
 pub async fn bind(field: &str, addr: &str) -> Result<TcpListener> {
     let sock = parse_addr(field, addr)?;
-    TcpListener::bind(sock).await.map_err(|source| PipelineError::Bind { addr: format!("{field} {addr}"), source })
+    TcpListener::bind(sock)
+        .await
+        .map_err(|source| PipelineError::Bind {
+            addr: format!("{field} {addr}"),
+            source,
+        })
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -81,7 +86,8 @@ impl Pipeline {
         let data_dir = config.store.data_dir.clone();
         let state = Arc::new(StateStore::open(&data_dir)?);
         let store = Arc::new(Store::open(&data_dir, stats.clone())?);
-        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(config.bus.capacity, config.bus.partitions));
+        let bus: Arc<dyn Bus> =
+            Arc::new(MemoryBus::new(config.bus.capacity, config.bus.partitions));
         let topics = config.bus.topics.clone();
 
         // Subscribe before the receivers open so nothing is published to an unread topic.
@@ -89,8 +95,10 @@ impl Pipeline {
         let logs_sub = bus.subscribe(&topics.logs, OPERATORS_GROUP).await?;
         let anomalies_sub = bus.subscribe(&topics.anomalies, ANALYTICS_GROUP).await?;
 
-        let mut operators: Vec<Box<dyn Operator>> =
-            vec![Box::new(RateOperator::new(stats.clone())), Box::new(ThresholdOperator::new(&rules, stats.clone())?)];
+        let mut operators: Vec<Box<dyn Operator>> = vec![
+            Box::new(RateOperator::new(stats.clone())),
+            Box::new(ThresholdOperator::new(&rules, stats.clone())?),
+        ];
         restore_operators(&state, &mut operators)?;
 
         let grpc_listener = bind("receiver.grpc_addr", &config.receiver.grpc_addr).await?;
@@ -116,7 +124,10 @@ impl Pipeline {
             let router = http::router(ingest.clone(), limit);
             let rx = rx_receivers.clone();
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(http_listener, router).with_graceful_shutdown(stopped(rx)).await {
+                if let Err(e) = axum::serve(http_listener, router)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+                {
                     tracing::error!("OTLP/HTTP server failed: {e}");
                 }
             })
@@ -129,11 +140,21 @@ impl Pipeline {
             stats: stats.clone(),
             config: config.clone(),
         };
-        let metrics_task = tokio::spawn(worker.clone().run_metrics(metrics_sub, operators, rx_telemetry.clone()));
+        let metrics_task = tokio::spawn(worker.clone().run_metrics(
+            metrics_sub,
+            operators,
+            rx_telemetry.clone(),
+        ));
         let logs_task = tokio::spawn(worker.run_logs(logs_sub, rx_telemetry));
         let analytics = tokio::spawn(
-            AnalyticsWorker { bus: bus.clone(), store: store.clone(), state: state.clone(), stats: stats.clone(), config: config.clone() }
-                .run(anomalies_sub, rx_analytics),
+            AnalyticsWorker {
+                bus: bus.clone(),
+                store: store.clone(),
+                state: state.clone(),
+                stats: stats.clone(),
+                config: config.clone(),
+            }
+            .run(anomalies_sub, rx_analytics),
         );
         tracing::info!(%grpc_addr, %http_addr, rules = rules.len(), "pipeline started");
         Ok(Pipeline {
@@ -177,11 +198,14 @@ impl Pipeline {
 }
 
 async fn join(h: JoinHandle<Result<()>>) -> Result<()> {
-    h.await.map_err(|e| PipelineError::Transport(format!("worker task failed: {e}")))?
+    h.await
+        .map_err(|e| PipelineError::Transport(format!("worker task failed: {e}")))?
 }
 
 fn restore_operators(state: &StateStore, ops: &mut [Box<dyn Operator>]) -> Result<()> {
-    let Some(saved) = state.load_checkpoint(CHECKPOINT)? else { return Ok(()) };
+    let Some(saved) = state.load_checkpoint(CHECKPOINT)? else {
+        return Ok(());
+    };
     for op in ops.iter_mut() {
         if let Some(s) = saved.get(op.name()) {
             if let Err(e) = op.restore(s.clone()) {
@@ -218,15 +242,25 @@ struct PendingAcks {
 
 impl PendingAcks {
     fn new() -> Self {
-        PendingAcks { deliveries: Vec::new(), since: Instant::now() }
+        PendingAcks {
+            deliveries: Vec::new(),
+            since: Instant::now(),
+        }
     }
 }
 
 impl TelemetryWorker {
     /// Read the next micro-batch, or `None` once stopping and the topic is drained.
-    async fn next(&self, sub: &mut Box<dyn Subscription>, topic: &str, stop: &watch::Receiver<bool>) -> Result<Option<Vec<Delivery>>> {
+    async fn next(
+        &self,
+        sub: &mut Box<dyn Subscription>,
+        topic: &str,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Option<Vec<Delivery>>> {
         let ops = &self.config.operators;
-        let batch = sub.next_batch(ops.batch_records, ops.batch_interval).await?;
+        let batch = sub
+            .next_batch(ops.batch_records, ops.batch_interval)
+            .await?;
         if batch.is_empty() && *stop.borrow() && self.bus.pending(topic) == 0 {
             return Ok(None);
         }
@@ -234,7 +268,12 @@ impl TelemetryWorker {
     }
 
     /// Flush the store and acknowledge when due (or when `force`).
-    async fn maybe_commit(&self, sub: &mut Box<dyn Subscription>, pending: &mut PendingAcks, force: bool) -> Result<bool> {
+    async fn maybe_commit(
+        &self,
+        sub: &mut Box<dyn Subscription>,
+        pending: &mut PendingAcks,
+        force: bool,
+    ) -> Result<bool> {
         let due = pending.since.elapsed() >= self.config.store.flush_interval
             || self.store.buffered_rows() >= self.config.store.flush_rows;
         if !(force || due) {
@@ -266,7 +305,11 @@ impl TelemetryWorker {
                         Ok(req) => decode::metrics_to_samples(&req, &mut mb.samples),
                         Err(e) => {
                             Stats::add(&self.stats.decode_errors, 1);
-                            tracing::warn!(partition = d.partition, offset = d.offset, "undecodable metrics record skipped: {e}");
+                            tracing::warn!(
+                                partition = d.partition,
+                                offset = d.offset,
+                                "undecodable metrics record skipped: {e}"
+                            );
                         }
                     }
                 }
@@ -278,7 +321,9 @@ impl TelemetryWorker {
                 self.publish_events(&mb.events).await?;
                 pending.deliveries.extend(batch);
             }
-            if self.maybe_commit(&mut sub, &mut pending, false).await? && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            if self.maybe_commit(&mut sub, &mut pending, false).await?
+                && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+            {
                 save_operators(&self.state, &operators)?;
                 last_checkpoint = Instant::now();
             }
@@ -304,10 +349,19 @@ impl TelemetryWorker {
                 observed = ev.anomaly.observed, "anomaly"
             );
         }
-        publish_retrying(self.bus.as_ref(), &self.config.bus.topics.anomalies, records).await
+        publish_retrying(
+            self.bus.as_ref(),
+            &self.config.bus.topics.anomalies,
+            records,
+        )
+        .await
     }
 
-    async fn run_logs(self, mut sub: Box<dyn Subscription>, stop: watch::Receiver<bool>) -> Result<()> {
+    async fn run_logs(
+        self,
+        mut sub: Box<dyn Subscription>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<()> {
         let topic = self.config.bus.topics.logs.clone();
         let mut pending = PendingAcks::new();
         while let Some(batch) = self.next(&mut sub, &topic, &stop).await? {
@@ -325,7 +379,9 @@ impl TelemetryWorker {
             pending.deliveries.extend(batch);
             self.maybe_commit(&mut sub, &mut pending, false).await?;
         }
-        self.maybe_commit(&mut sub, &mut pending, true).await.map(|_| ())
+        self.maybe_commit(&mut sub, &mut pending, true)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -380,7 +436,11 @@ impl AnalyticsWorker {
 
     /// Latest value per series on the anomaly's instance in the window before it opened.
     async fn context(&self, ev: &AnomalyEvent) -> Result<Context> {
-        let opened = ev.anomaly.opened_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let opened = ev
+            .anomaly
+            .opened_at
+            .timestamp_nanos_opt()
+            .unwrap_or(i64::MAX);
         let filter = MetricFilter {
             instance: Some(ev.anomaly.series.instance.clone()),
             from_ns: Some(opened.saturating_sub(CONTEXT_WINDOW_NS)),
@@ -391,7 +451,12 @@ impl AnalyticsWorker {
         for s in self.store.query_metrics(&filter).await? {
             latest.insert(
                 s.key.id(),
-                RelatedMetric { metric: s.key.metric, attributes: s.key.attributes, value: s.value, unit: s.unit },
+                RelatedMetric {
+                    metric: s.key.metric,
+                    attributes: s.key.attributes,
+                    value: s.value,
+                    unit: s.unit,
+                },
             );
         }
         let mut related: Vec<RelatedMetric> = latest.into_values().collect();
@@ -408,7 +473,15 @@ impl AnalyticsWorker {
         }
         Stats::add(&self.stats.insights_written, 1);
         tracing::info!(instance = %insight.instance, summary = %insight.summary, "insight");
-        let record = Record { key: insight.instance.clone().into_bytes().into(), payload: serde_json::to_vec(&insight)?.into() };
-        publish_retrying(self.bus.as_ref(), &self.config.bus.topics.insights, vec![record]).await
+        let record = Record {
+            key: insight.instance.clone().into_bytes().into(),
+            payload: serde_json::to_vec(&insight)?.into(),
+        };
+        publish_retrying(
+            self.bus.as_ref(),
+            &self.config.bus.topics.insights,
+            vec![record],
+        )
+        .await
     }
 }

@@ -28,7 +28,9 @@ impl Partition {
 
     /// Drop records every group has acknowledged.
     fn truncate(&mut self) {
-        let Some(low) = self.committed.values().min().copied() else { return };
+        let Some(low) = self.committed.values().min().copied() else {
+            return;
+        };
         while self.base < low && self.records.pop_front().is_some() {
             self.base += 1;
         }
@@ -42,7 +44,12 @@ struct Topic {
 
 impl Topic {
     fn new(n: u32) -> Self {
-        Topic { partitions: (0..n.max(1)).map(|_| Mutex::new(Partition::default())).collect(), notify: Notify::new() }
+        Topic {
+            partitions: (0..n.max(1))
+                .map(|_| Mutex::new(Partition::default()))
+                .collect(),
+            notify: Notify::new(),
+        }
     }
 
     fn partition(&self, i: usize) -> MutexGuard<'_, Partition> {
@@ -51,7 +58,9 @@ impl Topic {
     }
 
     fn len(&self) -> usize {
-        (0..self.partitions.len()).map(|i| self.partition(i).records.len()).sum()
+        (0..self.partitions.len())
+            .map(|i| self.partition(i).records.len())
+            .sum()
     }
 }
 
@@ -64,12 +73,19 @@ pub struct MemoryBus {
 
 impl MemoryBus {
     pub fn new(capacity: usize, partitions: u32) -> Self {
-        MemoryBus { topics: Mutex::new(HashMap::new()), capacity, partitions }
+        MemoryBus {
+            topics: Mutex::new(HashMap::new()),
+            capacity,
+            partitions,
+        }
     }
 
     fn topic(&self, name: &str) -> Arc<Topic> {
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        topics.entry(name.to_string()).or_insert_with(|| Arc::new(Topic::new(self.partitions))).clone()
+        topics
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Topic::new(self.partitions)))
+            .clone()
     }
 }
 
@@ -87,7 +103,8 @@ fn partition_for(key: &[u8], n: usize) -> usize {
 impl Bus for MemoryBus {
     async fn publish(&self, topic_name: &str, records: Vec<Record>) -> Result<(), BusError> {
         let topic = self.topic(topic_name);
-        let subscribed = (0..topic.partitions.len()).any(|i| !topic.partition(i).committed.is_empty());
+        let subscribed =
+            (0..topic.partitions.len()).any(|i| !topic.partition(i).committed.is_empty());
         if subscribed && topic.len() + records.len() > self.capacity {
             return Err(BusError::Full(topic_name.to_string()));
         }
@@ -104,7 +121,11 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    async fn subscribe(&self, topic_name: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
+    async fn subscribe(
+        &self,
+        topic_name: &str,
+        group: &str,
+    ) -> Result<Box<dyn Subscription>, BusError> {
         let topic = self.topic(topic_name);
         let mut next = Vec::with_capacity(topic.partitions.len());
         for i in 0..topic.partitions.len() {
@@ -113,7 +134,12 @@ impl Bus for MemoryBus {
             let at = *p.committed.entry(group.to_string()).or_insert(base);
             next.push(at);
         }
-        Ok(Box::new(MemorySubscription { topic, group: group.to_string(), next, cursor: 0 }))
+        Ok(Box::new(MemorySubscription {
+            topic,
+            group: group.to_string(),
+            next,
+            cursor: 0,
+        }))
     }
 
     fn pending(&self, topic_name: &str) -> u64 {
@@ -150,7 +176,11 @@ impl MemorySubscription {
                     break;
                 }
                 if let Some(record) = p.records.get((offset - p.base) as usize) {
-                    out.push(Delivery { partition: i as u32, offset, record: record.clone() });
+                    out.push(Delivery {
+                        partition: i as u32,
+                        offset,
+                        record: record.clone(),
+                    });
                     self.next[i] = offset + 1;
                 }
             }
@@ -198,21 +228,29 @@ mod tests {
     use super::*;
 
     fn rec(key: &str, n: u8) -> Record {
-        Record { key: key.as_bytes().to_vec().into(), payload: vec![n].into() }
+        Record {
+            key: key.as_bytes().to_vec().into(),
+            payload: vec![n].into(),
+        }
     }
 
     #[tokio::test]
     async fn redelivers_unacknowledged_records_to_a_new_subscription() {
         let bus = MemoryBus::new(100, 2);
         let mut sub = bus.subscribe("t", "g").await.unwrap();
-        bus.publish("t", vec![rec("a", 1), rec("a", 2), rec("b", 3)]).await.unwrap();
+        bus.publish("t", vec![rec("a", 1), rec("a", 2), rec("b", 3)])
+            .await
+            .unwrap();
         let got = sub.next_batch(10, Duration::from_millis(50)).await.unwrap();
         assert_eq!(got.len(), 3);
         sub.ack(&got[..1]).await.unwrap();
         assert_eq!(bus.pending("t"), 2);
         drop(sub);
         let mut again = bus.subscribe("t", "g").await.unwrap();
-        let got = again.next_batch(10, Duration::from_millis(50)).await.unwrap();
+        let got = again
+            .next_batch(10, Duration::from_millis(50))
+            .await
+            .unwrap();
         assert_eq!(got.len(), 2, "the two unacknowledged records come back");
         again.ack(&got).await.unwrap();
         assert_eq!(bus.pending("t"), 0);
@@ -222,7 +260,9 @@ mod tests {
     async fn keeps_per_key_order_and_refuses_when_full() {
         let bus = MemoryBus::new(3, 4);
         let mut sub = bus.subscribe("t", "g").await.unwrap();
-        bus.publish("t", vec![rec("k", 1), rec("k", 2), rec("k", 3)]).await.unwrap();
+        bus.publish("t", vec![rec("k", 1), rec("k", 2), rec("k", 3)])
+            .await
+            .unwrap();
         let err = bus.publish("t", vec![rec("k", 4)]).await.unwrap_err();
         assert!(err.is_retryable());
         let got = sub.next_batch(10, Duration::from_millis(50)).await.unwrap();

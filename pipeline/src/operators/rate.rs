@@ -29,7 +29,10 @@ pub struct RateOperator {
 
 impl RateOperator {
     pub fn new(stats: Arc<Stats>) -> Self {
-        RateOperator { last: HashMap::new(), stats }
+        RateOperator {
+            last: HashMap::new(),
+            stats,
+        }
     }
 
     fn is_counter(s: &Sample) -> bool {
@@ -42,7 +45,11 @@ impl RateOperator {
 
     fn rate(&mut self, s: &Sample) -> Option<Sample> {
         let id = s.key.id();
-        let now = Last { time_ns: s.time_ns, start_ns: s.start_time_ns, value: s.value };
+        let now = Last {
+            time_ns: s.time_ns,
+            start_ns: s.start_time_ns,
+            value: s.value,
+        };
         let Some(prev) = self.last.get(&id).copied() else {
             self.last.insert(id, now);
             return None;
@@ -52,11 +59,16 @@ impl RateOperator {
             return None;
         }
         self.last.insert(id, now);
-        let restarted = s.value < prev.value || (s.start_time_ns != 0 && s.start_time_ns > prev.start_ns);
+        let restarted =
+            s.value < prev.value || (s.start_time_ns != 0 && s.start_time_ns > prev.start_ns);
         let (delta, from_ns) = if restarted {
             Stats::add(&self.stats.counter_resets, 1);
             // Since the restart: from start_time when known and within the interval.
-            let from = if s.start_time_ns > prev.time_ns { s.start_time_ns } else { prev.time_ns };
+            let from = if s.start_time_ns > prev.time_ns {
+                s.start_time_ns
+            } else {
+                prev.time_ns
+            };
             (s.value, from)
         } else {
             (s.value - prev.value, prev.time_ns)
@@ -65,8 +77,17 @@ impl RateOperator {
         if secs <= 0.0 {
             return None;
         }
-        let unit = if s.unit.ends_with("/s") { s.unit.clone() } else { format!("{}/s", s.unit) };
-        Some(Sample::gauge(s.key.renamed(&catalogue::rate_name(&s.key.metric)), s.time_ns, delta / secs, &unit))
+        let unit = if s.unit.ends_with("/s") {
+            s.unit.clone()
+        } else {
+            format!("{}/s", s.unit)
+        };
+        Some(Sample::gauge(
+            s.key.renamed(&catalogue::rate_name(&s.key.metric)),
+            s.time_ns,
+            delta / secs,
+            &unit,
+        ))
     }
 }
 
@@ -76,20 +97,32 @@ impl Operator for RateOperator {
     }
 
     fn process(&mut self, batch: &mut MicroBatch) -> Result<()> {
-        let derived: Vec<Sample> =
-            batch.samples.iter().filter(|s| Self::is_counter(s)).filter_map(|s| self.rate(s)).collect();
+        let derived: Vec<Sample> = batch
+            .samples
+            .iter()
+            .filter(|s| Self::is_counter(s))
+            .filter_map(|s| self.rate(s))
+            .collect();
         Stats::add(&self.stats.derived_points, derived.len() as u64);
         batch.samples.extend(derived);
         Ok(())
     }
 
     fn checkpoint(&self) -> Result<serde_json::Value> {
-        Ok(serde_json::to_value(self.last.iter().map(|(k, v)| (k.to_string(), *v)).collect::<HashMap<_, _>>())?)
+        Ok(serde_json::to_value(
+            self.last
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<HashMap<_, _>>(),
+        )?)
     }
 
     fn restore(&mut self, state: serde_json::Value) -> Result<()> {
         let map: HashMap<String, Last> = serde_json::from_value(state)?;
-        self.last = map.into_iter().filter_map(|(k, v)| k.parse().ok().map(|k| (k, v))).collect();
+        self.last = map
+            .into_iter()
+            .filter_map(|(k, v)| k.parse().ok().map(|k| (k, v)))
+            .collect();
         Ok(())
     }
 }
@@ -103,7 +136,8 @@ mod tests {
         Sample {
             time_ns: t_s * 1_000_000_000,
             start_time_ns: start_s * 1_000_000_000,
-            key: SeriesKey::new("i", "h", "", "sqlserver.os.wait.duration").with_attr("wait.type", "LCK_M_X"),
+            key: SeriesKey::new("i", "h", "", "sqlserver.os.wait.duration")
+                .with_attr("wait.type", "LCK_M_X"),
             value: v,
             kind: MetricKind::CumulativeSum,
             monotonic: true,
@@ -114,22 +148,40 @@ mod tests {
 
     fn run(samples: Vec<Sample>) -> Vec<f64> {
         let mut op = RateOperator::new(Arc::new(Stats::default()));
-        let mut batch = MicroBatch { samples, events: vec![] };
+        let mut batch = MicroBatch {
+            samples,
+            events: vec![],
+        };
         op.process(&mut batch).unwrap();
-        batch.samples.iter().filter(|s| s.key.metric.ends_with(".per_second")).map(|s| s.value).collect()
+        batch
+            .samples
+            .iter()
+            .filter(|s| s.key.metric.ends_with(".per_second"))
+            .map(|s| s.value)
+            .collect()
     }
 
     #[test]
     fn differentiates_and_survives_a_reset() {
         // 10 → 30 over 10 s = 2/s; reset to 5 at t=30 with start 25 → 5 over 5 s = 1/s.
-        let rates = run(vec![counter(0, 10.0, 0), counter(10, 30.0, 0), counter(20, 40.0, 0), counter(30, 5.0, 25)]);
+        let rates = run(vec![
+            counter(0, 10.0, 0),
+            counter(10, 30.0, 0),
+            counter(20, 40.0, 0),
+            counter(30, 5.0, 25),
+        ]);
         assert_eq!(rates, vec![2.0, 1.0, 1.0]);
     }
 
     #[test]
     fn raw_counter_gauges_are_differentiated_and_late_points_skipped() {
         let g = |t: i64, v: f64| {
-            Sample::gauge(SeriesKey::new("i", "h", "", "sqlserver.batch.request.rate"), t * 1_000_000_000, v, "{requests}/s")
+            Sample::gauge(
+                SeriesKey::new("i", "h", "", "sqlserver.batch.request.rate"),
+                t * 1_000_000_000,
+                v,
+                "{requests}/s",
+            )
         };
         let rates = run(vec![g(0, 100.0), g(10, 600.0), g(5, 50.0), g(20, 1600.0)]);
         assert_eq!(rates, vec![50.0, 100.0]);
@@ -139,10 +191,17 @@ mod tests {
     fn state_survives_checkpoint_and_restore() {
         let stats = Arc::new(Stats::default());
         let mut a = RateOperator::new(stats.clone());
-        a.process(&mut MicroBatch { samples: vec![counter(0, 10.0, 0)], events: vec![] }).unwrap();
+        a.process(&mut MicroBatch {
+            samples: vec![counter(0, 10.0, 0)],
+            events: vec![],
+        })
+        .unwrap();
         let mut b = RateOperator::new(stats);
         b.restore(a.checkpoint().unwrap()).unwrap();
-        let mut batch = MicroBatch { samples: vec![counter(10, 20.0, 0)], events: vec![] };
+        let mut batch = MicroBatch {
+            samples: vec![counter(10, 20.0, 0)],
+            events: vec![],
+        };
         b.process(&mut batch).unwrap();
         assert_eq!(batch.samples.last().unwrap().value, 1.0);
     }

@@ -27,8 +27,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 use sqlvigil_model::{
-    catalogue, ns_to_datetime, Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, EvidencePoint, Sample,
-    SeriesKey, Severity,
+    catalogue, ns_to_datetime, Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState,
+    EvidencePoint, Sample, SeriesKey, Severity,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -53,7 +53,11 @@ pub struct RuleConfig {
     #[serde(rename = "for", with = "duration_str")]
     pub for_: Duration,
     /// How long `when` must be false before the anomaly resolves (default 1m).
-    #[serde(default, with = "opt_duration_str", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resolve_after: Option<Duration>,
     #[serde(default = "default_severity")]
     pub severity: Severity,
@@ -81,7 +85,10 @@ pub struct CompiledRule {
 }
 
 fn rule_err(rule: &RuleConfig, message: impl Into<String>) -> PipelineError {
-    PipelineError::Rule { rule: rule.name.clone(), message: message.into() }
+    PipelineError::Rule {
+        rule: rule.name.clone(),
+        message: message.into(),
+    }
 }
 
 /// Every name an expression may use: `value`, aliases, metric names and rate names.
@@ -98,7 +105,12 @@ fn vocabulary() -> Vec<String> {
 }
 
 fn float_schema(names: &[String]) -> Schema {
-    Schema::new(names.iter().map(|n| Field::new(n, DataType::Float64, true)).collect::<Vec<_>>())
+    Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(n, DataType::Float64, true))
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn literal_f64(e: &Expr) -> Option<f64> {
@@ -115,7 +127,9 @@ fn literal_f64(e: &Expr) -> Option<f64> {
 }
 
 fn threshold_of(expr: &Expr) -> Option<(Direction, f64)> {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else { return None };
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
+        return None;
+    };
     let greater = match op {
         Op::Gt | Op::GtEq => true,
         Op::Lt | Op::LtEq => false,
@@ -127,7 +141,16 @@ fn threshold_of(expr: &Expr) -> Option<(Direction, f64)> {
         (lit, Expr::Column(_)) => (lit, !greater),
         _ => return None,
     };
-    literal_f64(lit).map(|v| (if up { Direction::Above } else { Direction::Below }, v))
+    literal_f64(lit).map(|v| {
+        (
+            if up {
+                Direction::Above
+            } else {
+                Direction::Below
+            },
+            v,
+        )
+    })
 }
 
 impl CompiledRule {
@@ -149,43 +172,75 @@ impl CompiledRule {
         let [column] = columns.as_slice() else {
             return Err(rule_err(
                 config,
-                format!("field `when` must use exactly one metric, found {}", columns.len()),
+                format!(
+                    "field `when` must use exactly one metric, found {}",
+                    columns.len()
+                ),
             ));
         };
         let metric = match (column.as_str(), &config.metric) {
             ("value", Some(m)) => m.clone(),
-            ("value", None) => return Err(rule_err(config, "field `when` uses `value`, so field `metric` is required")),
+            ("value", None) => {
+                return Err(rule_err(
+                    config,
+                    "field `when` uses `value`, so field `metric` is required",
+                ))
+            }
             (name, None) => catalogue::resolve_alias(name).unwrap_or(name).to_string(),
-            (_, Some(_)) => return Err(rule_err(config, "field `metric` goes with `value` in `when`, not with an alias")),
+            (_, Some(_)) => {
+                return Err(rule_err(
+                    config,
+                    "field `metric` goes with `value` in `when`, not with an alias",
+                ))
+            }
         };
         let schema = Arc::new(float_schema(std::slice::from_ref(column)));
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-        let expr = ctx.parse_sql_expr(&config.when, &df_schema).map_err(|e| rule_err(config, format!("field `when`: {e}")))?;
-        let predicate = ctx.create_physical_expr(expr.clone(), &df_schema)
+        let expr = ctx
+            .parse_sql_expr(&config.when, &df_schema)
+            .map_err(|e| rule_err(config, format!("field `when`: {e}")))?;
+        let predicate = ctx
+            .create_physical_expr(expr.clone(), &df_schema)
             .map_err(|e| rule_err(config, format!("field `when`: {e}")))?;
         if predicate.data_type(&schema)? != DataType::Boolean {
-            return Err(rule_err(config, "field `when` must be a condition (true/false)"));
+            return Err(rule_err(
+                config,
+                "field `when` must be a condition (true/false)",
+            ));
         }
-        Ok(CompiledRule { config: config.clone(), metric, schema, predicate, threshold: threshold_of(&expr) })
+        Ok(CompiledRule {
+            config: config.clone(),
+            metric,
+            schema,
+            predicate,
+            threshold: threshold_of(&expr),
+        })
     }
 
     /// Evaluate the predicate on `values`; null results count as false.
     fn evaluate(&self, values: Vec<f64>) -> Result<Vec<bool>> {
         let n = values.len();
-        let batch = RecordBatch::try_new(self.schema.clone(), vec![Arc::new(Float64Array::from(values))])?;
+        let batch = RecordBatch::try_new(
+            self.schema.clone(),
+            vec![Arc::new(Float64Array::from(values))],
+        )?;
         let result = self.predicate.evaluate(&batch)?.into_array(n)?;
         let bools = result
             .as_any()
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| rule_err(&self.config, "predicate did not return booleans"))?;
-        Ok((0..n).map(|i| bools.is_valid(i) && bools.value(i)).collect())
+        Ok((0..n)
+            .map(|i| bools.is_valid(i) && bools.value(i))
+            .collect())
     }
 
     /// Observed/threshold (or its inverse for "below" rules): > 1 means past the line.
     fn score(&self, observed: f64) -> f64 {
         match self.threshold {
             Some((Direction::Above, t)) if t != 0.0 => observed / t,
-            Some((Direction::Below, _)) if observed != 0.0 => self.threshold.map(|(_, t)| t / observed).unwrap_or(1.0),
+            Some((Direction::Below, _)) if observed != 0.0 => {
+                self.threshold.map(|(_, t)| t / observed).unwrap_or(1.0)
+            }
             _ => 1.0,
         }
     }
@@ -199,7 +254,11 @@ impl CompiledRule {
     }
 
     fn condition(&self) -> String {
-        format!("{} for {}", self.config.when, humantime::format_duration(self.config.for_))
+        format!(
+            "{} for {}",
+            self.config.when,
+            humantime::format_duration(self.config.for_)
+        )
     }
 }
 
@@ -221,17 +280,32 @@ pub struct ThresholdOperator {
 
 impl ThresholdOperator {
     pub fn new(rules: &[RuleConfig], stats: Arc<Stats>) -> Result<Self> {
-        let rules = rules.iter().map(CompiledRule::compile).collect::<Result<Vec<_>>>()?;
-        Ok(ThresholdOperator { rules, states: HashMap::new(), stats })
+        let rules = rules
+            .iter()
+            .map(CompiledRule::compile)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ThresholdOperator {
+            rules,
+            states: HashMap::new(),
+            stats,
+        })
     }
 
     pub fn rules(&self) -> &[CompiledRule] {
         &self.rules
     }
 
-    fn apply_rule(&mut self, r: usize, samples: &[Sample], events: &mut Vec<AnomalyEvent>) -> Result<()> {
+    fn apply_rule(
+        &mut self,
+        r: usize,
+        samples: &[Sample],
+        events: &mut Vec<AnomalyEvent>,
+    ) -> Result<()> {
         let rule = &self.rules[r];
-        let mut points: Vec<&Sample> = samples.iter().filter(|s| s.key.metric == rule.metric).collect();
+        let mut points: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.key.metric == rule.metric)
+            .collect();
         if points.is_empty() {
             return Ok(());
         }
@@ -253,7 +327,14 @@ impl ThresholdOperator {
 }
 
 /// Advance one series' state by one point; returns the event it caused, if any.
-fn step(rule: &CompiledRule, st: &mut SeriesState, key: &SeriesKey, t: i64, v: f64, breach: bool) -> Option<AnomalyEvent> {
+fn step(
+    rule: &CompiledRule,
+    st: &mut SeriesState,
+    key: &SeriesKey,
+    t: i64,
+    v: f64,
+    breach: bool,
+) -> Option<AnomalyEvent> {
     let time = ns_to_datetime(t);
     if breach {
         st.clear_since = None;
@@ -268,14 +349,21 @@ fn step(rule: &CompiledRule, st: &mut SeriesState, key: &SeriesKey, t: i64, v: f
                 a.observed = v;
                 a.score = rule.score(v);
                 a.evidence = st.evidence.iter().cloned().collect();
-                return Some(AnomalyEvent { event: AnomalyEventKind::Update, anomaly: a.clone() });
+                return Some(AnomalyEvent {
+                    event: AnomalyEventKind::Update,
+                    anomaly: a.clone(),
+                });
             }
             return None;
         }
         if t - since < rule.config.for_.as_nanos() as i64 {
             return None;
         }
-        let observed = st.evidence.iter().map(|e| e.value).fold(v, |m, x| if rule.worse(x, m) { x } else { m });
+        let observed =
+            st.evidence
+                .iter()
+                .map(|e| e.value)
+                .fold(v, |m, x| if rule.worse(x, m) { x } else { m });
         let fingerprint = Anomaly::fingerprint_for(&rule.config.name, key);
         let anomaly = Anomaly {
             id: format!("{fingerprint}-{t}"),
@@ -295,13 +383,20 @@ fn step(rule: &CompiledRule, st: &mut SeriesState, key: &SeriesKey, t: i64, v: f
             evidence: st.evidence.iter().cloned().collect(),
         };
         st.open = Some(anomaly.clone());
-        return Some(AnomalyEvent { event: AnomalyEventKind::Open, anomaly });
+        return Some(AnomalyEvent {
+            event: AnomalyEventKind::Open,
+            anomaly,
+        });
     }
     st.breach_since = None;
     st.evidence.clear();
     let open = st.open.as_ref()?;
     let since = *st.clear_since.get_or_insert(t);
-    let resolve_after = rule.config.resolve_after.unwrap_or(DEFAULT_RESOLVE_AFTER).as_nanos() as i64;
+    let resolve_after = rule
+        .config
+        .resolve_after
+        .unwrap_or(DEFAULT_RESOLVE_AFTER)
+        .as_nanos() as i64;
     if t - since < resolve_after {
         return None;
     }
@@ -311,7 +406,10 @@ fn step(rule: &CompiledRule, st: &mut SeriesState, key: &SeriesKey, t: i64, v: f
     anomaly.state = AnomalyState::Resolved;
     anomaly.updated_at = time;
     anomaly.resolved_at = Some(time);
-    Some(AnomalyEvent { event: AnomalyEventKind::Resolve, anomaly })
+    Some(AnomalyEvent {
+        event: AnomalyEventKind::Resolve,
+        anomaly,
+    })
 }
 
 impl Operator for ThresholdOperator {
@@ -328,8 +426,11 @@ impl Operator for ThresholdOperator {
 
     fn checkpoint(&self) -> Result<serde_json::Value> {
         // Keyed by rule name so a reordered rule file restores correctly.
-        let entries: Vec<(String, u64, &SeriesState)> =
-            self.states.iter().map(|((r, id), s)| (self.rules[*r].config.name.clone(), *id, s)).collect();
+        let entries: Vec<(String, u64, &SeriesState)> = self
+            .states
+            .iter()
+            .map(|((r, id), s)| (self.rules[*r].config.name.clone(), *id, s))
+            .collect();
         Ok(serde_json::to_value(entries)?)
     }
 
@@ -360,20 +461,33 @@ mod tests {
     }
 
     fn cpu(t_s: i64, v: f64) -> Sample {
-        Sample::gauge(SeriesKey::new("sql1", "h", "", "sqlserver.cpu.utilization"), t_s * 1_000_000_000, v, "%")
+        Sample::gauge(
+            SeriesKey::new("sql1", "h", "", "sqlserver.cpu.utilization"),
+            t_s * 1_000_000_000,
+            v,
+            "%",
+        )
     }
 
     fn run(op: &mut ThresholdOperator, samples: Vec<Sample>) -> Vec<AnomalyEvent> {
-        let mut b = MicroBatch { samples, events: vec![] };
+        let mut b = MicroBatch {
+            samples,
+            events: vec![],
+        };
         op.process(&mut b).unwrap();
         b.events
     }
 
     #[test]
     fn opens_after_the_duration_and_resolves_with_hysteresis() {
-        let mut op = ThresholdOperator::new(&[rule("cpu_percent > 85", 60)], Arc::new(Stats::default())).unwrap();
+        let mut op =
+            ThresholdOperator::new(&[rule("cpu_percent > 85", 60)], Arc::new(Stats::default()))
+                .unwrap();
         // Breach from t=10; 59 s is not enough, 60 s opens.
-        let ev = run(&mut op, vec![cpu(0, 50.0), cpu(10, 90.0), cpu(40, 95.0), cpu(69, 91.0)]);
+        let ev = run(
+            &mut op,
+            vec![cpu(0, 50.0), cpu(10, 90.0), cpu(40, 95.0), cpu(69, 91.0)],
+        );
         assert!(ev.is_empty());
         let ev = run(&mut op, vec![cpu(70, 92.0)]);
         assert_eq!(ev.len(), 1);
@@ -383,8 +497,14 @@ mod tests {
         assert!((a.score - 95.0 / 85.0).abs() < 1e-9);
         assert_eq!(a.evidence.len(), 4);
         // A dip shorter than resolve_after does not resolve; a long one does.
-        let ev = run(&mut op, vec![cpu(80, 10.0), cpu(90, 99.0), cpu(100, 10.0), cpu(129, 10.0)]);
-        assert_eq!(ev.iter().map(|e| e.event).collect::<Vec<_>>(), vec![AnomalyEventKind::Update]);
+        let ev = run(
+            &mut op,
+            vec![cpu(80, 10.0), cpu(90, 99.0), cpu(100, 10.0), cpu(129, 10.0)],
+        );
+        assert_eq!(
+            ev.iter().map(|e| e.event).collect::<Vec<_>>(),
+            vec![AnomalyEventKind::Update]
+        );
         let ev = run(&mut op, vec![cpu(130, 10.0)]);
         assert_eq!(ev[0].event, AnomalyEventKind::Resolve);
         assert_eq!(ev[0].anomaly.state, AnomalyState::Resolved);
@@ -395,17 +515,28 @@ mod tests {
         let mut cfg = rule("value < 100", 0);
         cfg.metric = Some("sqlserver.page.life_expectancy".into());
         let mut op = ThresholdOperator::new(&[cfg], Arc::new(Stats::default())).unwrap();
-        let ple = Sample::gauge(SeriesKey::new("s", "h", "", "sqlserver.page.life_expectancy"), 1, 20.0, "s");
+        let ple = Sample::gauge(
+            SeriesKey::new("s", "h", "", "sqlserver.page.life_expectancy"),
+            1,
+            20.0,
+            "s",
+        );
         let ev = run(&mut op, vec![ple]);
         assert_eq!(ev[0].anomaly.score, 5.0);
     }
 
     #[test]
     fn bad_rules_name_the_rule_and_field() {
-        let err = |r: RuleConfig| CompiledRule::compile(&r).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = |r: RuleConfig| {
+            CompiledRule::compile(&r)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         assert!(err(rule("nosuch > 1", 1)).contains("rule `cpu_storm`: field `when`"));
         assert!(err(rule("cpu_percent + 1", 1)).contains("must be a condition"));
-        assert!(err(rule("cpu_percent > 1 and blocked_processes > 2", 1)).contains("exactly one metric"));
+        assert!(err(rule("cpu_percent > 1 and blocked_processes > 2", 1))
+            .contains("exactly one metric"));
         assert!(err(rule("value > 1", 1)).contains("field `metric` is required"));
         assert!(err(rule("cpu_percent >", 1)).contains("field `when`"));
     }

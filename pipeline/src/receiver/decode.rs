@@ -8,7 +8,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics,
+    metric::Data, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
+    ResourceMetrics,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use sqlvigil_model::{HistogramPoint, LogRecord, MetricKind, Sample, SeriesKey};
@@ -40,7 +41,11 @@ impl Rejected {
         if self.points == 0 {
             String::new()
         } else {
-            format!("rejected {} data point(s): {}", self.points, self.reasons.join("; "))
+            format!(
+                "rejected {} data point(s): {}",
+                self.points,
+                self.reasons.join("; ")
+            )
         }
     }
 }
@@ -93,7 +98,8 @@ pub fn validate_metrics(req: &mut ExportMetricsServiceRequest) -> Rejected {
         }
         rm.scope_metrics.retain(|sm| !sm.metrics.is_empty());
     }
-    req.resource_metrics.retain(|rm| !rm.scope_metrics.is_empty());
+    req.resource_metrics
+        .retain(|rm| !rm.scope_metrics.is_empty());
     rejected
 }
 
@@ -114,12 +120,17 @@ fn validate_points(m: &mut Metric, rejected: &mut Rejected) {
         Some(Data::Histogram(h)) => h.data_points.retain(|p| {
             let ok = p.time_unix_nano != 0 && p.sum.is_none_or(f64::is_finite);
             if !ok {
-                rejected.add(1, format!("metric `{name}`: histogram time missing or sum not finite"));
+                rejected.add(
+                    1,
+                    format!("metric `{name}`: histogram time missing or sum not finite"),
+                );
             }
             ok
         }),
         Some(Data::ExponentialHistogram(h)) => h.data_points.retain(|p| p.time_unix_nano != 0),
-        Some(Data::Summary(s)) => s.data_points.retain(|p| p.time_unix_nano != 0 && p.sum.is_finite()),
+        Some(Data::Summary(s)) => s
+            .data_points
+            .retain(|p| p.time_unix_nano != 0 && p.sum.is_finite()),
         None => {}
     }
 }
@@ -136,7 +147,11 @@ pub fn request_points(req: &ExportMetricsServiceRequest) -> usize {
 
 /// Number of log records in a whole request.
 pub fn request_log_records(req: &ExportLogsServiceRequest) -> usize {
-    req.resource_logs.iter().flat_map(|rl| &rl.scope_logs).map(|sl| sl.log_records.len()).sum()
+    req.resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .map(|sl| sl.log_records.len())
+        .sum()
 }
 
 fn any_to_string(v: &AnyValue) -> String {
@@ -153,7 +168,12 @@ fn any_to_string(v: &AnyValue) -> String {
 fn attr_map(attrs: &[KeyValue]) -> BTreeMap<String, String> {
     attrs
         .iter()
-        .map(|kv| (kv.key.clone(), kv.value.as_ref().map(any_to_string).unwrap_or_default()))
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().map(any_to_string).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -169,15 +189,29 @@ pub struct Origin {
 
 /// Read the resource attributes the series key keeps.
 pub fn origin(resource: Option<&Resource>) -> Origin {
-    let attrs = resource.map(|r| attr_map(&r.attributes)).unwrap_or_default();
+    let attrs = resource
+        .map(|r| attr_map(&r.attributes))
+        .unwrap_or_default();
     let get = |k: &str| attrs.get(k).filter(|v| !v.is_empty()).cloned();
     let service_id = get("service.instance.id");
-    let host = get("host.name").or_else(|| get("server.address")).unwrap_or_default();
+    let host = get("host.name")
+        .or_else(|| get("server.address"))
+        .unwrap_or_default();
     let (instance, service_instance_id) = match get("sqlserver.instance.name") {
         Some(name) => (name, service_id),
-        None => (service_id.or_else(|| (!host.is_empty()).then(|| host.clone())).unwrap_or_else(|| "unknown".into()), None),
+        None => (
+            service_id
+                .or_else(|| (!host.is_empty()).then(|| host.clone()))
+                .unwrap_or_else(|| "unknown".into()),
+            None,
+        ),
     };
-    Origin { instance, host, database: get("sqlserver.database.name").unwrap_or_default(), service_instance_id }
+    Origin {
+        instance,
+        host,
+        database: get("sqlserver.database.name").unwrap_or_default(),
+        service_instance_id,
+    }
 }
 
 /// The bus key for a resource: its instance, so one instance stays in one partition.
@@ -186,13 +220,20 @@ pub fn instance_key(resource: Option<&Resource>) -> String {
 }
 
 /// Split a request into one request per instance (bus records keyed by instance).
-pub fn split_metrics(req: ExportMetricsServiceRequest) -> Vec<(String, ExportMetricsServiceRequest)> {
+pub fn split_metrics(
+    req: ExportMetricsServiceRequest,
+) -> Vec<(String, ExportMetricsServiceRequest)> {
     let mut out: Vec<(String, ExportMetricsServiceRequest)> = Vec::new();
     for rm in req.resource_metrics {
         let key = instance_key(rm.resource.as_ref());
         match out.iter_mut().find(|(k, _)| *k == key) {
             Some((_, r)) => r.resource_metrics.push(rm),
-            None => out.push((key, ExportMetricsServiceRequest { resource_metrics: vec![rm] })),
+            None => out.push((
+                key,
+                ExportMetricsServiceRequest {
+                    resource_metrics: vec![rm],
+                },
+            )),
         }
     }
     out
@@ -205,7 +246,12 @@ pub fn split_logs(req: ExportLogsServiceRequest) -> Vec<(String, ExportLogsServi
         let key = instance_key(rl.resource.as_ref());
         match out.iter_mut().find(|(k, _)| *k == key) {
             Some((_, r)) => r.resource_logs.push(rl),
-            None => out.push((key, ExportLogsServiceRequest { resource_logs: vec![rl] })),
+            None => out.push((
+                key,
+                ExportLogsServiceRequest {
+                    resource_logs: vec![rl],
+                },
+            )),
         }
     }
     out
@@ -237,26 +283,36 @@ pub fn metrics_to_samples(req: &ExportMetricsServiceRequest, out: &mut Vec<Sampl
 
 fn resource_metric_samples(origin: &Origin, m: &Metric, out: &mut Vec<Sample>) {
     let number = |p: &NumberDataPoint, kind: MetricKind, monotonic: bool| {
-        number_value(p).filter(|v| v.is_finite()).map(|value| Sample {
-            time_ns: p.time_unix_nano as i64,
-            start_time_ns: p.start_time_unix_nano as i64,
-            key: series_key(origin, &m.name, &p.attributes),
-            value,
-            kind,
-            monotonic,
-            unit: m.unit.clone(),
-            histogram: None,
-        })
+        number_value(p)
+            .filter(|v| v.is_finite())
+            .map(|value| Sample {
+                time_ns: p.time_unix_nano as i64,
+                start_time_ns: p.start_time_unix_nano as i64,
+                key: series_key(origin, &m.name, &p.attributes),
+                value,
+                kind,
+                monotonic,
+                unit: m.unit.clone(),
+                histogram: None,
+            })
     };
     match &m.data {
-        Some(Data::Gauge(g)) => out.extend(g.data_points.iter().filter_map(|p| number(p, MetricKind::Gauge, false))),
+        Some(Data::Gauge(g)) => out.extend(
+            g.data_points
+                .iter()
+                .filter_map(|p| number(p, MetricKind::Gauge, false)),
+        ),
         Some(Data::Sum(s)) => {
             let kind = if s.aggregation_temporality == AggregationTemporality::Delta as i32 {
                 MetricKind::DeltaSum
             } else {
                 MetricKind::CumulativeSum
             };
-            out.extend(s.data_points.iter().filter_map(|p| number(p, kind, s.is_monotonic)))
+            out.extend(
+                s.data_points
+                    .iter()
+                    .filter_map(|p| number(p, kind, s.is_monotonic)),
+            )
         }
         Some(Data::Histogram(h)) => out.extend(h.data_points.iter().map(|p| Sample {
             time_ns: p.time_unix_nano as i64,
@@ -280,7 +336,11 @@ fn resource_metric_samples(origin: &Origin, m: &Metric, out: &mut Vec<Sample>) {
             kind: MetricKind::Histogram,
             monotonic: false,
             unit: m.unit.clone(),
-            histogram: Some(HistogramPoint { count: p.count, bounds: Vec::new(), bucket_counts: Vec::new() }),
+            histogram: Some(HistogramPoint {
+                count: p.count,
+                bounds: Vec::new(),
+                bucket_counts: Vec::new(),
+            }),
         })),
         Some(Data::Summary(s)) => out.extend(s.data_points.iter().map(|p| Sample {
             time_ns: p.time_unix_nano as i64,
@@ -290,7 +350,11 @@ fn resource_metric_samples(origin: &Origin, m: &Metric, out: &mut Vec<Sample>) {
             kind: MetricKind::Histogram,
             monotonic: false,
             unit: m.unit.clone(),
-            histogram: Some(HistogramPoint { count: p.count, bounds: Vec::new(), bucket_counts: Vec::new() }),
+            histogram: Some(HistogramPoint {
+                count: p.count,
+                bounds: Vec::new(),
+                bucket_counts: Vec::new(),
+            }),
         })),
         None => {}
     }
@@ -318,10 +382,18 @@ pub fn logs_to_records(req: &ExportLogsServiceRequest, out: &mut Vec<LogRecord>)
 fn resource_logs(rl: &ResourceLogs, out: &mut Vec<LogRecord>) {
     let origin = origin(rl.resource.as_ref());
     for sl in &rl.scope_logs {
-        let scope = sl.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let scope = sl
+            .scope
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
         for lr in &sl.log_records {
             let attributes = attr_map(&lr.attributes);
-            let time = if lr.time_unix_nano != 0 { lr.time_unix_nano } else { lr.observed_time_unix_nano };
+            let time = if lr.time_unix_nano != 0 {
+                lr.time_unix_nano
+            } else {
+                lr.observed_time_unix_nano
+            };
             let severity = if lr.severity_text.is_empty() {
                 severity_text(lr.severity_number).to_string()
             } else {
@@ -332,7 +404,10 @@ fn resource_logs(rl: &ResourceLogs, out: &mut Vec<LogRecord>) {
                 severity,
                 severity_number: lr.severity_number,
                 message: lr.body.as_ref().map(any_to_string).unwrap_or_default(),
-                category: attributes.get("log.category").cloned().unwrap_or_else(|| scope.clone()),
+                category: attributes
+                    .get("log.category")
+                    .cloned()
+                    .unwrap_or_else(|| scope.clone()),
                 instance: origin.instance.clone(),
                 host: origin.host.clone(),
                 attributes,
@@ -343,7 +418,11 @@ fn resource_logs(rl: &ResourceLogs, out: &mut Vec<LogRecord>) {
 
 /// Metric list for a series of resource metrics (used by tests and the bench).
 pub fn resource_metrics_points(rms: &[ResourceMetrics]) -> usize {
-    rms.iter().flat_map(|rm| &rm.scope_metrics).flat_map(|sm| &sm.metrics).map(point_count).sum()
+    rms.iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .map(point_count)
+        .sum()
 }
 
 #[cfg(test)]
@@ -352,11 +431,20 @@ mod tests {
     use opentelemetry_proto::tonic::metrics::v1::{Gauge, ScopeMetrics, Sum};
 
     fn kv(k: &str, v: &str) -> KeyValue {
-        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }) }
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+        }
     }
 
     fn point(t: u64, v: f64) -> NumberDataPoint {
-        NumberDataPoint { time_unix_nano: t, value: Some(number_data_point::Value::AsDouble(v)), ..Default::default() }
+        NumberDataPoint {
+            time_unix_nano: t,
+            value: Some(number_data_point::Value::AsDouble(v)),
+            ..Default::default()
+        }
     }
 
     fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
@@ -366,7 +454,10 @@ mod tests {
                     attributes: vec![kv("sqlserver.instance.name", "sql1"), kv("host.name", "h1")],
                     ..Default::default()
                 }),
-                scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
                 schema_url: String::new(),
             }],
         }
@@ -377,11 +468,16 @@ mod tests {
         let gauge = |name: &str, points| Metric {
             name: name.into(),
             unit: "%".into(),
-            data: Some(Data::Gauge(Gauge { data_points: points })),
+            data: Some(Data::Gauge(Gauge {
+                data_points: points,
+            })),
             ..Default::default()
         };
         let mut req = request(vec![
-            gauge("sqlserver.cpu.utilization", vec![point(10, 1.0), point(20, f64::NAN)]),
+            gauge(
+                "sqlserver.cpu.utilization",
+                vec![point(10, 1.0), point(20, f64::NAN)],
+            ),
             gauge("", vec![point(10, 2.0)]),
         ]);
         let rejected = validate_metrics(&mut req);
@@ -418,8 +514,18 @@ mod tests {
 
     #[test]
     fn instance_falls_back_to_service_instance_id_then_host() {
-        let r = |attrs: Vec<KeyValue>| Resource { attributes: attrs, ..Default::default() };
-        assert_eq!(origin(Some(&r(vec![kv("service.instance.id", "h:1433"), kv("host.name", "h")]))).instance, "h:1433");
+        let r = |attrs: Vec<KeyValue>| Resource {
+            attributes: attrs,
+            ..Default::default()
+        };
+        assert_eq!(
+            origin(Some(&r(vec![
+                kv("service.instance.id", "h:1433"),
+                kv("host.name", "h")
+            ])))
+            .instance,
+            "h:1433"
+        );
         assert_eq!(origin(Some(&r(vec![kv("host.name", "h")]))).instance, "h");
         assert_eq!(origin(None).instance, "unknown");
     }

@@ -7,9 +7,15 @@
 
 use super::{Ingest, IngestError};
 use futures::future::BoxFuture;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::bytes::Buf;
 use prost::Message;
 use std::convert::Infallible;
@@ -31,7 +37,10 @@ pub trait Signal: Send + Sync + 'static {
     const SERVICE: &'static str;
     type Req: Message + Default + Send + 'static;
     type Resp: Message + Default + Send + 'static;
-    fn handle(ingest: Arc<Ingest>, req: Self::Req) -> BoxFuture<'static, Result<Self::Resp, IngestError>>;
+    fn handle(
+        ingest: Arc<Ingest>,
+        req: Self::Req,
+    ) -> BoxFuture<'static, Result<Self::Resp, IngestError>>;
 }
 
 pub struct Metrics;
@@ -42,7 +51,10 @@ impl Signal for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     type Req = ExportMetricsServiceRequest;
     type Resp = ExportMetricsServiceResponse;
-    fn handle(ingest: Arc<Ingest>, req: Self::Req) -> BoxFuture<'static, Result<Self::Resp, IngestError>> {
+    fn handle(
+        ingest: Arc<Ingest>,
+        req: Self::Req,
+    ) -> BoxFuture<'static, Result<Self::Resp, IngestError>> {
         Box::pin(async move { ingest.metrics(req).await })
     }
 }
@@ -51,7 +63,10 @@ impl Signal for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     type Req = ExportLogsServiceRequest;
     type Resp = ExportLogsServiceResponse;
-    fn handle(ingest: Arc<Ingest>, req: Self::Req) -> BoxFuture<'static, Result<Self::Resp, IngestError>> {
+    fn handle(
+        ingest: Arc<Ingest>,
+        req: Self::Req,
+    ) -> BoxFuture<'static, Result<Self::Resp, IngestError>> {
         Box::pin(async move { ingest.logs(req).await })
     }
 }
@@ -60,7 +75,10 @@ impl Signal for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     type Req = ExportTraceServiceRequest;
     type Resp = ExportTraceServiceResponse;
-    fn handle(ingest: Arc<Ingest>, req: Self::Req) -> BoxFuture<'static, Result<Self::Resp, IngestError>> {
+    fn handle(
+        ingest: Arc<Ingest>,
+        req: Self::Req,
+    ) -> BoxFuture<'static, Result<Self::Resp, IngestError>> {
         Box::pin(async move { ingest.traces(req).await })
     }
 }
@@ -89,7 +107,10 @@ impl<E: Message + Send + 'static, D: Message + Default + Send + 'static> Codec f
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        OtlpDecoder { limit: self.limit, _pd: PhantomData }
+        OtlpDecoder {
+            limit: self.limit,
+            _pd: PhantomData,
+        }
     }
 }
 
@@ -100,7 +121,8 @@ impl<E: Message> Encoder for OtlpEncoder<E> {
     type Error = Status;
 
     fn encode(&mut self, item: E, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst).map_err(|e| Status::internal(format!("encoding the reply failed: {e}")))
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the reply failed: {e}")))
     }
 }
 
@@ -121,7 +143,9 @@ impl<D: Message + Default> Decoder for OtlpDecoder<D> {
                 self.limit
             )));
         }
-        D::decode(src).map(Some).map_err(|e| Status::invalid_argument(format!("request is not valid OTLP protobuf: {e}")))
+        D::decode(src).map(Some).map_err(|e| {
+            Status::invalid_argument(format!("request is not valid OTLP protobuf: {e}"))
+        })
     }
 }
 
@@ -134,13 +158,21 @@ pub struct ExportService<S: Signal> {
 
 impl<S: Signal> Clone for ExportService<S> {
     fn clone(&self) -> Self {
-        ExportService { ingest: self.ingest.clone(), limit: self.limit, _pd: PhantomData }
+        ExportService {
+            ingest: self.ingest.clone(),
+            limit: self.limit,
+            _pd: PhantomData,
+        }
     }
 }
 
 impl<S: Signal> ExportService<S> {
     pub fn new(ingest: Arc<Ingest>, limit: usize) -> Self {
-        ExportService { ingest, limit, _pd: PhantomData }
+        ExportService {
+            ingest,
+            limit,
+            _pd: PhantomData,
+        }
     }
 }
 
@@ -157,7 +189,10 @@ impl<S: Signal> UnaryService<S::Req> for Handler<S> {
     fn call(&mut self, request: Request<S::Req>) -> Self::Future {
         let ingest = self.0.clone();
         Box::pin(async move {
-            S::handle(ingest, request.into_inner()).await.map(Response::new).map_err(to_status)
+            S::handle(ingest, request.into_inner())
+                .await
+                .map(Response::new)
+                .map_err(to_status)
         })
     }
 }
@@ -175,14 +210,21 @@ impl<S: Signal> tower::Service<http::Request<Body>> for ExportService<S> {
         let this = self.clone();
         Box::pin(async move {
             if req.uri().path() != format!("/{}/Export", S::SERVICE) {
-                return Ok(Status::unimplemented(format!("no method {}", req.uri().path())).into_http());
+                return Ok(
+                    Status::unimplemented(format!("no method {}", req.uri().path())).into_http(),
+                );
             }
-            let codec = OtlpCodec::<S::Resp, S::Req> { limit: this.limit, _pd: PhantomData };
+            let codec = OtlpCodec::<S::Resp, S::Req> {
+                limit: this.limit,
+                _pd: PhantomData,
+            };
             let mut grpc = Grpc::new(codec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(TRANSPORT_CAP.max(this.limit + 1));
-            Ok(grpc.unary(Handler::<S>(this.ingest.clone(), PhantomData), req).await)
+            Ok(grpc
+                .unary(Handler::<S>(this.ingest.clone(), PhantomData), req)
+                .await)
         })
     }
 }

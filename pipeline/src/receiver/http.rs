@@ -7,7 +7,7 @@
 //! the bus cannot take the data now. Error bodies are a `google.rpc.Status` in the
 //! request's encoding.
 
-use super::{Ingest, IngestError};
+use super::{json, Ingest, IngestError};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -73,49 +73,93 @@ struct Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let body = RpcStatus { code: self.grpc_code, message: self.message.clone() };
+        let body = RpcStatus {
+            code: self.grpc_code,
+            message: self.message.clone(),
+        };
         let bytes = match self.encoding {
             Encoding::Protobuf => body.encode_to_vec(),
-            Encoding::Json => serde_json::json!({ "code": body.code, "message": body.message }).to_string().into_bytes(),
+            Encoding::Json => serde_json::json!({ "code": body.code, "message": body.message })
+                .to_string()
+                .into_bytes(),
         };
-        let mut resp = (self.status, [(header::CONTENT_TYPE, self.encoding.content_type())], bytes).into_response();
+        let mut resp = (
+            self.status,
+            [(header::CONTENT_TYPE, self.encoding.content_type())],
+            bytes,
+        )
+            .into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
 }
 
-fn failure(status: StatusCode, grpc_code: i32, message: impl Into<String>, encoding: Encoding) -> Failure {
-    Failure { status, grpc_code, message: message.into(), encoding }
+fn failure(
+    status: StatusCode,
+    grpc_code: i32,
+    message: impl Into<String>,
+    encoding: Encoding,
+) -> Failure {
+    Failure {
+        status,
+        grpc_code,
+        message: message.into(),
+        encoding,
+    }
 }
 
 fn encoding_of(headers: &HeaderMap) -> Result<Encoding, Failure> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
         _ => Err(failure(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             3,
-            format!("unsupported content type `{ct}`: use application/x-protobuf or application/json"),
+            format!(
+                "unsupported content type `{ct}`: use application/x-protobuf or application/json"
+            ),
             Encoding::Json,
         )),
     }
 }
 
 /// Undo `Content-Encoding: gzip`, refusing anything that inflates past `limit`.
-fn decompress(headers: &HeaderMap, body: Bytes, limit: usize, enc: Encoding) -> Result<Bytes, Failure> {
-    let ce = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+fn decompress(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+    enc: Encoding,
+) -> Result<Bytes, Failure> {
+    let ce = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
     match ce.trim().to_ascii_lowercase().as_str() {
         "" | "identity" => Ok(body),
         "gzip" => {
             let mut out = Vec::new();
             let mut reader = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
-            reader
-                .read_to_end(&mut out)
-                .map_err(|e| failure(StatusCode::BAD_REQUEST, 3, format!("body is not valid gzip: {e}"), enc))?;
+            reader.read_to_end(&mut out).map_err(|e| {
+                failure(
+                    StatusCode::BAD_REQUEST,
+                    3,
+                    format!("body is not valid gzip: {e}"),
+                    enc,
+                )
+            })?;
             if out.len() > limit {
                 return Err(failure(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -135,21 +179,51 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize, enc: Encoding) -> 
     }
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(body: &[u8], enc: Encoding) -> Result<T, Failure> {
+fn decode<T: Message + Default + DeserializeOwned>(
+    body: &[u8],
+    enc: Encoding,
+) -> Result<T, Failure> {
     match enc {
-        Encoding::Protobuf => T::decode(body)
-            .map_err(|e| failure(StatusCode::BAD_REQUEST, 3, format!("body is not valid OTLP protobuf: {e}"), enc)),
-        Encoding::Json => serde_json::from_slice(body)
-            .map_err(|e| failure(StatusCode::BAD_REQUEST, 3, format!("body is not valid OTLP/JSON: {e}"), enc)),
+        Encoding::Protobuf => T::decode(body).map_err(|e| {
+            failure(
+                StatusCode::BAD_REQUEST,
+                3,
+                format!("body is not valid OTLP protobuf: {e}"),
+                enc,
+            )
+        }),
+        Encoding::Json => serde_json::from_slice::<serde_json::Value>(body)
+            .and_then(|mut v| {
+                json::normalize_request(&mut v);
+                serde_json::from_value(v)
+            })
+            .map_err(|e| {
+                failure(
+                    StatusCode::BAD_REQUEST,
+                    3,
+                    format!("body is not valid OTLP/JSON: {e}"),
+                    enc,
+                )
+            }),
     }
 }
 
 fn reply<T: Message + Serialize>(resp: T, enc: Encoding) -> Response {
     let bytes = match enc {
         Encoding::Protobuf => resp.encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
+        Encoding::Json => serde_json::to_value(&resp)
+            .map(|mut v| {
+                json::normalize_response(&mut v);
+                v.to_string().into_bytes()
+            })
+            .unwrap_or_else(|_| b"{}".to_vec()),
     };
-    (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], bytes).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, enc.content_type())],
+        bytes,
+    )
+        .into_response()
 }
 
 fn ingest_failure(e: IngestError, enc: Encoding) -> Failure {
@@ -159,7 +233,12 @@ fn ingest_failure(e: IngestError, enc: Encoding) -> Failure {
     }
 }
 
-async fn handle<T, R, F, Fut>(state: HttpState, headers: HeaderMap, body: Body, call: F) -> Result<Response, Failure>
+async fn handle<T, R, F, Fut>(
+    state: HttpState,
+    headers: HeaderMap,
+    body: Body,
+    call: F,
+) -> Result<Response, Failure>
 where
     T: Message + Default + DeserializeOwned,
     R: Message + Serialize,
@@ -168,11 +247,18 @@ where
 {
     let enc = encoding_of(&headers)?;
     let body = axum::body::to_bytes(body, state.limit).await.map_err(|_| {
-        failure(StatusCode::PAYLOAD_TOO_LARGE, 8, format!("body is larger than the {} byte limit", state.limit), enc)
+        failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            8,
+            format!("body is larger than the {} byte limit", state.limit),
+            enc,
+        )
     })?;
     let body = decompress(&headers, body, state.limit, enc)?;
     let req: T = decode(&body, enc)?;
-    let resp = call(state.ingest.clone(), req).await.map_err(|e| ingest_failure(e, enc))?;
+    let resp = call(state.ingest.clone(), req)
+        .await
+        .map_err(|e| ingest_failure(e, enc))?;
     Ok(reply(resp, enc))
 }
 
@@ -187,23 +273,34 @@ fn count_error(state: &HttpState, r: Result<Response, Failure>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    let r = handle(state.clone(), headers, body, |i, req: ExportMetricsServiceRequest| async move {
-        i.metrics(req).await
-    })
+    let r = handle(
+        state.clone(),
+        headers,
+        body,
+        |i, req: ExportMetricsServiceRequest| async move { i.metrics(req).await },
+    )
     .await;
     count_error(&state, r)
 }
 
 async fn logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    let r = handle(state.clone(), headers, body, |i, req: ExportLogsServiceRequest| async move { i.logs(req).await })
-        .await;
+    let r = handle(
+        state.clone(),
+        headers,
+        body,
+        |i, req: ExportLogsServiceRequest| async move { i.logs(req).await },
+    )
+    .await;
     count_error(&state, r)
 }
 
 async fn traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    let r = handle(state.clone(), headers, body, |i, req: ExportTraceServiceRequest| async move {
-        i.traces(req).await
-    })
+    let r = handle(
+        state.clone(),
+        headers,
+        body,
+        |i, req: ExportTraceServiceRequest| async move { i.traces(req).await },
+    )
     .await;
     count_error(&state, r)
 }

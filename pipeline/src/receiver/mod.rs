@@ -6,6 +6,7 @@
 pub mod decode;
 pub mod grpc;
 pub mod http;
+pub mod json;
 
 use crate::bus::{Bus, BusError, Record};
 use crate::config::Topics;
@@ -16,7 +17,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use std::sync::Arc;
 
@@ -56,12 +59,18 @@ impl Ingest {
         &self.stats
     }
 
-    pub async fn metrics(&self, mut req: ExportMetricsServiceRequest) -> Result<ExportMetricsServiceResponse, IngestError> {
+    pub async fn metrics(
+        &self,
+        mut req: ExportMetricsServiceRequest,
+    ) -> Result<ExportMetricsServiceResponse, IngestError> {
         let rejected = decode::validate_metrics(&mut req);
         let accepted = decode::request_points(&req) as u64;
         let records: Vec<Record> = decode::split_metrics(req)
             .into_iter()
-            .map(|(key, r)| Record { key: key.into_bytes().into(), payload: r.encode_to_vec().into() })
+            .map(|(key, r)| Record {
+                key: key.into_bytes().into(),
+                payload: r.encode_to_vec().into(),
+            })
             .collect();
         self.publish(&self.topics.metrics, records).await?;
         Stats::add(&self.stats.received_points, accepted);
@@ -73,21 +82,37 @@ impl Ingest {
         Ok(ExportMetricsServiceResponse { partial_success })
     }
 
-    pub async fn logs(&self, req: ExportLogsServiceRequest) -> Result<ExportLogsServiceResponse, IngestError> {
+    pub async fn logs(
+        &self,
+        req: ExportLogsServiceRequest,
+    ) -> Result<ExportLogsServiceResponse, IngestError> {
         let accepted = decode::request_log_records(&req) as u64;
         let records: Vec<Record> = decode::split_logs(req)
             .into_iter()
-            .map(|(key, r)| Record { key: key.into_bytes().into(), payload: r.encode_to_vec().into() })
+            .map(|(key, r)| Record {
+                key: key.into_bytes().into(),
+                payload: r.encode_to_vec().into(),
+            })
             .collect();
         self.publish(&self.topics.logs, records).await?;
         Stats::add(&self.stats.received_log_records, accepted);
-        Ok(ExportLogsServiceResponse { partial_success: None::<ExportLogsPartialSuccess> })
+        Ok(ExportLogsServiceResponse {
+            partial_success: None::<ExportLogsPartialSuccess>,
+        })
     }
 
     /// Traces are not processed yet: counted in `sqlvigil_dropped_spans` and dropped,
     /// and the client is told so through partial success.
-    pub async fn traces(&self, req: ExportTraceServiceRequest) -> Result<ExportTraceServiceResponse, IngestError> {
-        let spans: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+    pub async fn traces(
+        &self,
+        req: ExportTraceServiceRequest,
+    ) -> Result<ExportTraceServiceResponse, IngestError> {
+        let spans: usize = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
         Stats::add(&self.stats.dropped_spans, spans as u64);
         let partial_success = (spans > 0).then(|| {
             opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {

@@ -101,7 +101,9 @@ impl StateStore {
         let conn = Connection::open(data_dir.join("state.sqlite"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(StateStore { conn: Mutex::new(conn) })
+        Ok(StateStore {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -138,16 +140,23 @@ impl StateStore {
              ORDER BY opened_at DESC, id LIMIT ?4",
         )?;
         let limit = f.limit.unwrap_or(1000) as i64;
-        let rows = stmt.query_map(params![f.state, f.instance, f.rule, limit], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map(params![f.state, f.instance, f.rule, limit], |r| {
+            r.get::<_, String>(0)
+        })?;
         rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
     }
 
     pub fn anomaly(&self, id: &str) -> Result<Option<Anomaly>> {
         let body: Option<String> = self
             .conn()
-            .query_row("SELECT body FROM anomalies WHERE id = ?1", params![id], |r| r.get(0))
+            .query_row(
+                "SELECT body FROM anomalies WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
             .optional()?;
-        body.map(|b| serde_json::from_str(&b).map_err(PipelineError::from)).transpose()
+        body.map(|b| serde_json::from_str(&b).map_err(PipelineError::from))
+            .transpose()
     }
 
     /// Store an insight; `false` when one with the same fingerprint and input digest exists.
@@ -185,7 +194,12 @@ impl StateStore {
         let token = format!("svk_{}", hex::encode(raw));
         self.conn().execute(
             "INSERT INTO tokens (hash, role, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![hash_token(&token), role.as_str(), name, chrono::Utc::now().to_rfc3339()],
+            params![
+                hash_token(&token),
+                role.as_str(),
+                name,
+                chrono::Utc::now().to_rfc3339()
+            ],
         )?;
         Ok(token)
     }
@@ -194,7 +208,11 @@ impl StateStore {
     pub fn verify_token(&self, token: &str) -> Result<Option<Role>> {
         let role: Option<String> = self
             .conn()
-            .query_row("SELECT role FROM tokens WHERE hash = ?1", params![hash_token(token)], |r| r.get(0))
+            .query_row(
+                "SELECT role FROM tokens WHERE hash = ?1",
+                params![hash_token(token)],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(role.as_deref().and_then(Role::parse))
     }
@@ -211,9 +229,14 @@ impl StateStore {
     pub fn load_checkpoint(&self, name: &str) -> Result<Option<serde_json::Value>> {
         let body: Option<String> = self
             .conn()
-            .query_row("SELECT body FROM checkpoints WHERE name = ?1", params![name], |r| r.get(0))
+            .query_row(
+                "SELECT body FROM checkpoints WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
             .optional()?;
-        body.map(|b| serde_json::from_str(&b).map_err(PipelineError::from)).transpose()
+        body.map(|b| serde_json::from_str(&b).map_err(PipelineError::from))
+            .transpose()
     }
 }
 
@@ -228,7 +251,10 @@ mod tests {
         let t = s.create_token(Role::Operator, "ci").unwrap();
         assert_eq!(s.verify_token(&t).unwrap(), Some(Role::Operator));
         assert_eq!(s.verify_token("svk_nope").unwrap(), None);
-        let stored: String = s.conn().query_row("SELECT hash FROM tokens", [], |r| r.get(0)).unwrap();
+        let stored: String = s
+            .conn()
+            .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
+            .unwrap();
         assert_ne!(stored, t);
         assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
     }
@@ -237,8 +263,13 @@ mod tests {
     fn checkpoints_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let s = StateStore::open(dir.path()).unwrap();
-        s.save_checkpoint("ops", &serde_json::json!({"a": 1})).unwrap();
-        s.save_checkpoint("ops", &serde_json::json!({"a": 2})).unwrap();
-        assert_eq!(s.load_checkpoint("ops").unwrap(), Some(serde_json::json!({"a": 2})));
+        s.save_checkpoint("ops", &serde_json::json!({"a": 1}))
+            .unwrap();
+        s.save_checkpoint("ops", &serde_json::json!({"a": 2}))
+            .unwrap();
+        assert_eq!(
+            s.load_checkpoint("ops").unwrap(),
+            Some(serde_json::json!({"a": 2}))
+        );
     }
 }

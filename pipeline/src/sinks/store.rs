@@ -15,7 +15,9 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::MemTable;
 use datafusion::functions_aggregate::expr_fn::{count, max};
 use datafusion::prelude::{col, lit, DataFrame, Expr, SessionContext};
@@ -24,7 +26,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
-use sqlvigil_model::arrow_schema::{batch_to_samples, log_schema, logs_to_batch, sample_schema, samples_to_batch};
+use sqlvigil_model::arrow_schema::{
+    batch_to_samples, log_schema, logs_to_batch, sample_schema, samples_to_batch,
+};
 use sqlvigil_model::{LogRecord, Sample};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -76,7 +80,10 @@ fn lock(m: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
 }
 
 fn ts(ns: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+    lit(ScalarValue::TimestampNanosecond(
+        Some(ns),
+        Some("UTC".into()),
+    ))
 }
 
 impl Store {
@@ -95,14 +102,18 @@ impl Store {
 
     /// Write `batches` as one Parquet file in the hour directory of its first row.
     fn write_file(&self, table: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-        let Some(first) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(()) };
+        let Some(first) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Ok(());
+        };
         let t0 = first
             .column(0)
             .as_any()
             .downcast_ref::<TimestampNanosecondArray>()
             .map(|a| a.value(0))
             .unwrap_or_default();
-        let hour = sqlvigil_model::ns_to_datetime(t0).format("day=%Y-%m-%d/hour=%H").to_string();
+        let hour = sqlvigil_model::ns_to_datetime(t0)
+            .format("day=%Y-%m-%d/hour=%H")
+            .to_string();
         let dir = self.dir.join(table).join(hour);
         std::fs::create_dir_all(&dir)?;
         let name = format!(
@@ -112,7 +123,9 @@ impl Store {
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
         let tmp = dir.join(format!("{name}.tmp"));
-        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
         let file = std::fs::File::create(&tmp)?;
         let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
         for b in batches {
@@ -123,7 +136,12 @@ impl Store {
         Ok(())
     }
 
-    fn flush_buffer(&self, table: &str, buffer: &Mutex<Buffer>, schema: SchemaRef) -> Result<usize> {
+    fn flush_buffer(
+        &self,
+        table: &str,
+        buffer: &Mutex<Buffer>,
+        schema: SchemaRef,
+    ) -> Result<usize> {
         // Hold the lock across the write so queries never miss rows between buffer and file.
         let mut buf = lock(buffer);
         if buf.rows == 0 {
@@ -136,16 +154,30 @@ impl Store {
     }
 
     /// A DataFrame over the files and the buffer of `table`.
-    async fn frame(&self, table: &str, buffer: &Mutex<Buffer>, schema: SchemaRef) -> Result<(SessionContext, DataFrame)> {
+    async fn frame(
+        &self,
+        table: &str,
+        buffer: &Mutex<Buffer>,
+        schema: SchemaRef,
+    ) -> Result<(SessionContext, DataFrame)> {
         let ctx = SessionContext::new();
         let dir = self.dir.join(table);
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema.clone());
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(schema.clone());
         ctx.register_table("files", Arc::new(ListingTable::try_new(config)?))?;
         let buffered = lock(buffer).batches.clone();
-        ctx.register_table("buffer", Arc::new(MemTable::try_new(schema, vec![buffered])?))?;
-        let df = ctx.table("files").await?.union(ctx.table("buffer").await?)?;
+        ctx.register_table(
+            "buffer",
+            Arc::new(MemTable::try_new(schema, vec![buffered])?),
+        )?;
+        let df = ctx
+            .table("files")
+            .await?
+            .union(ctx.table("buffer").await?)?;
         Ok((ctx, df))
     }
 
@@ -174,8 +206,13 @@ impl Store {
 
     /// Points matching `filter`, oldest first.
     pub async fn query_metrics(&self, filter: &MetricFilter) -> Result<Vec<Sample>> {
-        let (_ctx, df) = self.frame("metrics", &self.metrics, sample_schema()).await?;
-        let df = Self::apply(df, filter)?.sort(vec![col("time").sort(true, false), col("series_id").sort(true, false)])?;
+        let (_ctx, df) = self
+            .frame("metrics", &self.metrics, sample_schema())
+            .await?;
+        let df = Self::apply(df, filter)?.sort(vec![
+            col("time").sort(true, false),
+            col("series_id").sort(true, false),
+        ])?;
         let df = df.limit(0, filter.limit)?;
         let mut out = Vec::new();
         for b in df.collect().await? {
@@ -186,11 +223,32 @@ impl Store {
 
     /// Distinct series matching `filter` (time bounds apply to their points).
     pub async fn series(&self, filter: &MetricFilter) -> Result<Vec<SeriesInfo>> {
-        let (_ctx, df) = self.frame("metrics", &self.metrics, sample_schema()).await?;
-        let keys = ["series_id", "instance", "host", "database", "metric", "attributes", "unit", "kind"];
+        let (_ctx, df) = self
+            .frame("metrics", &self.metrics, sample_schema())
+            .await?;
+        let keys = [
+            "series_id",
+            "instance",
+            "host",
+            "database",
+            "metric",
+            "attributes",
+            "unit",
+            "kind",
+        ];
         let df = Self::apply(df, filter)?
-            .aggregate(keys.iter().map(|k| col(*k)).collect(), vec![count(lit(1)).alias("points"), max(col("time")).alias("last_time")])?
-            .sort(vec![col("metric").sort(true, false), col("instance").sort(true, false), col("series_id").sort(true, false)])?;
+            .aggregate(
+                keys.iter().map(|k| col(*k)).collect(),
+                vec![
+                    count(lit(1)).alias("points"),
+                    max(col("time")).alias("last_time"),
+                ],
+            )?
+            .sort(vec![
+                col("metric").sort(true, false),
+                col("instance").sort(true, false),
+                col("series_id").sort(true, false),
+            ])?;
         let mut out = Vec::new();
         for b in df.collect().await? {
             out.extend(series_rows(&b)?);
@@ -221,25 +279,63 @@ impl Store {
 }
 
 fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
-    let c = b.column_by_name(name).ok_or(sqlvigil_model::ModelError::Column(name))?;
+    let c = b
+        .column_by_name(name)
+        .ok_or(sqlvigil_model::ModelError::Column(name))?;
     let c = cast(c, &DataType::Utf8)?;
-    Ok(c.as_any().downcast_ref::<StringArray>().cloned().ok_or(sqlvigil_model::ModelError::Column(name))?)
+    Ok(c.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or(sqlvigil_model::ModelError::Column(name))?)
 }
 
 fn series_rows(b: &RecordBatch) -> Result<Vec<SeriesInfo>> {
-    let ids = cast(b.column_by_name("series_id").ok_or(sqlvigil_model::ModelError::Column("series_id"))?, &DataType::UInt64)?;
-    let ids = ids.as_any().downcast_ref::<UInt64Array>().ok_or(sqlvigil_model::ModelError::Column("series_id"))?;
-    let points = cast(b.column_by_name("points").ok_or(sqlvigil_model::ModelError::Column("points"))?, &DataType::UInt64)?;
-    let points = points.as_any().downcast_ref::<UInt64Array>().ok_or(sqlvigil_model::ModelError::Column("points"))?;
+    let ids = cast(
+        b.column_by_name("series_id")
+            .ok_or(sqlvigil_model::ModelError::Column("series_id"))?,
+        &DataType::UInt64,
+    )?;
+    let ids = ids
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .ok_or(sqlvigil_model::ModelError::Column("series_id"))?;
+    let points = cast(
+        b.column_by_name("points")
+            .ok_or(sqlvigil_model::ModelError::Column("points"))?,
+        &DataType::UInt64,
+    )?;
+    let points = points
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .ok_or(sqlvigil_model::ModelError::Column("points"))?;
     let last = cast(
-        b.column_by_name("last_time").ok_or(sqlvigil_model::ModelError::Column("last_time"))?,
+        b.column_by_name("last_time")
+            .ok_or(sqlvigil_model::ModelError::Column("last_time"))?,
         &DataType::Int64,
     )?;
-    let last = last.as_any().downcast_ref::<arrow::array::Int64Array>().ok_or(sqlvigil_model::ModelError::Column("last_time"))?;
-    let [instance, host, database, metric, attributes, unit, kind] =
-        ["instance", "host", "database", "metric", "attributes", "unit", "kind"].map(|n| string_col(b, n));
-    let (instance, host, database, metric, attributes, unit, kind) =
-        (instance?, host?, database?, metric?, attributes?, unit?, kind?);
+    let last = last
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .ok_or(sqlvigil_model::ModelError::Column("last_time"))?;
+    let [instance, host, database, metric, attributes, unit, kind] = [
+        "instance",
+        "host",
+        "database",
+        "metric",
+        "attributes",
+        "unit",
+        "kind",
+    ]
+    .map(|n| string_col(b, n));
+    let (instance, host, database, metric, attributes, unit, kind) = (
+        instance?,
+        host?,
+        database?,
+        metric?,
+        attributes?,
+        unit?,
+        kind?,
+    );
     Ok((0..b.num_rows())
         .map(|i| SeriesInfo {
             id: format!("{:016x}", ids.value(i)),
@@ -251,7 +347,11 @@ fn series_rows(b: &RecordBatch) -> Result<Vec<SeriesInfo>> {
             unit: unit.value(i).into(),
             kind: kind.value(i).into(),
             points: points.value(i),
-            last_time: sqlvigil_model::ns_to_datetime(if last.is_null(i) { 0 } else { last.value(i) }),
+            last_time: sqlvigil_model::ns_to_datetime(if last.is_null(i) {
+                0
+            } else {
+                last.value(i)
+            }),
         })
         .collect())
 }
@@ -308,18 +408,44 @@ mod tests {
         let store = Store::open(dir.path(), stats.clone()).unwrap();
         let key = SeriesKey::new("sql1", "h", "", "sqlserver.cpu.utilization");
         let other = SeriesKey::new("sql2", "h", "", "sqlserver.cpu.utilization");
-        store.write_samples(&[Sample::gauge(key.clone(), 1_000, 1.5, "%"), Sample::gauge(other, 1_500, 7.0, "%")]).unwrap();
+        store
+            .write_samples(&[
+                Sample::gauge(key.clone(), 1_000, 1.5, "%"),
+                Sample::gauge(other, 1_500, 7.0, "%"),
+            ])
+            .unwrap();
         store.flush().unwrap();
-        store.write_samples(&[Sample::gauge(key.clone(), 2_000, 2.5, "%")]).unwrap();
-        let f = MetricFilter { series_id: Some(key.id()), ..Default::default() };
-        let values: Vec<f64> = store.query_metrics(&f).await.unwrap().iter().map(|s| s.value).collect();
+        store
+            .write_samples(&[Sample::gauge(key.clone(), 2_000, 2.5, "%")])
+            .unwrap();
+        let f = MetricFilter {
+            series_id: Some(key.id()),
+            ..Default::default()
+        };
+        let values: Vec<f64> = store
+            .query_metrics(&f)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.value)
+            .collect();
         assert_eq!(values, vec![1.5, 2.5]);
         store.flush().unwrap();
         assert_eq!(store.file_count("metrics"), 2);
         drop(store);
         let store = Store::open(dir.path(), stats).unwrap();
-        let f = MetricFilter { instance: Some("sql1".into()), from_ns: Some(1_500), ..Default::default() };
-        let values: Vec<f64> = store.query_metrics(&f).await.unwrap().iter().map(|s| s.value).collect();
+        let f = MetricFilter {
+            instance: Some("sql1".into()),
+            from_ns: Some(1_500),
+            ..Default::default()
+        };
+        let values: Vec<f64> = store
+            .query_metrics(&f)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.value)
+            .collect();
         assert_eq!(values, vec![2.5]);
         let series = store.series(&MetricFilter::default()).await.unwrap();
         assert_eq!(series.len(), 2);

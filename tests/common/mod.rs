@@ -1,0 +1,128 @@
+//! Shared helpers for the end-to-end tests: start the real `sqlvigil` binary on free
+//! loopback ports and talk to it over its sockets.
+#![allow(dead_code)]
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use serde_json::Value;
+use sqlvigil_testkit::Sqlvigil;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sqlvigil"))
+}
+
+/// `sqlvigil run` with `extra_yaml` appended to a small test config; returns it and an admin token.
+pub fn start_run(data_dir: &Path, extra_yaml: &str) -> (Sqlvigil, String) {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let cfg = data_dir.join("sqlvigil.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "store:\n  flush_interval: 300ms\noperators:\n  batch_interval: 100ms\n{extra_yaml}"
+        ),
+    )
+    .expect("write config");
+    let token = sqlvigil_testkit::create_token(&bin(), data_dir, "admin").expect("token");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let sv =
+        Sqlvigil::start(&bin(), &["run", "--config", &cfg], data_dir).expect("sqlvigil run starts");
+    (sv, token)
+}
+
+/// Values of `metric` on `instance` from the API, oldest first, waiting until `n` exist.
+pub async fn wait_values(
+    sv: &Sqlvigil,
+    token: &str,
+    metric: &str,
+    instance: &str,
+    n: usize,
+) -> Vec<f64> {
+    let path = format!("/api/v1/metrics?metric={metric}&instance={instance}");
+    let got = sqlvigil_testkit::wait_for(Duration::from_secs(20), || async {
+        let (status, body) = sv.get_json(&path, Some(token)).await.ok()?;
+        assert_eq!(status, 200, "{body}");
+        let values: Vec<f64> = body["points"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["value"].as_f64())
+            .collect();
+        (values.len() >= n).then_some(values)
+    })
+    .await;
+    got.unwrap_or_else(|| {
+        panic!(
+            "{metric} on {instance}: fewer than {n} points; stderr: {}",
+            sv.stderr_tail()
+        )
+    })
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+    }
+}
+
+/// A protobuf request with one gauge point per value (1 s apart).
+pub fn gauge_request(instance: &str, metric: &str, values: &[f64]) -> ExportMetricsServiceRequest {
+    let t0 = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64;
+    let data_points = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| NumberDataPoint {
+            time_unix_nano: t0 + i as u64 * 1_000_000_000,
+            value: Some(number_data_point::Value::AsDouble(*v)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("sqlserver.instance.name", instance),
+                    kv("host.name", "test-host"),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: metric.into(),
+                    unit: "%".into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// A counter value from the Prometheus `/metrics` text.
+pub async fn self_metric(sv: &Sqlvigil, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", sv.api_base()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name} "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+pub fn error_message(body: &Value) -> String {
+    body["error"].as_str().unwrap_or_default().to_string()
+}
