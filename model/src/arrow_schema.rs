@@ -62,14 +62,24 @@ pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, ModelError> {
     let mut hist_count = UInt64Builder::with_capacity(n);
     let mut hist_bounds = ListBuilder::new(Float64Builder::new());
     let mut hist_buckets = ListBuilder::new(UInt64Builder::new());
-    for s in samples {
-        let attrs = s.key.attributes_json();
+    // Series repeat within a batch: serialise each one's attributes once.
+    let mut attrs_cache: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let ids: Vec<u64> = samples.iter().map(|s| s.key.id()).collect();
+    for (s, id) in samples.iter().zip(&ids) {
+        let attrs = if s.key.attributes.is_empty() {
+            "{}"
+        } else {
+            attrs_cache
+                .entry(*id)
+                .or_insert_with(|| s.key.attributes_json())
+                .as_str()
+        };
         let cols = [
             s.key.instance.as_str(),
             &s.key.host,
             &s.key.database,
             &s.key.metric,
-            &attrs,
+            attrs,
             s.kind.as_str(),
             &s.unit,
         ];
@@ -94,7 +104,7 @@ pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, ModelError> {
         .with_timezone("UTC");
     let start = TimestampNanosecondArray::from_iter_values(samples.iter().map(|s| s.start_time_ns))
         .with_timezone("UTC");
-    let ids = UInt64Array::from_iter_values(samples.iter().map(|s| s.key.id()));
+    let ids = UInt64Array::from(ids);
     let values = Float64Array::from_iter_values(samples.iter().map(|s| s.value));
     let mut d = dicts
         .into_iter()

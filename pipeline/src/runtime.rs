@@ -197,6 +197,11 @@ impl Pipeline {
     }
 }
 
+/// Whether shutdown was requested (read without holding the lock across an await).
+fn stopping(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow()
+}
+
 async fn join(h: JoinHandle<Result<()>>) -> Result<()> {
     h.await
         .map_err(|e| PipelineError::Transport(format!("worker task failed: {e}")))?
@@ -267,7 +272,8 @@ impl TelemetryWorker {
         Ok(Some(batch))
     }
 
-    /// Flush the store and acknowledge when due (or when `force`).
+    /// Flush the store and acknowledge when due, or when `force` (while shutting down,
+    /// so the drain does not wait for the next flush interval).
     async fn maybe_commit(
         &self,
         sub: &mut Box<dyn Subscription>,
@@ -321,7 +327,9 @@ impl TelemetryWorker {
                 self.publish_events(&mb.events).await?;
                 pending.deliveries.extend(batch);
             }
-            if self.maybe_commit(&mut sub, &mut pending, false).await?
+            if self
+                .maybe_commit(&mut sub, &mut pending, stopping(&stop))
+                .await?
                 && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
             {
                 save_operators(&self.state, &operators)?;
@@ -377,7 +385,8 @@ impl TelemetryWorker {
             }
             self.store.write_logs(&logs)?;
             pending.deliveries.extend(batch);
-            self.maybe_commit(&mut sub, &mut pending, false).await?;
+            self.maybe_commit(&mut sub, &mut pending, stopping(&stop))
+                .await?;
         }
         self.maybe_commit(&mut sub, &mut pending, true)
             .await

@@ -309,7 +309,7 @@ impl ThresholdOperator {
         if points.is_empty() {
             return Ok(());
         }
-        points.sort_by_key(|s| (s.key.id(), s.time_ns));
+        points.sort_by_cached_key(|s| (s.key.id(), s.time_ns));
         let breaches = rule.evaluate(points.iter().map(|s| s.value).collect())?;
         for (s, breach) in points.into_iter().zip(breaches) {
             let state = self.states.entry((r, s.key.id())).or_default();

@@ -9,7 +9,6 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
-    ResourceMetrics,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use sqlvigil_model::{HistogramPoint, LogRecord, MetricKind, Sample, SeriesKey};
@@ -219,42 +218,38 @@ pub fn instance_key(resource: Option<&Resource>) -> String {
     origin(resource).instance
 }
 
-/// Split a request into one request per instance (bus records keyed by instance).
-pub fn split_metrics(
-    req: ExportMetricsServiceRequest,
-) -> Vec<(String, ExportMetricsServiceRequest)> {
-    let mut out: Vec<(String, ExportMetricsServiceRequest)> = Vec::new();
-    for rm in req.resource_metrics {
-        let key = instance_key(rm.resource.as_ref());
+/// Group resource-level items by instance, keeping their order (bus records keyed by instance).
+fn group_by_instance<T>(
+    items: Vec<T>,
+    resource: impl Fn(&T) -> Option<&Resource>,
+) -> Vec<(String, Vec<T>)> {
+    let mut out: Vec<(String, Vec<T>)> = Vec::new();
+    for item in items {
+        let key = instance_key(resource(&item));
         match out.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, r)) => r.resource_metrics.push(rm),
-            None => out.push((
-                key,
-                ExportMetricsServiceRequest {
-                    resource_metrics: vec![rm],
-                },
-            )),
+            Some((_, group)) => group.push(item),
+            None => out.push((key, vec![item])),
         }
     }
     out
 }
 
+/// Split a request into one request per instance.
+pub fn split_metrics(
+    req: ExportMetricsServiceRequest,
+) -> Vec<(String, ExportMetricsServiceRequest)> {
+    group_by_instance(req.resource_metrics, |rm| rm.resource.as_ref())
+        .into_iter()
+        .map(|(k, resource_metrics)| (k, ExportMetricsServiceRequest { resource_metrics }))
+        .collect()
+}
+
 /// Same as [`split_metrics`] for logs.
 pub fn split_logs(req: ExportLogsServiceRequest) -> Vec<(String, ExportLogsServiceRequest)> {
-    let mut out: Vec<(String, ExportLogsServiceRequest)> = Vec::new();
-    for rl in req.resource_logs {
-        let key = instance_key(rl.resource.as_ref());
-        match out.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, r)) => r.resource_logs.push(rl),
-            None => out.push((
-                key,
-                ExportLogsServiceRequest {
-                    resource_logs: vec![rl],
-                },
-            )),
-        }
-    }
-    out
+    group_by_instance(req.resource_logs, |rl| rl.resource.as_ref())
+        .into_iter()
+        .map(|(k, resource_logs)| (k, ExportLogsServiceRequest { resource_logs }))
+        .collect()
 }
 
 fn series_key(origin: &Origin, metric: &str, attrs: &[KeyValue]) -> SeriesKey {
@@ -416,19 +411,10 @@ fn resource_logs(rl: &ResourceLogs, out: &mut Vec<LogRecord>) {
     }
 }
 
-/// Metric list for a series of resource metrics (used by tests and the bench).
-pub fn resource_metrics_points(rms: &[ResourceMetrics]) -> usize {
-    rms.iter()
-        .flat_map(|rm| &rm.scope_metrics)
-        .flat_map(|sm| &sm.metrics)
-        .map(point_count)
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::metrics::v1::{Gauge, ScopeMetrics, Sum};
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, ResourceMetrics, ScopeMetrics, Sum};
 
     fn kv(k: &str, v: &str) -> KeyValue {
         KeyValue {

@@ -278,45 +278,25 @@ impl Store {
     }
 }
 
-fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
-    let c = b
-        .column_by_name(name)
-        .ok_or(sqlvigil_model::ModelError::Column(name))?;
-    let c = cast(c, &DataType::Utf8)?;
-    Ok(c.as_any()
-        .downcast_ref::<StringArray>()
+/// Column `name` cast to `dt` and downcast to its array type.
+fn typed_col<T: Clone + 'static>(b: &RecordBatch, name: &'static str, dt: &DataType) -> Result<T> {
+    let missing = || sqlvigil_model::ModelError::Column(name);
+    let col = cast(b.column_by_name(name).ok_or_else(missing)?, dt)?;
+    Ok(col
+        .as_any()
+        .downcast_ref::<T>()
         .cloned()
-        .ok_or(sqlvigil_model::ModelError::Column(name))?)
+        .ok_or_else(missing)?)
+}
+
+fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
+    typed_col(b, name, &DataType::Utf8)
 }
 
 fn series_rows(b: &RecordBatch) -> Result<Vec<SeriesInfo>> {
-    let ids = cast(
-        b.column_by_name("series_id")
-            .ok_or(sqlvigil_model::ModelError::Column("series_id"))?,
-        &DataType::UInt64,
-    )?;
-    let ids = ids
-        .as_any()
-        .downcast_ref::<UInt64Array>()
-        .ok_or(sqlvigil_model::ModelError::Column("series_id"))?;
-    let points = cast(
-        b.column_by_name("points")
-            .ok_or(sqlvigil_model::ModelError::Column("points"))?,
-        &DataType::UInt64,
-    )?;
-    let points = points
-        .as_any()
-        .downcast_ref::<UInt64Array>()
-        .ok_or(sqlvigil_model::ModelError::Column("points"))?;
-    let last = cast(
-        b.column_by_name("last_time")
-            .ok_or(sqlvigil_model::ModelError::Column("last_time"))?,
-        &DataType::Int64,
-    )?;
-    let last = last
-        .as_any()
-        .downcast_ref::<arrow::array::Int64Array>()
-        .ok_or(sqlvigil_model::ModelError::Column("last_time"))?;
+    let ids: UInt64Array = typed_col(b, "series_id", &DataType::UInt64)?;
+    let points: UInt64Array = typed_col(b, "points", &DataType::UInt64)?;
+    let last: arrow::array::Int64Array = typed_col(b, "last_time", &DataType::Int64)?;
     let [instance, host, database, metric, attributes, unit, kind] = [
         "instance",
         "host",
