@@ -114,6 +114,7 @@ pub async fn run_pipeline(cfg: Config, companion: Option<Companion>) -> Result<(
         store: pipeline.store.clone(),
         state: pipeline.state.clone(),
         stats: pipeline.stats.clone(),
+        analytics: pipeline.analytics.clone(),
         started: Instant::now(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);

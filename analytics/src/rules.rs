@@ -153,6 +153,84 @@ pub fn analyze(
         supporting_metrics,
         input_digest: digest,
         inputs,
+        latency_ms: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        trigger: "anomaly".into(),
+    })
+}
+
+/// Rules digest of a time window (on-demand range analyses and capacity digests).
+pub fn summarize_window(
+    subject: &crate::prompt::Subject,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<Insight, AnalyticsError> {
+    let instance = subject.instance();
+    let stat = |m: &str| {
+        ctx.stats
+            .iter()
+            .find(|s| s.metric == m && s.attributes.is_empty())
+    };
+    let mut parts = Vec::new();
+    let mut actions = Vec::new();
+    if let Some(c) = stat("sqlserver.cpu.utilization") {
+        parts.push(format!("CPU avg {:.0}% (max {:.0}%)", c.avg, c.max));
+        if c.max > 85.0 {
+            actions.push("CPU peaked above 85%: review the top CPU queries of the peak hour and plan capacity or tuning.".to_string());
+        }
+    }
+    if let Some(l) = stat("sqlserver.transaction_log.usage") {
+        parts.push(format!("log usage max {:.0}%", l.max));
+        if l.max > 80.0 {
+            actions.push("Transaction log above 80%: check log backups and log_reuse_wait_desc; pre-size the log.".to_string());
+        }
+    }
+    if let Some(p) = stat("sqlserver.page.life_expectancy") {
+        parts.push(format!("page life expectancy min {:.0} s", p.min));
+        if p.min < 300.0 {
+            actions.push("Page life expectancy fell below 300 s: look for scans flushing the buffer pool and review max server memory.".to_string());
+        }
+    }
+    if let Some(u) = stat("sqlserver.user.connection.count") {
+        parts.push(format!("connections max {:.0}", u.max));
+    }
+    let waits = top_waits(ctx);
+    if !waits.is_empty() {
+        parts.push(format!("top waits {}", waits.join(", ")));
+    }
+    if actions.is_empty() {
+        actions.push(format!("No capacity limit is close on {instance}; keep the current baselines and review again next period."));
+    }
+    let kind = if subject.trigger() == "digest" {
+        "Capacity digest"
+    } else {
+        "Health summary"
+    };
+    let summary = if parts.is_empty() {
+        format!("{kind} for {instance}: no telemetry in the window.")
+    } else {
+        format!("{kind} for {instance}: {}.", parts.join("; "))
+    };
+    let inputs = serde_json::json!({ "subject": format!("{subject:?}"), "context": ctx });
+    let digest = hex::encode(Sha256::digest(serde_json::to_vec(&inputs)?));
+    Ok(Insight {
+        id: format!("ins-{}", &digest[..16]),
+        generated_at: now,
+        model: MODEL.into(),
+        prompt_version: PROMPT_VERSION.into(),
+        anomaly_ids: Vec::new(),
+        fingerprint: format!("{}:{instance}", subject.trigger()),
+        instance: instance.to_string(),
+        summary,
+        recommended_actions: actions,
+        supporting_metrics: serde_json::to_value(&ctx.stats)?,
+        input_digest: digest,
+        inputs,
+        latency_ms: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        trigger: subject.trigger().to_string(),
     })
 }
 
@@ -192,6 +270,7 @@ mod tests {
                 value: 3.5,
                 unit: "s/s".into(),
             }],
+            ..Default::default()
         };
         let a = analyze(&anomaly("sqlserver.cpu.utilization"), &ctx, Utc::now()).unwrap();
         let b = analyze(&anomaly("sqlserver.cpu.utilization"), &ctx, Utc::now()).unwrap();

@@ -1,6 +1,7 @@
 //! The REST API over the embedded store: `/health`, `/metrics` (Prometheus self metrics)
-//! and the bearer-token protected `/api/v1/{series,metrics,anomalies,insights}`, plus a
-//! small status page at `/`.
+//! and the bearer-token protected `/api/v1/{series,metrics,anomalies,insights}` (with
+//! `POST /api/v1/insights` for on-demand analyses, operator role), plus a small status
+//! page at `/`.
 //!
 //! Tokens are checked against their SHA-256 hashes in the state store; every role may
 //! read, and later write endpoints require operator or admin. Errors are JSON
@@ -29,6 +30,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub state: Arc<StateStore>,
     pub stats: Arc<Stats>,
+    /// On-demand insights (`POST /api/v1/insights`).
+    pub analytics: Arc<sqlvigil_pipeline::analytics::AnalyticsService>,
     pub started: Instant,
 }
 

@@ -4,12 +4,15 @@ use crate::params::Params;
 use crate::{auth, ApiError, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{middleware, Json, Router};
 use serde_json::{json, Value};
+use sqlvigil_analytics::prompt::Subject;
 use sqlvigil_model::Sample;
-use sqlvigil_pipeline::sinks::state::AnomalyFilter;
+use sqlvigil_pipeline::sinks::state::{AnomalyFilter, Role};
 use sqlvigil_pipeline::sinks::store::MetricFilter;
 use std::collections::HashMap;
 
@@ -23,7 +26,8 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/anomalies", get(anomalies))
         .route("/anomalies/{id}", get(anomaly))
-        .route("/insights", get(insights))
+        .route("/insights", get(insights).post(create_insight))
+        .route("/insights/failures", get(failures))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::require));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -158,4 +162,79 @@ async fn insights(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(json!({ "insights": list })))
+}
+
+/// Body of `POST /api/v1/insights`: an anomaly id, or an instance and a time range.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InsightRequest {
+    anomaly_id: Option<String>,
+    instance: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn parse_time(name: &str, v: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| ApiError::BadRequest(format!("`{name}` must be an RFC 3339 time, got `{v}`")))
+}
+
+fn subject_for(app: &AppState, req: InsightRequest) -> Result<Subject, ApiError> {
+    match req {
+        InsightRequest {
+            anomaly_id: Some(id),
+            instance: None,
+            from: None,
+            to: None,
+        } => {
+            let a = app
+                .state
+                .anomaly(&id)?
+                .ok_or_else(|| ApiError::NotFound(format!("no anomaly `{id}`")))?;
+            Ok(Subject::Anomaly(Box::new(a)))
+        }
+        InsightRequest {
+            anomaly_id: None,
+            instance: Some(instance),
+            from: Some(from),
+            to: Some(to),
+        } => {
+            let (from, to) = (parse_time("from", &from)?, parse_time("to", &to)?);
+            if from >= to {
+                return Err(ApiError::BadRequest("`from` must be before `to`".into()));
+            }
+            Ok(Subject::Window { instance, from, to })
+        }
+        _ => Err(ApiError::BadRequest(
+            "give either `anomaly_id`, or `instance`, `from` and `to`".into(),
+        )),
+    }
+}
+
+async fn create_insight(
+    State(app): State<AppState>,
+    Extension(role): Extension<Role>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if role < Role::Operator {
+        return Err(ApiError::Forbidden(format!(
+            "role {} may not request analyses; operator or admin needed",
+            role.as_str()
+        )));
+    }
+    let req: InsightRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("body is not a valid insight request: {e}")))?;
+    let subject = subject_for(&app, req)?;
+    let insight = app.analytics.analyze(subject).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "insight": insight }))))
+}
+
+async fn failures(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let p = Params::new(q, &["limit"])?;
+    let limit = p.usize("limit", 10_000)?.unwrap_or(100);
+    Ok(Json(json!({ "failures": app.state.failures(limit)? })))
 }

@@ -287,6 +287,41 @@ pub fn logs_to_batch(logs: &[crate::LogRecord]) -> Result<RecordBatch, ModelErro
     Ok(RecordBatch::try_new(log_schema(), columns)?)
 }
 
+/// Read log records back from a batch with [`log_schema`].
+pub fn batch_to_logs(batch: &RecordBatch) -> Result<Vec<crate::LogRecord>, ModelError> {
+    let time = column::<TimestampNanosecondArray>(batch, "time")?;
+    let sev = column::<arrow::array::Int32Array>(batch, "severity_number")?;
+    let [instance, host, severity, category, message, attributes] = [
+        "instance",
+        "host",
+        "severity",
+        "category",
+        "message",
+        "attributes",
+    ]
+    .map(|n| strings(batch, n));
+    let (instance, host, severity, category, message, attributes) = (
+        instance?,
+        host?,
+        severity?,
+        category?,
+        message?,
+        attributes?,
+    );
+    Ok((0..batch.num_rows())
+        .map(|i| crate::LogRecord {
+            time: crate::ns_to_datetime(time.value(i)),
+            severity: severity.value(i).to_string(),
+            severity_number: sev.value(i),
+            message: message.value(i).to_string(),
+            category: category.value(i).to_string(),
+            instance: instance.value(i).to_string(),
+            host: host.value(i).to_string(),
+            attributes: serde_json::from_str(attributes.value(i)).unwrap_or_default(),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

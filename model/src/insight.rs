@@ -21,6 +21,33 @@ pub struct Insight {
     pub supporting_metrics: serde_json::Value,
     /// SHA-256 of the canonical inputs.
     pub input_digest: String,
-    /// The inputs themselves, for audit.
+    /// The inputs themselves, for audit (for LLM insights: the prompt sent).
     pub inputs: serde_json::Value,
+    /// Time the model took to answer (absent for the rules analyzer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// What prompted it: `anomaly`, `on_demand` or `digest`.
+    #[serde(default = "default_trigger")]
+    pub trigger: String,
+}
+
+fn default_trigger() -> String {
+    "anomaly".into()
+}
+
+/// An analysis the LLM could not complete (kept for audit; a rules insight stands in).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisFailure {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub model: String,
+    pub anomaly_ids: Vec<String>,
+    pub instance: String,
+    pub input_digest: String,
+    pub attempts: u32,
+    pub error: String,
 }

@@ -27,7 +27,7 @@ pub mod log;
 pub mod sample;
 
 pub use anomaly::{Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, EvidencePoint, Severity};
-pub use insight::Insight;
+pub use insight::{AnalysisFailure, Insight};
 pub use log::LogRecord;
 pub use sample::{HistogramPoint, MetricKind, Sample, SeriesKey};
 

@@ -23,6 +23,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub operators: OperatorsConfig,
     pub api: ApiConfig,
+    pub analytics: AnalyticsConfig,
     /// Rules inline; appended to those of `rules_file`.
     pub rules: Vec<RuleConfig>,
     /// A YAML file holding a list of rules. Without it and without inline rules the
@@ -145,6 +146,56 @@ impl Default for OperatorsConfig {
     }
 }
 
+/// Insights: the LLM to ask (none: the rules analyzer answers), rate limits, digests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Ollama or an OpenAI-compatible server; absent: rules analyzer only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<sqlvigil_analytics::llm::LlmConfig>,
+    /// Least time between two LLM analyses of opened anomalies on one instance; anomalies
+    /// in between get a rules insight (so a storm of anomalies cannot flood the model).
+    #[serde(with = "duration_str")]
+    pub min_interval_per_instance: Duration,
+    /// Largest prompt (system + user) in characters; least relevant sections go first.
+    pub prompt_budget_chars: usize,
+    pub digest: DigestConfig,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            llm: None,
+            min_interval_per_instance: Duration::from_secs(60),
+            prompt_budget_chars: 12_000,
+            digest: DigestConfig::default(),
+        }
+    }
+}
+
+/// The scheduled capacity-planning digest per instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DigestConfig {
+    pub enabled: bool,
+    /// How often a digest is written.
+    #[serde(with = "duration_str")]
+    pub interval: Duration,
+    /// The time window each digest covers (ending now).
+    #[serde(with = "duration_str")]
+    pub window: Duration,
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        DigestConfig {
+            enabled: true,
+            interval: Duration::from_secs(24 * 3600),
+            window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// The REST API listener.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -208,6 +259,19 @@ impl Config {
         positive("bus.partitions", self.bus.partitions as usize)?;
         positive("store.flush_rows", self.store.flush_rows)?;
         positive("operators.batch_records", self.operators.batch_records)?;
+        positive(
+            "analytics.prompt_budget_chars",
+            self.analytics.prompt_budget_chars,
+        )?;
+        if self.analytics.digest.interval.is_zero() || self.analytics.digest.window.is_zero() {
+            return Err(PipelineError::Config(
+                "analytics.digest.interval and analytics.digest.window must be greater than 0"
+                    .into(),
+            ));
+        }
+        if let Some(llm) = &self.analytics.llm {
+            llm.validate().map_err(PipelineError::Config)?;
+        }
         if self.store.data_dir.as_os_str().is_empty() {
             return Err(PipelineError::Config(
                 "store.data_dir must not be empty".into(),
@@ -346,6 +410,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("flush_interval"), "{err}");
+        let err = load_str(
+            "analytics:\n  llm:\n    provider: ollama\n    base_url: localhost\n    model: m\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("analytics.llm.base_url"), "{err}");
+        let err = load_str("analytics:\n  llm:\n    provider: gpt\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("analytics.llm.provider"), "{err}");
         let err = load_str("rules:\n  - name: r\n    when: \"nosuch > 1\"\n    for: 1m\n")
             .unwrap_err()
             .to_string();

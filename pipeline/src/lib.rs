@@ -17,6 +17,7 @@
 //! transports), DataFusion/Parquet (operators and store), rusqlite (state). Must not
 //! touch the API layer or the simulator: those sit on top of this crate.
 
+pub mod analytics;
 pub mod bus;
 pub mod config;
 pub mod error;

@@ -2,10 +2,11 @@
 //!
 //! Tasks: the two OTLP listeners; a telemetry worker per telemetry topic (decode →
 //! operators → store, acknowledging bus records after the store flushed them); and the
-//! analytics worker (anomalies topic → rules analyzer → insights). Shutdown goes in
+//! analytics worker (anomalies topic → analyzer → insights, see [`crate::analytics`]). Shutdown goes in
 //! data-flow order: stop accepting, drain the telemetry topics, flush, checkpoint, then
 //! drain the anomalies topic — so everything a client was told is accepted is stored.
 
+use crate::analytics::AnalyticsService;
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, Delivery, Record, Subscription};
 use crate::config::{parse_addr, Config};
@@ -15,15 +16,13 @@ use crate::operators::threshold::ThresholdOperator;
 use crate::operators::{MicroBatch, Operator};
 use crate::receiver::{decode, grpc, http, Ingest};
 use crate::sinks::state::StateStore;
-use crate::sinks::store::{MetricFilter, Store};
+use crate::sinks::store::Store;
 use crate::sinks::Sink;
 use crate::stats::Stats;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
-use sqlvigil_analytics::{Context, RelatedMetric};
-use sqlvigil_model::{AnomalyEvent, AnomalyEventKind};
-use std::collections::HashMap;
+use sqlvigil_model::AnomalyEvent;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +35,6 @@ const ANALYTICS_GROUP: &str = "sqlvigil-analytics";
 const CHECKPOINT: &str = "operators";
 /// Operator state is checkpointed at most this often (and at shutdown).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
-/// How far back the analyzer looks for related metrics.
-const CONTEXT_WINDOW_NS: i64 = 5 * 60 * 1_000_000_000;
 
 /// A running pipeline. Drop without [`Pipeline::shutdown`] aborts it.
 pub struct Pipeline {
@@ -50,12 +47,14 @@ pub struct Pipeline {
     pub http_addr: SocketAddr,
     /// The receiver core, for in-process producers (benchmarks).
     pub ingest: Arc<Ingest>,
+    /// Insights on demand (the API) and the anomaly worker's analyzer.
+    pub analytics: Arc<AnalyticsService>,
     stop_receivers: watch::Sender<bool>,
     stop_telemetry: watch::Sender<bool>,
     stop_analytics: watch::Sender<bool>,
     receivers: Vec<JoinHandle<()>>,
     telemetry: Vec<JoinHandle<Result<()>>>,
-    analytics: JoinHandle<Result<()>>,
+    analytics_task: JoinHandle<Result<()>>,
 }
 
 /// Bind a listener, naming the field and address on failure.
@@ -146,16 +145,29 @@ impl Pipeline {
             rx_telemetry.clone(),
         ));
         let logs_task = tokio::spawn(worker.run_logs(logs_sub, rx_telemetry));
-        let analytics = tokio::spawn(
-            AnalyticsWorker {
-                bus: bus.clone(),
-                store: store.clone(),
-                state: state.clone(),
-                stats: stats.clone(),
-                config: config.clone(),
-            }
-            .run(anomalies_sub, rx_analytics),
-        );
+        let analytics_service = Arc::new(AnalyticsService::new(
+            &config,
+            store.clone(),
+            state.clone(),
+            bus.clone(),
+            stats.clone(),
+        )?);
+        {
+            let s = analytics_service.clone();
+            tokio::spawn(async move { s.check_model().await });
+        }
+        if config.analytics.digest.enabled {
+            tokio::spawn(analytics_service.clone().run_digests(
+                config.analytics.digest.interval,
+                config.analytics.digest.window,
+                rx_analytics.clone(),
+            ));
+        }
+        let analytics_task = tokio::spawn(analytics_service.clone().run_worker(
+            anomalies_sub,
+            topics.anomalies.clone(),
+            rx_analytics,
+        ));
         tracing::info!(%grpc_addr, %http_addr, rules = rules.len(), "pipeline started");
         Ok(Pipeline {
             config,
@@ -166,12 +178,13 @@ impl Pipeline {
             grpc_addr,
             http_addr,
             ingest,
+            analytics: analytics_service,
             stop_receivers,
             stop_telemetry,
             stop_analytics,
             receivers: vec![grpc_task, http_task],
             telemetry: vec![metrics_task, logs_task],
-            analytics,
+            analytics_task,
         })
     }
 
@@ -189,7 +202,7 @@ impl Pipeline {
             }
         }
         let _ = self.stop_analytics.send(true);
-        if let Err(e) = join(self.analytics).await {
+        if let Err(e) = join(self.analytics_task).await {
             first_err.get_or_insert(e);
         }
         tracing::info!("pipeline stopped");
@@ -395,7 +408,11 @@ impl TelemetryWorker {
 }
 
 /// Internal topics wait for room rather than fail: the producer is our own worker.
-async fn publish_retrying(bus: &dyn Bus, topic: &str, records: Vec<Record>) -> Result<()> {
+pub(crate) async fn publish_retrying(
+    bus: &dyn Bus,
+    topic: &str,
+    records: Vec<Record>,
+) -> Result<()> {
     let mut delay = Duration::from_millis(10);
     loop {
         match bus.publish(topic, records.clone()).await {
@@ -406,91 +423,5 @@ async fn publish_retrying(bus: &dyn Bus, topic: &str, records: Vec<Record>) -> R
             }
             Err(e) => return Err(e.into()),
         }
-    }
-}
-
-/// Anomalies topic → rules analyzer → insights.
-struct AnalyticsWorker {
-    bus: Arc<dyn Bus>,
-    store: Arc<Store>,
-    state: Arc<StateStore>,
-    stats: Arc<Stats>,
-    config: Config,
-}
-
-impl AnalyticsWorker {
-    async fn run(self, mut sub: Box<dyn Subscription>, stop: watch::Receiver<bool>) -> Result<()> {
-        let topic = self.config.bus.topics.anomalies.clone();
-        loop {
-            let batch = sub.next_batch(64, Duration::from_millis(250)).await?;
-            if batch.is_empty() {
-                if *stop.borrow() && self.bus.pending(&topic) == 0 {
-                    return Ok(());
-                }
-                continue;
-            }
-            for d in &batch {
-                match serde_json::from_slice::<AnomalyEvent>(&d.record.payload) {
-                    Ok(ev) if ev.event == AnomalyEventKind::Open => self.analyze(&ev).await?,
-                    Ok(_) => {}
-                    Err(e) => {
-                        Stats::add(&self.stats.decode_errors, 1);
-                        tracing::warn!("undecodable anomaly event skipped: {e}");
-                    }
-                }
-            }
-            sub.ack(&batch).await?;
-        }
-    }
-
-    /// Latest value per series on the anomaly's instance in the window before it opened.
-    async fn context(&self, ev: &AnomalyEvent) -> Result<Context> {
-        let opened = ev
-            .anomaly
-            .opened_at
-            .timestamp_nanos_opt()
-            .unwrap_or(i64::MAX);
-        let filter = MetricFilter {
-            instance: Some(ev.anomaly.series.instance.clone()),
-            from_ns: Some(opened.saturating_sub(CONTEXT_WINDOW_NS)),
-            to_ns: Some(opened),
-            ..Default::default()
-        };
-        let mut latest: HashMap<u64, RelatedMetric> = HashMap::new();
-        for s in self.store.query_metrics(&filter).await? {
-            latest.insert(
-                s.key.id(),
-                RelatedMetric {
-                    metric: s.key.metric,
-                    attributes: s.key.attributes,
-                    value: s.value,
-                    unit: s.unit,
-                },
-            );
-        }
-        let mut related: Vec<RelatedMetric> = latest.into_values().collect();
-        related.sort_by(|a, b| (&a.metric, &a.attributes).cmp(&(&b.metric, &b.attributes)));
-        Ok(Context { related })
-    }
-
-    async fn analyze(&self, ev: &AnomalyEvent) -> Result<()> {
-        let ctx = self.context(ev).await?;
-        let insight = sqlvigil_analytics::rules::analyze(&ev.anomaly, &ctx, chrono::Utc::now())
-            .map_err(|e| PipelineError::Transport(e.to_string()))?;
-        if !self.state.insert_insight(&insight)? {
-            return Ok(());
-        }
-        Stats::add(&self.stats.insights_written, 1);
-        tracing::info!(instance = %insight.instance, summary = %insight.summary, "insight");
-        let record = Record {
-            key: insight.instance.clone().into_bytes().into(),
-            payload: serde_json::to_vec(&insight)?.into(),
-        };
-        publish_retrying(
-            self.bus.as_ref(),
-            &self.config.bus.topics.insights,
-            vec![record],
-        )
-        .await
     }
 }

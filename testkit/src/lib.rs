@@ -26,6 +26,9 @@
 //! Must not touch: product code. This crate is a dev-dependency only; no product
 //! crate may depend on it, and it depends on no product crate.
 
+pub mod llm;
+pub use llm::{OllamaServer, OpenAiServer};
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};

@@ -8,7 +8,7 @@ use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlvigil_model::{Anomaly, Insight};
+use sqlvigil_model::{AnalysisFailure, Anomaly, Insight};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS insights (
     instance TEXT NOT NULL,
     body TEXT NOT NULL,
     UNIQUE (fingerprint, input_digest)
+);
+CREATE TABLE IF NOT EXISTS analysis_failures (
+    id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
@@ -185,6 +191,37 @@ impl StateStore {
             }
         }
         Ok(out)
+    }
+
+    /// The insight already written for this fingerprint and input digest, if any.
+    pub fn insight_for(&self, fingerprint: &str, input_digest: &str) -> Result<Option<Insight>> {
+        let body: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT body FROM insights WHERE fingerprint = ?1 AND input_digest = ?2",
+                params![fingerprint, input_digest],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| serde_json::from_str(&b).map_err(PipelineError::from))
+            .transpose()
+    }
+
+    pub fn insert_failure(&self, f: &AnalysisFailure) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO analysis_failures (id, at, instance, body) VALUES (?1, ?2, ?3, ?4)",
+            params![f.id, f.at.to_rfc3339(), f.instance, serde_json::to_string(f)?],
+        )?;
+        Ok(())
+    }
+
+    /// Failed LLM analyses, newest first.
+    pub fn failures(&self, limit: usize) -> Result<Vec<AnalysisFailure>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT body FROM analysis_failures ORDER BY at DESC, id LIMIT ?1")?;
+        let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0))?;
+        rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
     }
 
     /// Create a token for `role`; the plaintext is returned once and only its hash kept.

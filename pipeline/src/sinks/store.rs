@@ -10,7 +10,7 @@
 use super::Sink;
 use crate::error::Result;
 use crate::stats::Stats;
-use arrow::array::{Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use arrow::array::{Array, Float64Array, StringArray, TimestampNanosecondArray, UInt64Array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -19,15 +19,16 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::datasource::MemTable;
-use datafusion::functions_aggregate::expr_fn::{count, max};
+use datafusion::functions_aggregate::expr_fn::{avg, count, max, min};
 use datafusion::prelude::{col, lit, DataFrame, Expr, SessionContext};
 use datafusion::scalar::ScalarValue;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
+use sqlvigil_analytics::MetricStat;
 use sqlvigil_model::arrow_schema::{
-    batch_to_samples, log_schema, logs_to_batch, sample_schema, samples_to_batch,
+    batch_to_logs, batch_to_samples, log_schema, logs_to_batch, sample_schema, samples_to_batch,
 };
 use sqlvigil_model::{LogRecord, Sample};
 use std::collections::BTreeMap;
@@ -256,6 +257,97 @@ impl Store {
         Ok(out)
     }
 
+    /// Average, min, max and count per series of `instance` between the bounds
+    /// (gauges and derived rates; raw cumulative counters say little as averages).
+    pub async fn metric_stats(
+        &self,
+        instance: &str,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<MetricStat>> {
+        let (_ctx, df) = self
+            .frame("metrics", &self.metrics, sample_schema())
+            .await?;
+        let f = MetricFilter {
+            instance: Some(instance.to_string()),
+            from_ns: Some(from_ns),
+            to_ns: Some(to_ns),
+            ..Default::default()
+        };
+        let df = Self::apply(df, &f)?
+            .filter(col("kind").eq(lit("gauge")))?
+            .aggregate(
+                vec![
+                    col("metric"),
+                    col("database"),
+                    col("attributes"),
+                    col("unit"),
+                ],
+                vec![
+                    avg(col("value")).alias("avg"),
+                    min(col("value")).alias("min"),
+                    max(col("value")).alias("max"),
+                    count(lit(1)).alias("points"),
+                ],
+            )?
+            .sort(vec![
+                col("metric").sort(true, false),
+                col("database").sort(true, false),
+                col("attributes").sort(true, false),
+            ])?;
+        let mut out = Vec::new();
+        for b in df.collect().await? {
+            let [metric, database, attributes, unit] =
+                ["metric", "database", "attributes", "unit"].map(|n| string_col(&b, n));
+            let (metric, database, attributes, unit) = (metric?, database?, attributes?, unit?);
+            let [avg, min, max]: [Result<Float64Array>; 3] =
+                ["avg", "min", "max"].map(|n| typed_col(&b, n, &DataType::Float64));
+            let (avg, min, max) = (avg?, min?, max?);
+            let points: UInt64Array = typed_col(&b, "points", &DataType::UInt64)?;
+            out.extend((0..b.num_rows()).map(|i| MetricStat {
+                metric: metric.value(i).into(),
+                attributes: with_database(attributes.value(i), database.value(i)),
+                unit: unit.value(i).into(),
+                avg: avg.value(i),
+                min: min.value(i),
+                max: max.value(i),
+                points: points.value(i),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Log records of `instance` between the bounds, oldest first, at most `limit` (the newest).
+    pub async fn query_logs(
+        &self,
+        instance: &str,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>> {
+        let (_ctx, df) = self.frame("logs", &self.logs, log_schema()).await?;
+        let df = df
+            .filter(
+                col("instance")
+                    .eq(lit(instance))
+                    .and(col("time").gt_eq(ts(from_ns)))
+                    .and(col("time").lt_eq(ts(to_ns))),
+            )?
+            // Total order (time, then text) so the same window always yields the same lines.
+            .sort(vec![
+                col("time").sort(false, false),
+                col("message").sort(false, false),
+                col("category").sort(false, false),
+            ])?
+            .limit(0, Some(limit))?;
+        let mut out = Vec::new();
+        for b in df.collect().await? {
+            out.extend(batch_to_logs(&b)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// Number of Parquet files written (tests, diagnostics).
     pub fn file_count(&self, table: &str) -> usize {
         fn walk(p: &Path) -> usize {
@@ -291,6 +383,16 @@ fn typed_col<T: Clone + 'static>(b: &RecordBatch, name: &'static str, dt: &DataT
 
 fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
     typed_col(b, name, &DataType::Utf8)
+}
+
+/// Attributes JSON plus the database (when set) under `sqlserver.database.name`.
+fn with_database(attributes_json: &str, database: &str) -> BTreeMap<String, String> {
+    let mut attrs: BTreeMap<String, String> =
+        serde_json::from_str(attributes_json).unwrap_or_default();
+    if !database.is_empty() {
+        attrs.insert("sqlserver.database.name".into(), database.into());
+    }
+    attrs
 }
 
 fn series_rows(b: &RecordBatch) -> Result<Vec<SeriesInfo>> {
@@ -431,5 +533,37 @@ mod tests {
         assert_eq!(series.len(), 2);
         assert_eq!(series[0].points, 2);
         assert_eq!(series[0].id, key.id_hex());
+        let stats = store.metric_stats("sql1", 0, 10_000).await.unwrap();
+        assert_eq!(
+            (stats[0].avg, stats[0].min, stats[0].max, stats[0].points),
+            (2.0, 1.5, 2.5, 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn logs_are_stored_and_queried_newest_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Arc::new(Stats::default())).unwrap();
+        let log = |ns: i64, msg: &str| LogRecord {
+            time: sqlvigil_model::ns_to_datetime(ns),
+            severity: "ERROR".into(),
+            severity_number: 17,
+            message: msg.into(),
+            category: "errorlog".into(),
+            instance: "sql1".into(),
+            host: "h".into(),
+            attributes: Default::default(),
+        };
+        store.write_logs(&[log(1, "a"), log(2, "b")]).unwrap();
+        store.flush().unwrap();
+        store.write_logs(&[log(3, "c")]).unwrap();
+        let got: Vec<String> = store
+            .query_logs("sql1", 0, 10, 2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.message)
+            .collect();
+        assert_eq!(got, vec!["b", "c"]);
     }
 }
