@@ -183,7 +183,7 @@ mod tests {
     use super::*;
     use crate::llm::{LlmError, ModelStatus};
     use async_trait::async_trait;
-    use sqlvigil_model::{Anomaly, AnomalyState, SeriesKey, Severity};
+
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -226,25 +226,10 @@ mod tests {
     const GOOD: &str = r#"{"summary":"CPU storm from a regressed plan","recommended_actions":["Force the last good plan"],"supporting_metrics":[{"name":"cpu","value":97,"unit":"%"}]}"#;
 
     fn subject() -> Subject {
-        let series = SeriesKey::new("sql-01", "h", "", "sqlserver.cpu.utilization");
-        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-        Subject::Anomaly(Box::new(Anomaly {
-            id: "a1".into(),
-            fingerprint: "cpu_storm:x".into(),
-            rule: "cpu_storm".into(),
-            condition: "cpu_percent > 85 for 5m".into(),
-            series_id: series.id_hex(),
-            series,
-            severity: Severity::Critical,
-            state: AnomalyState::Open,
-            opened_at: t,
-            updated_at: t,
-            resolved_at: None,
-            observed: 97.0,
-            expected: Some(85.0),
-            score: 1.1,
-            evidence: vec![],
-        }))
+        Subject::Anomaly(Box::new(crate::fixtures::anomaly(
+            "sql-01",
+            "sqlserver.cpu.utilization",
+        )))
     }
 
     async fn run(answers: Vec<Result<String, LlmError>>) -> (Outcome, Arc<Scripted>) {

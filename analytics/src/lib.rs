@@ -11,6 +11,8 @@
 //! callers gather the [`Context`] and persist the [`sqlvigil_model::Insight`] returned.
 
 pub mod analyzer;
+#[cfg(test)]
+mod fixtures;
 pub mod llm;
 pub mod prompt;
 pub mod rules;

@@ -322,28 +322,10 @@ pub fn build(subject: &Subject, ctx: &Context, budget_chars: usize) -> Prompt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlvigil_model::{AnomalyState, LogRecord, SeriesKey, Severity};
+    use sqlvigil_model::LogRecord;
 
     fn anomaly() -> Anomaly {
-        let series = SeriesKey::new("sql-01", "h", "", "sqlserver.cpu.utilization");
-        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-        Anomaly {
-            id: "a".into(),
-            fingerprint: "f".into(),
-            rule: "cpu_storm".into(),
-            condition: "cpu_percent > 85 for 5m".into(),
-            series_id: series.id_hex(),
-            series,
-            severity: Severity::Critical,
-            state: AnomalyState::Open,
-            opened_at: t,
-            updated_at: t,
-            resolved_at: None,
-            observed: 97.0,
-            expected: Some(85.0),
-            score: 1.14,
-            evidence: vec![],
-        }
+        crate::fixtures::anomaly("sql-01", "sqlserver.cpu.utilization")
     }
 
     fn ctx() -> Context {

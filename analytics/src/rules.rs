@@ -237,28 +237,9 @@ pub fn summarize_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlvigil_model::{AnomalyState, SeriesKey, Severity};
 
     fn anomaly(metric: &str) -> Anomaly {
-        let series = SeriesKey::new("sql1", "h", "", metric);
-        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-        Anomaly {
-            id: "a-1".into(),
-            fingerprint: Anomaly::fingerprint_for("cpu_storm", &series),
-            rule: "cpu_storm".into(),
-            condition: "cpu_percent > 85 for 5m".into(),
-            series_id: series.id_hex(),
-            series,
-            severity: Severity::Critical,
-            state: AnomalyState::Open,
-            opened_at: t,
-            updated_at: t,
-            resolved_at: None,
-            observed: 97.0,
-            expected: Some(85.0),
-            score: 97.0 / 85.0,
-            evidence: vec![],
-        }
+        crate::fixtures::anomaly("sql1", metric)
     }
 
     #[test]

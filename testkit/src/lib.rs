@@ -17,8 +17,11 @@
 //!   pip command to run: end-to-end tests fail loudly, they never skip.
 //! - [`free_port`] / [`free_listener`]: a free loopback TCP port (never the same one
 //!   twice in a process) / a listener on one, for fake servers.
+//! - [`llm`]: [`OllamaServer`] and [`OpenAiServer`], protocol-level LLM test servers that
+//!   check each request's shape and answer like the real APIs, with error modes (model
+//!   not found, 500, busy with Retry-After, slow, invalid JSON).
 //!
-//! Depends on: reqwest, tokio, serde_json, thiserror, and at run time on the `kill`
+//! Depends on: reqwest, tokio, axum, serde_json, thiserror, and at run time on the `kill`
 //! command (signals) and `python3` (OTLP client). It knows the binary only through
 //! its command line (`--otlp-grpc-addr`, `--otlp-http-addr`, `--api-addr`,
 //! `--data-dir`, `token create --role`), `<data_dir>/admin.token` and `GET /health`.

@@ -309,49 +309,74 @@ fn resource_metric_samples(origin: &Origin, m: &Metric, out: &mut Vec<Sample>) {
                     .filter_map(|p| number(p, kind, s.is_monotonic)),
             )
         }
-        Some(Data::Histogram(h)) => out.extend(h.data_points.iter().map(|p| Sample {
-            time_ns: p.time_unix_nano as i64,
-            start_time_ns: p.start_time_unix_nano as i64,
-            key: series_key(origin, &m.name, &p.attributes),
-            value: p.sum.unwrap_or(0.0),
-            kind: MetricKind::Histogram,
-            monotonic: false,
-            unit: m.unit.clone(),
-            histogram: Some(HistogramPoint {
+        Some(Data::Histogram(h)) => out.extend(h.data_points.iter().map(|p| {
+            let hist = HistogramPoint {
                 count: p.count,
                 bounds: p.explicit_bounds.clone(),
                 bucket_counts: p.bucket_counts.clone(),
-            }),
+            };
+            histogram(
+                origin,
+                m,
+                (p.time_unix_nano, p.start_time_unix_nano),
+                &p.attributes,
+                p.sum.unwrap_or(0.0),
+                hist,
+            )
         })),
-        Some(Data::ExponentialHistogram(h)) => out.extend(h.data_points.iter().map(|p| Sample {
-            time_ns: p.time_unix_nano as i64,
-            start_time_ns: p.start_time_unix_nano as i64,
-            key: series_key(origin, &m.name, &p.attributes),
-            value: p.sum.unwrap_or(0.0),
-            kind: MetricKind::Histogram,
-            monotonic: false,
-            unit: m.unit.clone(),
-            histogram: Some(HistogramPoint {
+        // Exponential histograms and summaries keep count and sum (no explicit buckets).
+        Some(Data::ExponentialHistogram(h)) => out.extend(h.data_points.iter().map(|p| {
+            let hist = HistogramPoint {
                 count: p.count,
                 bounds: Vec::new(),
                 bucket_counts: Vec::new(),
-            }),
+            };
+            histogram(
+                origin,
+                m,
+                (p.time_unix_nano, p.start_time_unix_nano),
+                &p.attributes,
+                p.sum.unwrap_or(0.0),
+                hist,
+            )
         })),
-        Some(Data::Summary(s)) => out.extend(s.data_points.iter().map(|p| Sample {
-            time_ns: p.time_unix_nano as i64,
-            start_time_ns: p.start_time_unix_nano as i64,
-            key: series_key(origin, &m.name, &p.attributes),
-            value: p.sum,
-            kind: MetricKind::Histogram,
-            monotonic: false,
-            unit: m.unit.clone(),
-            histogram: Some(HistogramPoint {
+        Some(Data::Summary(s)) => out.extend(s.data_points.iter().map(|p| {
+            let hist = HistogramPoint {
                 count: p.count,
                 bounds: Vec::new(),
                 bucket_counts: Vec::new(),
-            }),
+            };
+            histogram(
+                origin,
+                m,
+                (p.time_unix_nano, p.start_time_unix_nano),
+                &p.attributes,
+                p.sum,
+                hist,
+            )
         })),
         None => {}
+    }
+}
+
+/// A histogram-kind sample: `value` is the sum, the rest in `hist`.
+fn histogram(
+    origin: &Origin,
+    m: &Metric,
+    (time, start): (u64, u64),
+    attrs: &[KeyValue],
+    sum: f64,
+    hist: HistogramPoint,
+) -> Sample {
+    Sample {
+        time_ns: time as i64,
+        start_time_ns: start as i64,
+        key: series_key(origin, &m.name, attrs),
+        value: sum,
+        kind: MetricKind::Histogram,
+        monotonic: false,
+        unit: m.unit.clone(),
+        histogram: Some(hist),
     }
 }
 

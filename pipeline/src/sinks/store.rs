@@ -80,6 +80,12 @@ fn lock(m: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn append(buffer: &Mutex<Buffer>, batch: RecordBatch) {
+    let mut buf = lock(buffer);
+    buf.rows += batch.num_rows();
+    buf.batches.push(batch);
+}
+
 fn ts(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(
         Some(ns),
@@ -447,10 +453,7 @@ impl Sink for Store {
         if samples.is_empty() {
             return Ok(());
         }
-        let batch = samples_to_batch(samples)?;
-        let mut buf = lock(&self.metrics);
-        buf.rows += batch.num_rows();
-        buf.batches.push(batch);
+        append(&self.metrics, samples_to_batch(samples)?);
         Ok(())
     }
 
@@ -458,10 +461,7 @@ impl Sink for Store {
         if logs.is_empty() {
             return Ok(());
         }
-        let batch = logs_to_batch(logs)?;
-        let mut buf = lock(&self.logs);
-        buf.rows += batch.num_rows();
-        buf.batches.push(batch);
+        append(&self.logs, logs_to_batch(logs)?);
         Ok(())
     }
 
