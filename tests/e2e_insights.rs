@@ -295,3 +295,86 @@ async fn openai_compatible_server() {
     let reqs = chat_requests(server.requests());
     assert_eq!(reqs[0]["response_format"]["type"], "json_schema");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomalies_faster_than_the_rate_limit_get_rules_insights() {
+    let ollama = OllamaServer::start(Mode::Answer(canned()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let cfg = dir.path().join("sqlvigil.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "analytics:\n  min_interval_per_instance: 1h\n  llm:\n    provider: ollama\n    base_url: {}\n    model: llama3.2:1b\n",
+            ollama.base_url()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_string_lossy().into_owned();
+    // Two incidents on the same instance, a minute apart in event time.
+    let args = [
+        "demo",
+        "--config",
+        &cfg,
+        "--scenario",
+        "quiet",
+        "--incident",
+        "cpu_storm@3m+10m:0",
+        "--incident",
+        "blocking_chain@3m+10m:0",
+        "--ticks",
+        "90",
+        "--backfill",
+        "15m",
+        "--speed",
+        "60",
+    ];
+    let sv = Sqlvigil::start(&bin(), &args, dir.path()).expect("demo starts");
+    let token = sv.admin_token();
+    let both = wait_for(Duration::from_secs(90), || async {
+        let insights = list(&sv, &token, "/api/v1/insights", "insights").await;
+        let on_anomalies: Vec<Value> = insights
+            .into_iter()
+            .filter(|i| i["trigger"] == "anomaly")
+            .collect();
+        (on_anomalies.len() >= 2).then_some(on_anomalies)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "two anomaly insights expected; stderr: {}",
+            sv.stderr_tail()
+        )
+    });
+    let mut models: Vec<&str> = both.iter().filter_map(|i| i["model"].as_str()).collect();
+    models.sort();
+    assert_eq!(
+        models,
+        vec!["llama3.2:1b", "rules"],
+        "one LLM insight, then the rate limit"
+    );
+    assert!(list(&sv, &token, "/api/v1/insights/failures", "failures")
+        .await
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_model_is_reported_at_start_up() {
+    let ollama = OllamaServer::start(Mode::NotFound);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "analytics:\n  llm:\n    provider: ollama\n    base_url: {}\n    model: nosuch:7b\n",
+        ollama.base_url()
+    );
+    let (sv, _token) = start_run(dir.path(), &yaml);
+    let warned = wait_for(Duration::from_secs(10), || async {
+        let err = std::fs::read_to_string(sv.stderr_path()).unwrap_or_default();
+        err.contains("not on the server").then_some(err)
+    })
+    .await;
+    let err = warned.unwrap_or_else(|| panic!("no warning; stderr: {}", sv.stderr_tail()));
+    assert!(
+        err.contains("nosuch:7b") && err.contains("llama3.2:1b"),
+        "names the model and what is available: {err}"
+    );
+}
