@@ -18,8 +18,10 @@ pub struct DemoArgs {
     /// Optional config file for everything but the simulator.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Preset incidents: all, cpu_storm, blocking_chain or quiet.
-    #[arg(long, default_value = "all", value_parser = ["all", "cpu_storm", "blocking_chain", "quiet"])]
+    /// Preset incidents: `all` (a CPU storm and a blocking chain), `quiet`, or one
+    /// scenario by name (cpu_storm, blocking_chain, deadlock_burst, ple_collapse,
+    /// log_full, tempdb_pressure, io_stall, batch_drop, wait_time_spike).
+    #[arg(long, default_value = "all")]
     scenario: String,
     /// Extra incidents, e.g. `cpu_storm@3m+10m:1` (instance index after the colon).
     #[arg(long = "incident")]
@@ -172,13 +174,16 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
 
     let second = usize::from(args.instances > 1);
     let mut specs: Vec<String> = match args.scenario.as_str() {
-        "cpu_storm" => vec!["cpu_storm@3m+10m:0".into()],
-        "blocking_chain" => vec![format!("blocking_chain@4m+8m:{second}")],
-        "quiet" => vec![],
-        _ => vec![
+        "all" => vec![
             "cpu_storm@3m+10m:0".into(),
             format!("blocking_chain@4m+8m:{second}"),
         ],
+        "quiet" => vec![],
+        "blocking_chain" => vec![format!("blocking_chain@4m+8m:{second}")],
+        name => vec![format!(
+            "{}@3m+10m:0",
+            name.parse::<sqlvigil_simulator::Scenario>()?
+        )],
     };
     specs.extend(args.incidents.iter().cloned());
     let fleet = Fleet::new(FleetConfig {

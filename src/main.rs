@@ -3,6 +3,8 @@
 
 mod bench;
 mod demo;
+mod eval;
+mod replay;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -44,6 +46,10 @@ enum Command {
     },
     /// Measure throughput (`sqlvigil bench ingest [--quick]`).
     Bench(bench::BenchArgs),
+    /// Measure detection quality of the rules on simulated incidents (`--quick`).
+    Eval(eval::EvalArgs),
+    /// Re-run stored telemetry through the operators (same input → same anomalies).
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +155,8 @@ fn execute(cli: Cli) -> Result<()> {
                 Ok(())
             }
             Command::Bench(args) => bench::run(args).await,
+            Command::Eval(args) => eval::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
         }
     })
 }

@@ -189,6 +189,15 @@ pub fn metric(name: &str) -> Option<&'static MetricDef> {
 }
 
 /// Name of the per-second series the rate operator derives from `metric`.
+/// Average I/O stall per operation on a file (seconds), derived by the rate operator
+/// from `sqlserver.database.latency` and `sqlserver.database.operations` of the same
+/// file and direction — the classic `io_stall_read_ms / num_of_reads` of
+/// `sys.dm_io_virtual_file_stats`, which no single receiver metric gives.
+pub const LATENCY_PER_OPERATION: &str = "sqlserver.database.latency.per_operation";
+
+/// Series the operators derive that are not `<metric>.per_second` rates.
+pub const DERIVED: &[&str] = &[LATENCY_PER_OPERATION];
+
 pub fn rate_name(metric: &str) -> String {
     format!("{metric}.per_second")
 }
@@ -221,6 +230,11 @@ pub const ALIASES: &[(&str, &str)] = &[
         "sqlserver.database.io.per_second",
     ),
     (
+        "io_stall_seconds_per_sec",
+        "sqlserver.database.latency.per_second",
+    ),
+    ("io_seconds_per_operation", LATENCY_PER_OPERATION),
+    (
         "wait_seconds_per_sec",
         "sqlserver.os.wait.duration.per_second",
     ),
@@ -237,7 +251,7 @@ mod tests {
 
     #[test]
     fn every_alias_points_at_a_known_metric_or_its_rate() {
-        for (alias, target) in ALIASES {
+        for (alias, target) in ALIASES.iter().filter(|(_, t)| !DERIVED.contains(t)) {
             let base = target.strip_suffix(".per_second").unwrap_or(target);
             let def = metric(base).unwrap_or_else(|| panic!("{alias} → unknown {target}"));
             let derived = target.ends_with(".per_second");

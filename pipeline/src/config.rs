@@ -4,7 +4,8 @@
 //! Every section rejects unknown fields, and [`Config::validate`] names the field at fault.
 
 use crate::error::{PipelineError, Result};
-use crate::operators::threshold::RuleConfig;
+use crate::operators::baseline::BaselineConfig;
+use crate::operators::rules::RuleConfig;
 use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -135,6 +136,8 @@ pub struct OperatorsConfig {
     pub batch_interval: Duration,
     /// Most bus records in one micro-batch.
     pub batch_records: usize,
+    /// Baseline estimators of deviation rules.
+    pub baseline: BaselineConfig,
 }
 
 impl Default for OperatorsConfig {
@@ -142,6 +145,7 @@ impl Default for OperatorsConfig {
         OperatorsConfig {
             batch_interval: Duration::from_millis(500),
             batch_records: 512,
+            baseline: BaselineConfig::default(),
         }
     }
 }
@@ -286,7 +290,7 @@ impl Config {
                     message: "name is used twice".into(),
                 });
             }
-            crate::operators::threshold::CompiledRule::compile(rule)?;
+            crate::operators::rules::CompiledRule::compile(rule)?;
         }
         Ok(())
     }

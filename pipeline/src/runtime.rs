@@ -12,7 +12,7 @@ use crate::bus::{Bus, Delivery, Record, Subscription};
 use crate::config::{parse_addr, Config};
 use crate::error::{PipelineError, Result};
 use crate::operators::rate::RateOperator;
-use crate::operators::threshold::ThresholdOperator;
+use crate::operators::rules::RuleOperator;
 use crate::operators::{MicroBatch, Operator};
 use crate::receiver::{decode, grpc, http, Ingest};
 use crate::sinks::state::StateStore;
@@ -96,7 +96,11 @@ impl Pipeline {
 
         let mut operators: Vec<Box<dyn Operator>> = vec![
             Box::new(RateOperator::new(stats.clone())),
-            Box::new(ThresholdOperator::new(&rules, stats.clone())?),
+            Box::new(RuleOperator::new(
+                &rules,
+                config.operators.baseline.clone(),
+                stats.clone(),
+            )?),
         ];
         restore_operators(&state, &mut operators)?;
 

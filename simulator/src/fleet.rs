@@ -1,6 +1,9 @@
 //! The fleet: instances, their incident windows, and per-tick OTLP requests.
 
-use crate::instance::{gauss, rng_for, Effects, Profile, State, SALT_LOGS};
+use crate::instance::{
+    gauss, mix, rng_for, Effects, Phase, Profile, State, IO_RAMP_S, LOG_FILL_S, SALT_LOGS,
+    TEMPDB_FILL_S,
+};
 use crate::otlp::{count_points, kv_int, kv_str, resource};
 use crate::scenario::{Incident, IncidentLabel, Scenario};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -42,12 +45,17 @@ impl Default for FleetConfig {
     }
 }
 
+/// Mixed into the seed of each incident's own draw.
+const SALT_VARIANT: u64 = 0x5641_5249;
+
 /// An incident resolved to event time.
 #[derive(Debug, Clone, Copy)]
 struct Window {
     scenario: Scenario,
     start_ns: i64,
     end_ns: i64,
+    /// Per-incident draw (which wait type spikes, where plateaus start wobbling).
+    variant: u64,
 }
 
 #[derive(Clone)]
@@ -70,7 +78,14 @@ fn effects_at(windows: &[Window], t_ns: i64) -> Effects {
         .iter()
         .filter(|w| (w.start_ns..w.end_ns).contains(&t_ns))
     {
-        fx.add(w.scenario, (t_ns - w.start_ns) as f64 / 1e9);
+        fx.add(
+            w.scenario,
+            Phase {
+                elapsed_s: (t_ns - w.start_ns) as f64 / 1e9,
+                duration_s: (w.end_ns - w.start_ns) as f64 / 1e9,
+                variant: w.variant,
+            },
+        );
     }
     fx
 }
@@ -127,6 +142,7 @@ impl Fleet {
                     scenario: i.scenario,
                     start_ns,
                     end_ns: start_ns.saturating_add(duration_ns(i.duration)),
+                    variant: mix(&[cfg.seed, idx as u64, start_ns as u64, SALT_VARIANT]),
                 }
             })
             .collect::<Vec<_>>();
@@ -214,8 +230,10 @@ impl Fleet {
 
     /// SQL Server error-log lines for scrape `tick`: occasional login failures and
     /// backups at baseline; non-yielding scheduler warnings in a CPU storm; blocked
-    /// process reports and deadlock victims in a blocking chain. One request per instance
-    /// that logged something; often empty.
+    /// process reports and deadlock victims in a blocking chain; deadlock victims (1205)
+    /// in a deadlock burst; "log is full" (9002) once a full log has filled; tempdb
+    /// allocation failures (1105) once tempdb has filled; slow-I/O warnings (833) in an
+    /// I/O stall. One request per instance that logged something; often empty.
     pub fn logs(&mut self, tick: u64) -> Vec<ExportLogsServiceRequest> {
         let t_ns = self.event_time_ns(tick);
         self.instances
@@ -245,7 +263,8 @@ impl Fleet {
             .collect()
     }
 
-    /// Ground truth of every injected incident (quiet windows excluded), in event time.
+    /// Ground truth of every injected incident (quiet windows excluded), in event time,
+    /// for every scenario: one label per incident, in instance then spec order.
     pub fn labels(&self) -> Vec<IncidentLabel> {
         self.instances
             .iter()
@@ -365,16 +384,66 @@ fn log_lines(p: &Profile, fx: Effects, rng: &mut StdRng) -> Vec<Line> {
             });
         }
         if rng.random::<f64>() < 0.15 {
+            lines.push(deadlock_line(rng));
+        }
+    }
+    if fx.deadlocks.is_some() {
+        for _ in 0..rng.random_range(1..=3) {
+            lines.push(deadlock_line(rng));
+        }
+    }
+    if let Some(ph) = fx.log_full {
+        if ph.ramp(LOG_FILL_S) >= 1.0 && rng.random::<f64>() < 0.3 {
             lines.push(Line {
                 severity: SeverityNumber::Error,
-                category: "Deadlock",
-                error: 1205,
+                category: "Server",
+                error: 9002,
                 message: format!(
-                    "Transaction (Process ID {}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.",
-                    rng.random_range(60..200)
+                    "The transaction log for database '{app_db}' is full due to 'LOG_BACKUP'."
+                ),
+            });
+        }
+    }
+    if let Some(ph) = fx.tempdb {
+        if ph.ramp(TEMPDB_FILL_S) >= 1.0 && rng.random::<f64>() < 0.25 {
+            lines.push(Line {
+                severity: SeverityNumber::Error,
+                category: "Server",
+                error: 1105,
+                message: format!(
+                    "Could not allocate space for object 'dbo.SORT temporary run storage:  {}' in database 'tempdb' because the 'PRIMARY' filegroup is full.",
+                    rng.random_range(140_737_488_355_328_u64..140_737_500_000_000)
+                ),
+            });
+        }
+    }
+    if let Some(ph) = fx.io_stall {
+        if ph.ramp(IO_RAMP_S) >= 1.0 && rng.random::<f64>() < 0.15 {
+            let file = &p.databases[rng.random_range(0..p.databases.len())].files[0];
+            lines.push(Line {
+                severity: SeverityNumber::Warn,
+                category: "Server",
+                error: 833,
+                message: format!(
+                    "SQL Server has encountered {} occurrence(s) of I/O requests taking longer than 15 seconds to complete on file [{}] in database id {}.",
+                    rng.random_range(1..40),
+                    file.physical,
+                    rng.random_range(1..8)
                 ),
             });
         }
     }
     lines
+}
+
+fn deadlock_line(rng: &mut StdRng) -> Line {
+    Line {
+        severity: SeverityNumber::Error,
+        category: "Deadlock",
+        error: 1205,
+        message: format!(
+            "Transaction (Process ID {}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.",
+            rng.random_range(60..200)
+        ),
+    }
 }

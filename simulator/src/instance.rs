@@ -55,6 +55,31 @@ const W_PAGEIO: usize = 1;
 const W_CX: usize = 2;
 const W_SOS: usize = 3;
 const W_WRITELOG: usize = 4;
+const W_NET: usize = 5;
+
+/// Baseline seconds waited per second of wall time, per wait type, at load 1.
+const BASE_WAITS: [f64; 6] = [0.01, 0.25, 0.4, 0.15, 0.12, 0.08];
+
+/// Wait types a wait-time spike may hit, picked per incident.
+pub(crate) const SPIKE_WAITS: [usize; 4] = [W_LOCK, W_PAGEIO, W_CX, W_NET];
+
+/// Index into [`WAITS`] of the wait type a wait-time spike with `variant` hits.
+pub(crate) fn spike_wait(variant: u64) -> usize {
+    SPIKE_WAITS[(variant % SPIKE_WAITS.len() as u64) as usize]
+}
+
+/// Time constant of the page-life-expectancy collapse, s.
+pub(crate) const PLE_TAU_S: f64 = 10.0;
+/// Longest time the full-log scenario takes to reach 95–99 %, s.
+pub(crate) const LOG_FILL_S: f64 = 600.0;
+/// Longest time tempdb pressure takes to fill tempdb, s.
+pub(crate) const TEMPDB_FILL_S: f64 = 180.0;
+/// Longest time an I/O stall takes to reach full latency, s.
+pub(crate) const IO_RAMP_S: f64 = 30.0;
+/// Log usage at which the periodic log backup truncates the log, %.
+const LOG_BACKUP_AT: f64 = 60.0;
+/// Weekend load relative to weekdays.
+const WEEKEND_LOAD: f64 = 0.6;
 
 /// Application database names, picked per instance.
 const APP_DBS: [&str; 5] = ["sales", "inventory", "crm", "billing", "orders"];
@@ -115,6 +140,8 @@ pub(crate) struct Profile {
     base_ple: f64,
     /// Shift of the daily curve, hours.
     phase_h: f64,
+    /// Typical read stall per operation, s.
+    read_latency_s: f64,
     /// When SQL Server started, ns (start_time_unix_nano of every point).
     pub process_start_ns: i64,
     uptime_s: f64,
@@ -154,6 +181,7 @@ impl Profile {
             base_conn: rng.random_range(40.0..160.0),
             base_ple: rng.random_range(1500.0..5000.0),
             phase_h: rng.random_range(-1.5..1.5),
+            read_latency_s: rng.random_range(0.0025..0.0045),
             process_start_ns: start_time_ns.saturating_sub((uptime_s * 1e9) as i64),
             uptime_s,
         }
@@ -166,6 +194,70 @@ impl Profile {
     }
 }
 
+/// Load factor of the day of week: 1 Monday–Friday, [`WEEKEND_LOAD`] Saturday and
+/// Sunday, blended linearly over the four hours around each midnight (UTC).
+pub(crate) fn weekly(t_ns: i64) -> f64 {
+    const DAY_NS: i64 = 86_400 * 1_000_000_000;
+    let day = t_ns.div_euclid(DAY_NS);
+    let hour = t_ns.rem_euclid(DAY_NS) as f64 / 3.6e12;
+    // 1970-01-01 was a Thursday: Monday is 0.
+    let factor = |d: i64| {
+        if (d + 3).rem_euclid(7) >= 5 {
+            WEEKEND_LOAD
+        } else {
+            1.0
+        }
+    };
+    let lerp = |a: f64, b: f64, f: f64| a + (b - a) * f;
+    if hour < 2.0 {
+        lerp(factor(day - 1), factor(day), (hour + 2.0) / 4.0)
+    } else if hour > 22.0 {
+        lerp(factor(day), factor(day + 1), (hour - 22.0) / 4.0)
+    } else {
+        factor(day)
+    }
+}
+
+/// Page life expectancy grows through the day and drops back a little at the nightly
+/// 02:00 index maintenance: 0.9 → 1.1 of the instance's level.
+fn ple_growth(t_ns: i64) -> f64 {
+    let hour = (t_ns.rem_euclid(86_400 * 1_000_000_000) as f64) / 3.6e12;
+    0.9 + 0.2 * (hour - 2.0).rem_euclid(24.0) / 24.0
+}
+
+/// Where an active incident is in its window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phase {
+    /// Seconds since the incident started.
+    pub elapsed_s: f64,
+    /// Length of the whole window, s.
+    pub duration_s: f64,
+    /// Per-incident draw: which wait type spikes, where the plateau's wobble starts.
+    pub variant: u64,
+}
+
+impl Phase {
+    /// 0 → 1 linearly over `secs`, or over a third of the window if that is shorter.
+    pub fn ramp(&self, secs: f64) -> f64 {
+        let span = secs.min(self.duration_s / 3.0);
+        if span <= 0.0 {
+            1.0
+        } else {
+            (self.elapsed_s / span).clamp(0.0, 1.0)
+        }
+    }
+
+    /// e^(−elapsed/τ): what is left of the old level in an exponential approach.
+    pub fn decay(&self, tau_s: f64) -> f64 {
+        (-self.elapsed_s / tau_s).exp()
+    }
+
+    /// A slow deterministic wobble in [−1, 1], so plateaus are not flat lines.
+    pub fn wobble(&self, period_s: f64) -> f64 {
+        (self.elapsed_s / period_s + (self.variant % 628) as f64 / 100.0).sin()
+    }
+}
+
 /// Incident windows relevant to one tick of one instance.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Effects {
@@ -173,15 +265,36 @@ pub(crate) struct Effects {
     pub cpu_storm: Option<f64>,
     /// Seconds since the blocking chain started, when one is active.
     pub blocking: Option<f64>,
+    pub deadlocks: Option<Phase>,
+    pub ple_collapse: Option<Phase>,
+    pub log_full: Option<Phase>,
+    pub tempdb: Option<Phase>,
+    pub io_stall: Option<Phase>,
+    pub batch_drop: Option<Phase>,
+    pub wait_spike: Option<Phase>,
 }
 
 impl Effects {
-    pub fn add(&mut self, scenario: Scenario, elapsed_s: f64) {
-        match scenario {
-            Scenario::Quiet => {}
-            Scenario::CpuStorm => self.cpu_storm = Some(elapsed_s),
-            Scenario::BlockingChain => self.blocking = Some(elapsed_s),
-        }
+    pub fn add(&mut self, scenario: Scenario, phase: Phase) {
+        let slot = match scenario {
+            Scenario::Quiet => return,
+            Scenario::CpuStorm => {
+                self.cpu_storm = Some(phase.elapsed_s);
+                return;
+            }
+            Scenario::BlockingChain => {
+                self.blocking = Some(phase.elapsed_s);
+                return;
+            }
+            Scenario::DeadlockBurst => &mut self.deadlocks,
+            Scenario::PleCollapse => &mut self.ple_collapse,
+            Scenario::LogFull => &mut self.log_full,
+            Scenario::TempdbPressure => &mut self.tempdb,
+            Scenario::IoStall => &mut self.io_stall,
+            Scenario::BatchDrop => &mut self.batch_drop,
+            Scenario::WaitTimeSpike => &mut self.wait_spike,
+        };
+        *slot = Some(phase);
     }
 }
 
@@ -196,7 +309,12 @@ struct FileTotals {
 #[derive(Debug, Clone)]
 struct DbState {
     transactions: f64,
+    /// Log usage as the backup cycle alone would leave it, %.
     log_usage: f64,
+    /// Log usage reported this tick, %.
+    log_shown: f64,
+    /// Usage when a full-log incident began (set while one is active).
+    log_full_from: Option<f64>,
     log_growths: i64,
     files: [FileTotals; 2],
 }
@@ -244,6 +362,8 @@ impl State {
             .map(|db| DbState {
                 transactions: batches * 0.6 * db.weight,
                 log_usage: rng.random_range(8.0..40.0),
+                log_shown: 0.0,
+                log_full_from: None,
                 log_growths: rng.random_range(0..6),
                 files: std::array::from_fn(|i| {
                     // Log files see far fewer reads than data files.
@@ -267,7 +387,7 @@ impl State {
             lock_waits: up * 0.5,
             deadlocks: (up / 3_600.0).floor(),
             page_splits: batches * 0.03,
-            waits_s: [0.01, 0.25, 0.4, 0.15, 0.12, 0.08].map(|r| r * up),
+            waits_s: BASE_WAITS.map(|r| r * up),
             dbs,
             cpu: p.base_cpu,
             connections: p.base_conn as i64,
@@ -295,35 +415,50 @@ impl State {
         self.load_noise = (0.9 * self.load_noise + 0.02 * gauss(rng)).clamp(-0.15, 0.15);
         self.ple_noise = (0.97 * self.ple_noise + 0.02 * gauss(rng)).clamp(-0.3, 0.3);
         let day = p.daily(t_ns);
-        let load = (0.55 + 0.9 * day) * (1.0 + self.load_noise);
+        let week = weekly(t_ns);
+        let load = (0.55 + 0.9 * day) * week * (1.0 + self.load_noise);
         let jitter = |rng: &mut StdRng, sd: f64| (1.0 + sd * gauss(rng)).max(0.0);
 
-        self.cpu = cpu(p, day, self.cpu_noise, fx, rng);
+        self.cpu = cpu(p, day, week, self.cpu_noise, fx, rng);
         self.blocked = blocked(fx, rng);
         let storm = fx.cpu_storm.is_some();
         let blocking = fx.blocking.is_some();
+        // An application outage: only a trickle of batches (5–10 %) still arrives.
+        let drop = fx
+            .batch_drop
+            .map_or(1.0, |ph| 0.075 + 0.025 * ph.wobble(67.0));
+        let io_stall = fx.io_stall.map_or(0.0, |ph| ph.ramp(IO_RAMP_S));
 
         // Throughput: a CPU storm is a workload surge; a blocking chain stalls batches.
         let batch_rate = p.base_batch
             * load
             * if storm { 1.8 } else { 1.0 }
             * if blocking { 0.7 } else { 1.0 }
+            * drop
+            * (1.0 - 0.25 * io_stall)
             * jitter(rng, 0.04);
         let compile_rate = batch_rate * if storm { 0.3 } else { 0.08 } * jitter(rng, 0.05);
         let lock_wait_rate = if blocking {
             40.0 + 25.0 * self.blocked as f64 * jitter(rng, 0.1)
         } else {
-            (0.3 + p.base_batch * 0.002 * load) * jitter(rng, 0.2)
+            (0.3 + p.base_batch * 0.002 * load * drop)
+                * jitter(rng, 0.2)
+                * if fx.deadlocks.is_some() { 1.5 } else { 1.0 }
         };
         self.batches += batch_rate * dt_s;
         self.compilations += compile_rate * dt_s;
         self.recompilations += compile_rate * 0.05 * dt_s;
         self.lock_waits += lock_wait_rate * dt_s;
         self.page_splits += batch_rate * 0.03 * jitter(rng, 0.1) * dt_s;
-        // Deadlocks are whole events: rare at baseline, frequent inside a blocking chain.
-        let deadlock_p = if blocking { 0.15 } else { 0.002 };
+        // Deadlocks are whole events: none at baseline (a single one in a 10 s scrape
+        // would already read 0.1/s), now and then in a blocking chain, 0.5–3/s in a burst.
+        let deadlock_p = if blocking { 0.15 } else { 0.0 };
         if rng.random::<f64>() < deadlock_p {
             self.deadlocks += 1.0;
+        }
+        if let Some(ph) = fx.deadlocks {
+            let rate = (1.6 + 1.0 * ph.wobble(71.0) + 0.3 * gauss(rng)).clamp(0.5, 3.0);
+            self.deadlocks += (rate * dt_s + rng.random::<f64>()).floor();
         }
 
         self.lock_wait_avg_ms = if blocking {
@@ -331,27 +466,46 @@ impl State {
         } else {
             (8.0 + 12.0 * load) * jitter(rng, 0.15)
         };
-        let conns = p.base_conn * load * jitter(rng, 0.03) + 2.0 * self.blocked as f64;
-        self.connections = conns.round() as i64;
+        let mut conns = p.base_conn * load * jitter(rng, 0.03);
+        if let Some(ph) = fx.batch_drop {
+            // The application servers are gone; admin and monitoring sessions remain.
+            conns *= 0.2 + 0.05 * ph.wobble(89.0);
+        }
+        self.connections = (conns + 2.0 * self.blocked as f64).round() as i64;
         self.hit_ratio = if storm {
             98.2 + 0.4 * rng.random::<f64>()
         } else {
             (99.7 + 0.08 * gauss(rng)).min(100.0)
         };
-        let ple = p.base_ple * (1.0 + self.ple_noise) * if storm { 0.35 } else { 1.0 };
-        self.ple = ple.max(30.0) as i64;
-        let used =
+        let ple =
+            p.base_ple * (1.0 + self.ple_noise) * ple_growth(t_ns) * if storm { 0.35 } else { 1.0 };
+        let mut ple = ple.max(30.0);
+        if let Some(ph) = fx.ple_collapse {
+            // Something floods the buffer pool: pages are evicted within seconds.
+            let left = ph.decay(PLE_TAU_S);
+            let floor = 32.0 + 15.0 * ph.wobble(59.0);
+            ple = floor + (ple - floor) * left;
+            let low_hit = 91.0 + 1.5 * ph.wobble(43.0);
+            self.hit_ratio = low_hit + (self.hit_ratio - low_hit) * left;
+        }
+        self.ple = ple as i64;
+        let mut used =
             (250_000.0 + 150_000.0 * load) * if storm { 2.5 } else { 1.0 } * jitter(rng, 0.03);
+        if let Some(ph) = fx.tempdb {
+            // A runaway spill or version store fills tempdb to 96–99 %.
+            let full = TEMPDB_TOTAL_KB as f64 * (0.975 + 0.012 * ph.wobble(37.0));
+            used += (full - used) * ph.ramp(TEMPDB_FILL_S);
+        }
         self.tempdb_used_kb = (used as i64).clamp(0, TEMPDB_TOTAL_KB);
 
         self.add_waits(load, fx, dt_s, rng);
-        self.add_db_activity(p, batch_rate, storm, dt_s, rng);
+        self.add_db_activity(p, batch_rate, fx, dt_s, rng);
     }
 
     fn add_waits(&mut self, load: f64, fx: Effects, dt_s: f64, rng: &mut StdRng) {
         let storm = fx.cpu_storm.is_some();
         // Seconds of waiting per second of wall time, summed over all tasks.
-        let mut rates = [0.01, 0.25, 0.4, 0.15, 0.12, 0.08].map(|r| r * load);
+        let mut rates = BASE_WAITS.map(|r| r * load);
         if storm {
             rates[W_SOS] *= 12.0;
             rates[W_CX] *= 4.0;
@@ -362,6 +516,24 @@ impl State {
             rates[W_LOCK] += 0.9 * self.blocked as f64;
             rates[W_WRITELOG] *= 0.8;
         }
+        if fx.deadlocks.is_some() {
+            rates[W_LOCK] *= 1.6;
+        }
+        if let Some(ph) = fx.ple_collapse {
+            // Every evicted page has to be read back from disk.
+            rates[W_PAGEIO] *= 1.0 + 5.0 * (1.0 - ph.decay(PLE_TAU_S));
+        }
+        if let Some(ph) = fx.io_stall {
+            let f = ph.ramp(IO_RAMP_S);
+            rates[W_PAGEIO] *= 1.0 + 7.0 * f;
+            rates[W_WRITELOG] *= 1.0 + 5.0 * f;
+        }
+        if fx.batch_drop.is_some() {
+            rates = rates.map(|r| r * 0.3);
+        }
+        if let Some(ph) = fx.wait_spike {
+            rates[spike_wait(ph.variant)] *= 8.0 + 2.0 * ph.wobble(97.0);
+        }
         for (total, rate) in self.waits_s.iter_mut().zip(rates) {
             *total += rate * (1.0 + 0.05 * gauss(rng)).max(0.0) * dt_s;
         }
@@ -371,45 +543,104 @@ impl State {
         &mut self,
         p: &Profile,
         batch_rate: f64,
-        storm: bool,
+        fx: Effects,
         dt_s: f64,
         rng: &mut StdRng,
     ) {
+        let storm = fx.cpu_storm.is_some();
+        // Share of the buffer pool lost: that many more physical reads, a bit slower.
+        let evicted = fx.ple_collapse.map_or(0.0, |ph| 1.0 - ph.decay(PLE_TAU_S));
+        // (how far the stall has ramped, the stall per operation it ramps to).
+        let stall = fx.io_stall.map(|ph| {
+            (
+                ph.ramp(IO_RAMP_S),
+                (170.0 + 90.0 * ph.wobble(83.0)) / 1000.0,
+            )
+        });
         for (db, st) in p.databases.iter().zip(self.dbs.iter_mut()) {
             let w = db.weight;
+            let is_app = w >= 1.0;
             let txn_rate = batch_rate * 0.6 * w;
             st.transactions += txn_rate * dt_s;
             // Log fills with transactions and is emptied by the periodic log backup.
             st.log_usage += txn_rate * dt_s * 0.00004 * (0.5 + rng.random::<f64>());
-            if st.log_usage > 70.0 {
+            if st.log_usage > LOG_BACKUP_AT {
                 st.log_usage = rng.random_range(4.0..10.0);
             }
-            if w >= 1.0 && rng.random::<f64>() < 0.0002 {
+            if is_app && rng.random::<f64>() < 0.0002 {
                 st.log_growths += 1;
             }
-            let read_latency = if storm { 0.012 } else { 0.004 };
+            let before = st.log_shown;
+            match fx.log_full.filter(|_| is_app) {
+                Some(ph) => {
+                    // Log backups fail (or an open transaction pins the log): it climbs
+                    // steadily to 95–99 % and autogrowth keeps firing.
+                    let from = *st.log_full_from.get_or_insert(st.log_usage);
+                    let top = 97.0 + 1.9 * ph.wobble(41.0);
+                    st.log_shown = from + (top - from) * ph.ramp(LOG_FILL_S);
+                    let crossed = |level: f64| before < level && st.log_shown >= level;
+                    let autogrowth = crossed(85.0)
+                        || crossed(95.0)
+                        || (st.log_shown >= 95.0 && rng.random::<f64>() < dt_s / 180.0);
+                    if autogrowth {
+                        st.log_growths += 1;
+                    }
+                }
+                None => {
+                    if st.log_full_from.take().is_some() {
+                        // Incident over: the next log backup truncates the log.
+                        st.log_usage = rng.random_range(4.0..10.0);
+                    }
+                    st.log_shown = st.log_usage;
+                }
+            }
+            let spill = if fx.tempdb.is_some() && db.name == "tempdb" {
+                6.0
+            } else {
+                1.0
+            };
             for (file, totals) in db.files.iter().zip(st.files.iter_mut()) {
                 let is_log = file.file_type == "LOG";
                 let reads = if is_log {
                     0.5
                 } else {
-                    0.08 * batch_rate * if storm { 2.0 } else { 1.0 }
+                    0.08 * batch_rate
+                        * if storm { 2.0 } else { 1.0 }
+                        * (1.0 + 3.0 * evicted)
+                        * spill
                 } * w;
                 let writes = if is_log {
                     0.1 * batch_rate
                 } else {
-                    0.02 * batch_rate
+                    0.02 * batch_rate * spill
                 } * w;
                 let read_size = if is_log { 61_440.0 } else { 8_192.0 };
                 let write_size = if is_log { 4_096.0 } else { 8_192.0 };
                 let r = reads * (1.0 + 0.1 * gauss(rng)).max(0.0) * dt_s;
                 let wr = writes * (1.0 + 0.1 * gauss(rng)).max(0.0) * dt_s;
-                totals.ops[0] += r;
-                totals.ops[1] += wr;
+                // Stall is charged per whole operation reported, so stall ÷ operations
+                // over any interval is the per-operation latency.
+                let (r_ops, w_ops) = (
+                    add_ops(&mut totals.ops[0], r),
+                    add_ops(&mut totals.ops[1], wr),
+                );
                 totals.bytes[0] += r * read_size;
                 totals.bytes[1] += wr * write_size;
-                totals.stall_s[0] += r * read_latency;
-                totals.stall_s[1] += wr * if is_log { 0.0015 } else { 0.001 };
+                let mut read_latency = if storm {
+                    0.012
+                } else {
+                    p.read_latency_s + if is_log { 0.0 } else { 0.004 * evicted }
+                } * latency_jitter(rng);
+                let mut write_latency = if is_log { 0.0015 } else { 0.001 } * latency_jitter(rng);
+                if let Some((f, stall_s)) = stall {
+                    let slow = |rng: &mut StdRng, scale: f64| {
+                        (stall_s * scale * latency_jitter(rng)).clamp(0.08, 0.3)
+                    };
+                    read_latency += (slow(rng, 1.0) - read_latency) * f;
+                    write_latency += (slow(rng, 0.8) - write_latency) * f;
+                }
+                totals.stall_s[0] += r_ops * read_latency;
+                totals.stall_s[1] += w_ops * write_latency;
             }
         }
     }
@@ -507,12 +738,28 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-/// Host CPU: daily curve plus smoothed noise, kept well under alerting thresholds
-/// unless a CPU storm pins it at 90–99 %.
-fn cpu(p: &Profile, day: f64, noise: f64, fx: Effects, rng: &mut StdRng) -> f64 {
+/// Add `exact` operations to a running total; returns how many whole operations the
+/// reported (truncated) total gained.
+fn add_ops(total: &mut f64, exact: f64) -> f64 {
+    let before = total.floor();
+    *total += exact;
+    total.floor() - before
+}
+
+/// Per-tick spread of an I/O latency: ±15 %, never below 0.6× or above 1.5×.
+fn latency_jitter(rng: &mut StdRng) -> f64 {
+    (1.0 + 0.15 * gauss(rng)).clamp(0.6, 1.5)
+}
+
+/// Host CPU: daily and weekly curve plus smoothed noise, kept well under alerting
+/// thresholds unless a CPU storm pins it at 90–99 %; an application outage idles it.
+fn cpu(p: &Profile, day: f64, week: f64, noise: f64, fx: Effects, rng: &mut StdRng) -> f64 {
     match fx.cpu_storm {
         Some(elapsed) => (93.5 + 2.5 * (elapsed / 47.0).sin() + 1.2 * gauss(rng)).clamp(90.0, 99.0),
-        None => (p.base_cpu * (0.6 + 0.7 * day) + noise).clamp(8.0, 58.0),
+        None => {
+            let outage = if fx.batch_drop.is_some() { 0.45 } else { 1.0 };
+            (p.base_cpu * (0.6 + 0.7 * day) * week * outage + noise).clamp(8.0, 58.0)
+        }
     }
 }
 
@@ -554,7 +801,7 @@ fn db_metrics(db: &Database, st: &DbState, stamp: Stamp) -> Vec<Metric> {
         ),
         one(
             "sqlserver.transaction_log.usage",
-            Num::I(st.log_usage as i64),
+            Num::I(st.log_shown as i64),
         ),
         one(
             "sqlserver.transaction_log.growth.count",

@@ -4,11 +4,14 @@
 //! `service.instance.id`, `service.name`, `sqlserver.instance.name`, plus
 //! `sqlserver.database.name` on per-database resources), scope, metric names, units,
 //! kinds and point attributes (from `sqlvigil_model::catalogue`), with the `…/sec`
-//! performance counters sent as running totals. Values follow a daily pattern with
-//! smoothed noise, all derived from a seed (per instance, so adding instances changes
-//! no other instance), and named incidents ([`Scenario::CpuStorm`],
-//! [`Scenario::BlockingChain`]) are injected at event-time offsets with
-//! [`IncidentLabel`]s as ground truth. It also emits a few SQL Server error-log lines
+//! performance counters sent as running totals. Values follow a daily and a weekly
+//! pattern (weekends at ~60 % of weekday load) with smoothed noise, all derived from a
+//! seed (per instance, so adding instances changes no other instance), and stay clear
+//! of alerting thresholds unless one of the named incidents ([`Scenario::ALL`]: CPU
+//! storm, blocking chain, deadlock burst, PLE collapse, full log, tempdb pressure, I/O
+//! stall, batch drop, wait-time spike) is injected at an event-time offset, with
+//! [`IncidentLabel`]s as ground truth and [`scenario_metric`] naming the metric each
+//! one moves. It also emits a few SQL Server error-log lines
 //! as OTLP logs, and [`run`] sends everything to an OTLP endpoint over gRPC (tonic) or
 //! HTTP/protobuf (reqwest), paced in event time. It is the demo and bench load source.
 //!
@@ -36,7 +39,7 @@ mod send;
 
 pub use fleet::{Fleet, FleetConfig, DEFAULT_START_TIME_NS, LOG_SCOPE_NAME};
 pub use otlp::{count_points, SCOPE_NAME, SCOPE_VERSION, SERVER_PORT, SERVICE_NAME};
-pub use scenario::{Incident, IncidentLabel, Scenario};
+pub use scenario::{scenario_metric, Incident, IncidentLabel, Scenario};
 pub use send::{run, Protocol, RunConfig, RunStats};
 
 /// Everything that can go wrong in the simulator.

@@ -7,6 +7,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// What an incident does to an instance while it is active.
+///
+/// Every scenario moves one main metric ([`scenario_metric`]) well past where a sensible
+/// rule set alerts, from inside its window only; the quiet baseline stays clear of
+/// those thresholds at all times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scenario {
     /// No incident: the baseline alone (useful to mark a window that must stay silent).
@@ -15,11 +19,46 @@ pub enum Scenario {
     CpuStorm,
     /// A blocking chain: 5–20 blocked processes, lock waits and `LCK_M_X` wait time up.
     BlockingChain,
+    /// Deadlocks at 0.5–3 per second from the first scrape (none at baseline), lock
+    /// waits up a little, deadlock-victim (1205) lines in the error log.
+    DeadlockBurst,
+    /// Page life expectancy collapses from its normal 1 000–7 000 s to 15–50 s
+    /// (exponentially, τ = 10 s: under 100 s within a minute), buffer cache hit ratio
+    /// dips to ~90 %, physical reads and `PAGEIOLATCH_SH` waits up ~6×.
+    PleCollapse,
+    /// The application database's log climbs steadily from its current 5–60 % to
+    /// 95–99 % (over 10 minutes, or a third of the window if shorter) and stays there;
+    /// log growths are counted and 9002 "log is full" lines logged.
+    LogFull,
+    /// tempdb fills: used space climbs to 96–99 % of its 8 GB (free under 5 %) over
+    /// 3 minutes (or a third of the window), with 1105 allocation errors.
+    TempdbPressure,
+    /// Storage stalls: I/O latency per operation goes from 2–7 ms to 80–300 ms on every
+    /// file (over 30 s), `PAGEIOLATCH_SH` ~8× and `WRITELOG` ~6×, 833 slow-I/O lines.
+    IoStall,
+    /// Application outage: batch requests drop to 5–10 % of normal at once, user
+    /// connections to 15–25 %, CPU and waits down with them.
+    BatchDrop,
+    /// One wait type (`LCK_M_X`, `PAGEIOLATCH_SH`, `CXPACKET` or `ASYNC_NETWORK_IO`,
+    /// picked per incident) accrues 6–10× its normal seconds-waited per second, with
+    /// no other signature.
+    WaitTimeSpike,
 }
 
 impl Scenario {
     /// Every scenario, in the order error messages list them.
-    pub const ALL: [Scenario; 3] = [Scenario::Quiet, Scenario::CpuStorm, Scenario::BlockingChain];
+    pub const ALL: [Scenario; 10] = [
+        Scenario::Quiet,
+        Scenario::CpuStorm,
+        Scenario::BlockingChain,
+        Scenario::DeadlockBurst,
+        Scenario::PleCollapse,
+        Scenario::LogFull,
+        Scenario::TempdbPressure,
+        Scenario::IoStall,
+        Scenario::BatchDrop,
+        Scenario::WaitTimeSpike,
+    ];
 
     /// The snake_case name used in specs, labels and logs.
     pub fn name(self) -> &'static str {
@@ -27,6 +66,29 @@ impl Scenario {
             Scenario::Quiet => "quiet",
             Scenario::CpuStorm => "cpu_storm",
             Scenario::BlockingChain => "blocking_chain",
+            Scenario::DeadlockBurst => "deadlock_burst",
+            Scenario::PleCollapse => "ple_collapse",
+            Scenario::LogFull => "log_full",
+            Scenario::TempdbPressure => "tempdb_pressure",
+            Scenario::IoStall => "io_stall",
+            Scenario::BatchDrop => "batch_drop",
+            Scenario::WaitTimeSpike => "wait_time_spike",
+        }
+    }
+
+    /// The receiver metric the scenario mainly moves (see [`scenario_metric`]).
+    pub fn metric(self) -> &'static str {
+        match self {
+            Scenario::Quiet => "",
+            Scenario::CpuStorm => "sqlserver.cpu.utilization",
+            Scenario::BlockingChain => "sqlserver.processes.blocked",
+            Scenario::DeadlockBurst => "sqlserver.deadlock.rate",
+            Scenario::PleCollapse => "sqlserver.page.life_expectancy",
+            Scenario::LogFull => "sqlserver.transaction_log.usage",
+            Scenario::TempdbPressure => "sqlserver.database.tempdb.space",
+            Scenario::IoStall => "sqlserver.database.latency",
+            Scenario::BatchDrop => "sqlserver.batch.request.rate",
+            Scenario::WaitTimeSpike => "sqlserver.os.wait.duration",
         }
     }
 
@@ -37,6 +99,14 @@ impl Scenario {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// The main metric `s` moves, as the `sqlserver` receiver names it (counters such as
+/// `sqlserver.deadlock.rate` are running totals: rules read their `.per_second` series;
+/// `sqlserver.database.latency` is read per operation against
+/// `sqlserver.database.operations`). Empty for [`Scenario::Quiet`], which moves nothing.
+pub fn scenario_metric(s: Scenario) -> &'static str {
+    s.metric()
 }
 
 impl fmt::Display for Scenario {
@@ -150,7 +220,7 @@ fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
 /// Ground truth for one injected incident, in event time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncidentLabel {
-    /// Scenario name (`cpu_storm`, `blocking_chain`).
+    /// Scenario name (`cpu_storm`, `blocking_chain`, … as [`Scenario::name`]).
     pub name: String,
     pub scenario: Scenario,
     /// `sqlserver.instance.name` of the affected instance.
@@ -208,6 +278,20 @@ mod tests {
     fn scenario_names_round_trip() {
         for s in Scenario::ALL {
             assert_eq!(s.to_string().parse::<Scenario>().expect("name"), s);
+            let spec = format!("{s}@1m+2m:1");
+            assert_eq!(Incident::parse(&spec).expect(&spec).scenario, s);
+        }
+    }
+
+    #[test]
+    fn every_scenario_names_a_catalogue_metric() {
+        for s in Scenario::ALL {
+            let m = scenario_metric(s);
+            if s == Scenario::Quiet {
+                assert_eq!(m, "");
+            } else {
+                assert!(sqlvigil_model::catalogue::metric(m).is_some(), "{s}: {m}");
+            }
         }
     }
 }

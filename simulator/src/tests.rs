@@ -529,3 +529,630 @@ mod sender {
         ));
     }
 }
+
+/// The rule set the scenarios are built against: over a simulated week (10 s scrapes,
+/// three instances) the quiet baseline never crosses a threshold, and each scenario
+/// shows its signature inside its window and nowhere else.
+mod rule_set {
+    use super::*;
+    use crate::instance::{IO_RAMP_S, LOG_FILL_S, PLE_TAU_S, TEMPDB_FILL_S, WAITS};
+    use std::sync::OnceLock;
+
+    const WEEK_TICKS: u64 = 7 * DAY_TICKS;
+    const INSTANCES: usize = 3;
+    const SEED: u64 = 42;
+    const DT_S: f64 = 10.0;
+
+    // Quiet-time bounds: what a sensible rule set alerts on.
+    const CPU_MAX: f64 = 80.0;
+    const BLOCKED_MAX: f64 = 1.0;
+    const DEADLOCKS_PER_S_MAX: f64 = 0.05;
+    const PLE_MIN: f64 = 300.0;
+    const LOG_USAGE_MAX: f64 = 80.0;
+    const TEMPDB_FREE_MIN: f64 = 0.25;
+    const IO_MS_MAX: f64 = 20.0;
+    const BATCH_MIN_OF_TYPICAL: f64 = 0.4;
+    const WAIT_MAX_OF_TYPICAL: f64 = 3.0;
+
+    /// What one scrape of one instance holds for the rule set (counters as totals).
+    #[derive(Debug, Clone, Default)]
+    struct Raw {
+        cpu: f64,
+        blocked: f64,
+        conns: f64,
+        batches: f64,
+        deadlocks: f64,
+        ple: f64,
+        hit: f64,
+        tempdb_free: f64,
+        tempdb_used: f64,
+        log_usage: f64,
+        log_growths: f64,
+        waits: [f64; 6],
+        /// Per file and direction, in emission order.
+        stall: Vec<f64>,
+        ops: Vec<f64>,
+    }
+
+    fn raw(req: &ExportMetricsServiceRequest) -> Raw {
+        let mut r = Raw::default();
+        for rm in &req.resource_metrics {
+            let db = rm
+                .resource
+                .as_ref()
+                .and_then(|res| {
+                    res.attributes
+                        .iter()
+                        .find(|kv| kv.key == "sqlserver.database.name")
+                })
+                .map(attr_str);
+            let app = db
+                .as_deref()
+                .is_some_and(|d| d != "master" && d != "tempdb");
+            for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                let dps = match &m.data {
+                    Some(Data::Gauge(g)) => &g.data_points,
+                    Some(Data::Sum(s)) => &s.data_points,
+                    _ => continue,
+                };
+                let first = || num(&dps[0]);
+                let attr = |p: &NumberDataPoint, key: &str| {
+                    p.attributes
+                        .iter()
+                        .find(|kv| kv.key == key)
+                        .map(attr_str)
+                        .unwrap_or_default()
+                };
+                match m.name.as_str() {
+                    "sqlserver.cpu.utilization" => r.cpu = first(),
+                    "sqlserver.processes.blocked" => r.blocked = first(),
+                    "sqlserver.user.connection.count" => r.conns = first(),
+                    "sqlserver.batch.request.rate" => r.batches = first(),
+                    "sqlserver.deadlock.rate" => r.deadlocks = first(),
+                    "sqlserver.page.life_expectancy" => r.ple = first(),
+                    "sqlserver.page.buffer_cache.hit_ratio" => r.hit = first(),
+                    "sqlserver.database.tempdb.space" => {
+                        for p in dps {
+                            match attr(p, "tempdb.state").as_str() {
+                                "free" => r.tempdb_free = num(p),
+                                _ => r.tempdb_used = num(p),
+                            }
+                        }
+                    }
+                    "sqlserver.transaction_log.usage" if app => r.log_usage = first(),
+                    "sqlserver.transaction_log.growth.count" if app => r.log_growths = first(),
+                    "sqlserver.os.wait.duration" => {
+                        for p in dps {
+                            let ty = attr(p, "wait.type");
+                            let i = WAITS.iter().position(|(w, _)| *w == ty).expect("wait");
+                            r.waits[i] = num(p);
+                        }
+                    }
+                    "sqlserver.database.latency" => r.stall.extend(dps.iter().map(num)),
+                    "sqlserver.database.operations" => r.ops.extend(dps.iter().map(num)),
+                    _ => {}
+                }
+            }
+        }
+        r
+    }
+
+    /// One scrape of one instance as the rule set sees it: gauges, and counters turned
+    /// into per-second rates over the scrape interval (as the pipeline does).
+    #[derive(Debug, Clone, Copy, Default)]
+    struct Obs {
+        t_ns: i64,
+        cpu: f64,
+        blocked: f64,
+        conns: f64,
+        batch_rate: f64,
+        deadlock_rate: f64,
+        ple: f64,
+        hit: f64,
+        tempdb_free_frac: f64,
+        log_usage: f64,
+        log_growths: f64,
+        wait_rates: [f64; 6],
+        /// Stall per operation over all files, ms (NaN without operations).
+        io_ms: f64,
+        /// Worst stall per operation of any file and direction with an operation, ms.
+        io_file_max_ms: f64,
+    }
+
+    fn obs(prev: &Raw, cur: &Raw, t_ns: i64) -> Obs {
+        let rate = |a: f64, b: f64| (b - a) / DT_S;
+        let (mut stall, mut ops, mut worst) = (0.0, 0.0, 0f64);
+        for k in 0..cur.ops.len() {
+            let (ds, dn) = (cur.stall[k] - prev.stall[k], cur.ops[k] - prev.ops[k]);
+            stall += ds;
+            ops += dn;
+            if dn >= 1.0 {
+                worst = worst.max(1000.0 * ds / dn);
+            }
+        }
+        Obs {
+            t_ns,
+            cpu: cur.cpu,
+            blocked: cur.blocked,
+            conns: cur.conns,
+            batch_rate: rate(prev.batches, cur.batches),
+            deadlock_rate: rate(prev.deadlocks, cur.deadlocks),
+            ple: cur.ple,
+            hit: cur.hit,
+            tempdb_free_frac: cur.tempdb_free / (cur.tempdb_free + cur.tempdb_used),
+            log_usage: cur.log_usage,
+            log_growths: cur.log_growths,
+            wait_rates: std::array::from_fn(|i| rate(prev.waits[i], cur.waits[i])),
+            io_ms: if ops > 0.0 {
+                1000.0 * stall / ops
+            } else {
+                f64::NAN
+            },
+            io_file_max_ms: worst,
+        }
+    }
+
+    struct Run {
+        /// `[instance][tick - 1]`.
+        obs: Vec<Vec<Obs>>,
+        labels: Vec<IncidentLabel>,
+        names: Vec<String>,
+    }
+
+    fn simulate(incidents: &[&str]) -> Run {
+        let mut f = fleet(SEED, INSTANCES, incidents);
+        assert_eq!(f.config().interval, Duration::from_secs(DT_S as u64));
+        let mut prev: Vec<Raw> = f.metrics(0).iter().map(raw).collect();
+        let mut out: Vec<Vec<Obs>> = (0..INSTANCES)
+            .map(|_| Vec::with_capacity(WEEK_TICKS as usize))
+            .collect();
+        for tick in 1..WEEK_TICKS {
+            let t = f.event_time_ns(tick);
+            for (i, req) in f.metrics(tick).iter().enumerate() {
+                let cur = raw(req);
+                out[i].push(obs(&prev[i], &cur, t));
+                prev[i] = cur;
+            }
+        }
+        Run {
+            obs: out,
+            labels: f.labels(),
+            names: f.instance_names(),
+        }
+    }
+
+    fn hour_of_day(t_ns: i64) -> usize {
+        (t_ns.rem_euclid(86_400 * 1_000_000_000) / 3_600_000_000_000) as usize
+    }
+
+    /// The quiet week, and each instance's typical batch and wait rates per hour of day.
+    struct Quiet {
+        run: Run,
+        /// `[instance][hour]`.
+        typical_batch: Vec<[f64; 24]>,
+        typical_waits: Vec<[[f64; 6]; 24]>,
+    }
+
+    fn quiet() -> &'static Quiet {
+        static QUIET: OnceLock<Quiet> = OnceLock::new();
+        QUIET.get_or_init(|| {
+            let run = simulate(&[]);
+            let mut typical_batch = vec![[0.0; 24]; INSTANCES];
+            let mut typical_waits = vec![[[0.0; 6]; 24]; INSTANCES];
+            for (i, series) in run.obs.iter().enumerate() {
+                let mut n = [0.0; 24];
+                for o in series {
+                    let h = hour_of_day(o.t_ns);
+                    n[h] += 1.0;
+                    typical_batch[i][h] += o.batch_rate;
+                    for (sum, rate) in typical_waits[i][h].iter_mut().zip(o.wait_rates) {
+                        *sum += rate;
+                    }
+                }
+                for h in 0..24 {
+                    typical_batch[i][h] /= n[h];
+                    typical_waits[i][h] = typical_waits[i][h].map(|v| v / n[h]);
+                }
+            }
+            Quiet {
+                run,
+                typical_batch,
+                typical_waits,
+            }
+        })
+    }
+
+    /// Every quiet-time rule an observation breaks (empty when it is clear of them all).
+    fn broken_rules(q: &Quiet, i: usize, o: &Obs) -> Vec<String> {
+        let h = hour_of_day(o.t_ns);
+        let mut broken = Vec::new();
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                broken.push(what);
+            }
+        };
+        check(o.cpu < CPU_MAX, format!("cpu {}", o.cpu));
+        check(o.blocked <= BLOCKED_MAX, format!("blocked {}", o.blocked));
+        check(
+            o.deadlock_rate < DEADLOCKS_PER_S_MAX,
+            format!("deadlocks/s {}", o.deadlock_rate),
+        );
+        check(o.ple > PLE_MIN, format!("ple {}", o.ple));
+        check(o.log_usage < LOG_USAGE_MAX, format!("log {}%", o.log_usage));
+        check(
+            o.tempdb_free_frac > TEMPDB_FREE_MIN,
+            format!("tempdb free {}", o.tempdb_free_frac),
+        );
+        check(
+            (o.io_ms.is_nan() || o.io_ms < IO_MS_MAX) && o.io_file_max_ms < IO_MS_MAX,
+            format!("io {} ms (worst file {} ms)", o.io_ms, o.io_file_max_ms),
+        );
+        let batch = o.batch_rate / q.typical_batch[i][h];
+        check(
+            batch >= BATCH_MIN_OF_TYPICAL,
+            format!("batch {batch:.2}× typical"),
+        );
+        for (w, (name, _)) in WAITS.iter().enumerate() {
+            let ratio = o.wait_rates[w] / q.typical_waits[i][h][w];
+            check(
+                ratio <= WAIT_MAX_OF_TYPICAL,
+                format!("{name} {ratio:.2}× typical"),
+            );
+        }
+        broken
+    }
+
+    #[test]
+    fn quiet_week_stays_clear_of_every_rule() {
+        let q = quiet();
+        let mut extremes = BTreeMap::<&str, f64>::new();
+        let mut top = |k: &'static str, v: f64| {
+            let e = extremes.entry(k).or_insert(v);
+            *e = e.max(v);
+        };
+        for (i, series) in q.run.obs.iter().enumerate() {
+            for o in series {
+                let broken = broken_rules(q, i, o);
+                assert!(broken.is_empty(), "instance {i} at {}: {broken:?}", o.t_ns);
+                let h = hour_of_day(o.t_ns);
+                top("cpu max", o.cpu);
+                top("blocked max", o.blocked);
+                top("deadlocks/s max", o.deadlock_rate);
+                top("-ple min", -o.ple);
+                top("log % max", o.log_usage);
+                top("-tempdb free min", -o.tempdb_free_frac);
+                top("io ms max (all files)", o.io_ms);
+                top("io ms max (worst file)", o.io_file_max_ms);
+                top("-batch/typical min", -o.batch_rate / q.typical_batch[i][h]);
+                for (rate, typical) in o.wait_rates.iter().zip(q.typical_waits[i][h]) {
+                    top("wait/typical max", rate / typical);
+                }
+            }
+        }
+        eprintln!("quiet week extremes (negated = minimum): {extremes:#?}");
+    }
+
+    #[test]
+    fn weekly_and_daily_patterns_are_visible() {
+        let q = quiet();
+        for (i, series) in q.run.obs.iter().enumerate() {
+            // Monday (day 0) against Saturday (day 5), same hours 08:00–20:00.
+            let mean = |day: i64, f: &dyn Fn(&Obs) -> f64| {
+                let day_ns = 86_400 * 1_000_000_000_i64;
+                let xs: Vec<f64> = series
+                    .iter()
+                    .filter(|o| {
+                        let d = (o.t_ns - DEFAULT_START_TIME_NS).div_euclid(day_ns);
+                        d == day && (8..20).contains(&hour_of_day(o.t_ns))
+                    })
+                    .map(f)
+                    .collect();
+                xs.iter().sum::<f64>() / xs.len() as f64
+            };
+            for (what, f) in [
+                ("batch", &(|o: &Obs| o.batch_rate) as &dyn Fn(&Obs) -> f64),
+                ("connections", &|o: &Obs| o.conns),
+                ("cpu", &|o: &Obs| o.cpu),
+            ] {
+                let ratio = mean(5, f) / mean(0, f);
+                assert!(
+                    (0.5..0.72).contains(&ratio),
+                    "instance {i}: weekend {what} at {ratio:.2} of a weekday"
+                );
+            }
+            let hours = &q.typical_batch[i];
+            let (lo, hi) = hours
+                .iter()
+                .fold((f64::MAX, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            assert!(hi > 2.0 * lo, "instance {i}: daily batch curve {lo}..{hi}");
+        }
+    }
+
+    /// Incidents spread over the week and the three instances, weekdays and weekend,
+    /// long and short windows (short ones ramp over a third of the window).
+    const WEEK_INCIDENTS: [&str; 15] = [
+        "deadlock_burst@26h+20m:0",
+        "ple_collapse@34h+30m:1",
+        "wait_time_spike@53h+20m:1",
+        "log_full@62h+45m:2",
+        "tempdb_pressure@81h+30m:0",
+        "io_stall@92h+20m:1",
+        "batch_drop@107h+30m:2",
+        "wait_time_spike@131h+25m:0",
+        "batch_drop@140h+20m:1",
+        "deadlock_burst@150h+15m:2",
+        "cpu_storm@155h+15m:1",
+        "log_full@158h+12m:0",
+        "blocking_chain@160h+10m:2",
+        "tempdb_pressure@164h+6m:1",
+        "wait_time_spike@100h+10m:2",
+    ];
+
+    #[test]
+    fn every_scenario_shows_its_signature_in_its_window_only() {
+        // Simulate before waiting on the shared quiet week, so both run in parallel.
+        let run = simulate(&WEEK_INCIDENTS);
+        let q = quiet();
+        assert_eq!(run.labels.len(), WEEK_INCIDENTS.len());
+        let covered: BTreeSet<&str> = run.labels.iter().map(|l| l.name.as_str()).collect();
+        let all: BTreeSet<&str> = Scenario::ALL[1..].iter().map(|s| s.name()).collect();
+        assert_eq!(covered, all, "the week exercises every scenario");
+        let mut checked: BTreeMap<&str, usize> = BTreeMap::new();
+        // Range of each scenario's main signal once settled, for the record.
+        let mut seen: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        let mut record = |k: &'static str, v: f64| {
+            let e = seen.entry(k).or_insert((v, v));
+            *e = (e.0.min(v), e.1.max(v));
+        };
+        for (i, series) in run.obs.iter().enumerate() {
+            let quiet_series = &q.run.obs[i];
+            for (k, o) in series.iter().enumerate() {
+                let normal = &quiet_series[k];
+                assert_eq!(normal.t_ns, o.t_ns);
+                let Some(l) = run
+                    .labels
+                    .iter()
+                    .find(|l| l.instance == run.names[i] && l.contains(o.t_ns))
+                else {
+                    let broken = broken_rules(q, i, o);
+                    assert!(
+                        broken.is_empty(),
+                        "instance {i} at {} outside any incident: {broken:?}",
+                        o.t_ns
+                    );
+                    continue;
+                };
+                let elapsed = (o.t_ns - l.start_ns) as f64 / 1e9;
+                let third = (l.end_ns - l.start_ns) as f64 / 1e9 / 3.0;
+                let settled = |ramp_s: f64| elapsed >= ramp_s.min(third);
+                let broken = broken_rules(q, i, o);
+                // Signatures of other scenarios that this one must not show.
+                let others = |allowed: &[&str]| {
+                    let stray: Vec<&String> = broken
+                        .iter()
+                        .filter(|b| !allowed.iter().any(|a| b.starts_with(a)))
+                        .collect();
+                    assert!(stray.is_empty(), "{} at +{elapsed}s: {stray:?}", l.name);
+                };
+                let at = format!("{} on {} at +{elapsed}s", l.name, l.instance);
+                match l.scenario {
+                    Scenario::DeadlockBurst => {
+                        assert!(
+                            (0.5..=3.0).contains(&o.deadlock_rate),
+                            "{at}: {} deadlocks/s",
+                            o.deadlock_rate
+                        );
+                        record("deadlock_burst deadlocks/s", o.deadlock_rate);
+                        others(&["deadlocks/s"]);
+                    }
+                    Scenario::PleCollapse => {
+                        if settled(6.0 * PLE_TAU_S) {
+                            assert!(o.ple < 100.0, "{at}: ple {}", o.ple);
+                            assert!(o.hit < 95.0, "{at}: hit ratio {}", o.hit);
+                            record("ple_collapse ple s", o.ple);
+                            record("ple_collapse hit %", o.hit);
+                        }
+                        if o.ple < 100.0 {
+                            record("ple_collapse first s under 100", elapsed);
+                        }
+                        others(&["ple", "PAGEIOLATCH_SH"]);
+                    }
+                    Scenario::LogFull => {
+                        if settled(LOG_FILL_S) {
+                            assert!(o.log_usage >= 95.0, "{at}: log {}%", o.log_usage);
+                            record("log_full log %", o.log_usage);
+                        }
+                        if o.log_usage >= 80.0 {
+                            record("log_full first s at 80 %", elapsed);
+                        }
+                        if elapsed == 0.0 {
+                            assert!(o.log_usage <= 60.0, "{at}: starts at {}%", o.log_usage);
+                        }
+                        others(&["log"]);
+                    }
+                    Scenario::TempdbPressure => {
+                        if settled(TEMPDB_FILL_S) {
+                            assert!(
+                                o.tempdb_free_frac < 0.05,
+                                "{at}: tempdb free {}",
+                                o.tempdb_free_frac
+                            );
+                            record("tempdb_pressure free share", o.tempdb_free_frac);
+                        }
+                        if o.tempdb_free_frac <= 0.25 {
+                            record("tempdb_pressure first s under 25 % free", elapsed);
+                        }
+                        others(&["tempdb"]);
+                    }
+                    Scenario::IoStall => {
+                        if settled(IO_RAMP_S) {
+                            assert!(
+                                (80.0..=300.0).contains(&o.io_ms),
+                                "{at}: {} ms per operation",
+                                o.io_ms
+                            );
+                            let h = hour_of_day(o.t_ns);
+                            for w in [1, 4] {
+                                let ratio = o.wait_rates[w] / q.typical_waits[i][h][w];
+                                assert!(ratio > 3.0, "{at}: {} only {ratio}×", WAITS[w].0);
+                                record("io_stall wait / typical", ratio);
+                            }
+                            record("io_stall ms per operation", o.io_ms);
+                        }
+                        others(&["io", "PAGEIOLATCH_SH", "WRITELOG"]);
+                    }
+                    Scenario::BatchDrop => {
+                        let share = o.batch_rate / normal.batch_rate;
+                        assert!(share < 0.15, "{at}: batches at {share:.3} of normal");
+                        let conns = o.conns / normal.conns;
+                        assert!(conns < 0.3, "{at}: connections at {conns:.2} of normal");
+                        record("batch_drop batches / normal", share);
+                        record("batch_drop connections / normal", conns);
+                        others(&["batch"]);
+                    }
+                    Scenario::WaitTimeSpike => {
+                        let ratios: Vec<f64> = (0..6)
+                            .map(|w| o.wait_rates[w] / normal.wait_rates[w])
+                            .collect();
+                        let spiked = ratios.iter().filter(|r| **r >= 5.0).count();
+                        let max = ratios.iter().copied().fold(0.0, f64::max);
+                        assert!(
+                            spiked == 1 && max <= 11.0,
+                            "{at}: wait ratios to normal {ratios:?}"
+                        );
+                        record("wait_time_spike wait / normal", max);
+                        let spiked_type = WAITS[ratios.iter().position(|r| *r >= 5.0).unwrap()].0;
+                        record(spiked_type, 1.0);
+                        others(&[spiked_type]);
+                    }
+                    Scenario::CpuStorm => assert!(o.cpu >= 90.0, "{at}: cpu {}", o.cpu),
+                    Scenario::BlockingChain => {
+                        assert!(o.blocked >= 5.0, "{at}: blocked {}", o.blocked)
+                    }
+                    Scenario::Quiet => unreachable!("quiet windows are not labelled"),
+                }
+                *checked.entry(l.scenario.name()).or_default() += 1;
+            }
+        }
+        eprintln!("settled signatures (min, max): {seen:#?}");
+        // Every tick of every window was checked (10 s scrapes).
+        for l in &run.labels {
+            assert!(checked[l.name.as_str()] > 0, "{}", l.name);
+        }
+        let expected: usize = run
+            .labels
+            .iter()
+            .map(|l| ((l.end_ns - l.start_ns) / 10_000_000_000) as usize)
+            .sum();
+        assert_eq!(checked.values().sum::<usize>(), expected);
+        // Full logs grow the log file.
+        for l in run
+            .labels
+            .iter()
+            .filter(|l| l.scenario == Scenario::LogFull)
+        {
+            let i = run
+                .names
+                .iter()
+                .position(|n| *n == l.instance)
+                .expect("name");
+            let at = |t: i64| {
+                run.obs[i]
+                    .iter()
+                    .find(|o| o.t_ns >= t)
+                    .expect("tick")
+                    .log_growths
+            };
+            assert!(at(l.end_ns - 10_000_000_000) >= at(l.start_ns) + 2.0);
+        }
+    }
+
+    #[test]
+    fn labels_cover_every_scenario() {
+        let specs: Vec<String> = Scenario::ALL
+            .iter()
+            .enumerate()
+            .map(|(k, s)| format!("{s}@{k}h+10m:{}", k % 2))
+            .collect();
+        let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+        let f = fleet(1, 2, &specs);
+        let labels = f.labels();
+        let names: BTreeSet<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+        let want: BTreeSet<&str> = Scenario::ALL[1..].iter().map(|s| s.name()).collect();
+        assert_eq!(names, want);
+        for l in &labels {
+            assert_eq!(l.name, l.scenario.name());
+            assert_eq!(l.end_ns - l.start_ns, 600_000_000_000);
+            assert!(!scenario_metric(l.scenario).is_empty());
+        }
+    }
+
+    #[test]
+    fn every_scenario_is_deterministic() {
+        // All scenarios at once, overlapping on the same instances.
+        let specs: Vec<String> = Scenario::ALL[1..]
+            .iter()
+            .enumerate()
+            .map(|(k, s)| format!("{s}@{}m+20m:{}", 2 * k, k % 2))
+            .collect();
+        let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+        let (mut a, mut b) = (fleet(5, 2, &specs), fleet(5, 2, &specs));
+        for tick in 0..200 {
+            let enc = |f: &mut Fleet| -> Vec<Vec<u8>> {
+                let mut out: Vec<Vec<u8>> =
+                    f.metrics(tick).iter().map(|r| r.encode_to_vec()).collect();
+                out.extend(f.logs(tick).iter().map(|r| r.encode_to_vec()));
+                out
+            };
+            assert_eq!(enc(&mut a), enc(&mut b), "tick {tick}");
+        }
+        // Replaying from the start gives the same bytes.
+        let late = a.metrics(150);
+        assert_eq!(b.metrics(150), late);
+        let mut c = fleet(5, 2, &specs);
+        assert_eq!(c.metrics(150), late);
+    }
+
+    #[test]
+    fn new_scenarios_write_their_error_log_lines() {
+        let specs = [
+            "deadlock_burst@0s+1h:0",
+            "log_full@0s+1h:1",
+            "tempdb_pressure@0s+1h:2",
+            "io_stall@0s+1h:3",
+        ];
+        let mut f = fleet(3, 5, &specs);
+        let mut errors: Vec<BTreeSet<i64>> = vec![BTreeSet::new(); 5];
+        for tick in 0..360 {
+            for req in f.logs(tick) {
+                for rl in &req.resource_logs {
+                    let res = attrs(&rl.resource.as_ref().expect("resource").attributes);
+                    let idx = f
+                        .instance_names()
+                        .iter()
+                        .position(|n| *n == res["sqlserver.instance.name"])
+                        .expect("instance");
+                    for rec in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                        let n = rec
+                            .attributes
+                            .iter()
+                            .find(|kv| kv.key == "sqlserver.error.number")
+                            .map(attr_str)
+                            .expect("error number");
+                        errors[idx].insert(n.parse().expect("int"));
+                    }
+                }
+            }
+        }
+        for (idx, code) in [(0, 1205), (1, 9002), (2, 1105), (3, 833)] {
+            assert!(
+                errors[idx].contains(&code),
+                "instance {idx}: {:?}",
+                errors[idx]
+            );
+        }
+        for code in [1205, 9002, 1105, 833] {
+            assert!(!errors[4].contains(&code), "quiet instance logged {code}");
+        }
+    }
+}

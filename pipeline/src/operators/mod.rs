@@ -2,13 +2,15 @@
 //!
 //! A micro-batch is the decoded samples of a handful of bus records. Operators run in a
 //! fixed chain — [`rate::RateOperator`] (cumulative counters → per-second series) then
-//! [`threshold::ThresholdOperator`] (rules such as `cpu_percent > 85 for 5m`, whose
-//! predicates DataFusion evaluates over Arrow batches) — each reading the batch and
-//! adding derived samples or anomaly events to it. Operator state is plain serde data
+//! [`rules::RuleOperator`] (threshold rules such as `cpu_percent > 85 for 5m`, whose
+//! predicates DataFusion evaluates over Arrow batches; baseline deviation against
+//! [`baseline`] estimators; rate of change; absence) — each reading the batch and adding
+//! derived samples or anomaly events to it. Operator state is plain serde data
 //! so the runtime can checkpoint it.
 
+pub mod baseline;
 pub mod rate;
-pub mod threshold;
+pub mod rules;
 
 use crate::error::Result;
 use sqlvigil_model::{AnomalyEvent, Sample};

@@ -91,18 +91,43 @@ impl RateOperator {
     }
 }
 
+const LATENCY_RATE: &str = "sqlserver.database.latency.per_second";
+const OPERATIONS_RATE: &str = "sqlserver.database.operations.per_second";
+
+/// Stall seconds per operation for each file whose latency and operation rates were
+/// both derived at the same time (their ratio: the deltas share one interval).
+fn latency_per_operation(rates: &[Sample]) -> Vec<Sample> {
+    let ops: HashMap<(u64, i64), f64> = rates
+        .iter()
+        .filter(|s| s.key.metric == OPERATIONS_RATE)
+        .map(|s| ((s.key.renamed("").id(), s.time_ns), s.value))
+        .collect();
+    rates
+        .iter()
+        .filter(|s| s.key.metric == LATENCY_RATE)
+        .filter_map(|s| {
+            let per_second = ops
+                .get(&(s.key.renamed("").id(), s.time_ns))
+                .filter(|o| **o > 0.0)?;
+            let key = s.key.renamed(catalogue::LATENCY_PER_OPERATION);
+            Some(Sample::gauge(key, s.time_ns, s.value / per_second, "s"))
+        })
+        .collect()
+}
+
 impl Operator for RateOperator {
     fn name(&self) -> &'static str {
         "rate"
     }
 
     fn process(&mut self, batch: &mut MicroBatch) -> Result<()> {
-        let derived: Vec<Sample> = batch
+        let mut derived: Vec<Sample> = batch
             .samples
             .iter()
             .filter(|s| Self::is_counter(s))
             .filter_map(|s| self.rate(s))
             .collect();
+        derived.extend(latency_per_operation(&derived));
         Stats::add(&self.stats.derived_points, derived.len() as u64);
         batch.samples.extend(derived);
         Ok(())
@@ -185,6 +210,33 @@ mod tests {
         };
         let rates = run(vec![g(0, 100.0), g(10, 600.0), g(5, 50.0), g(20, 1600.0)]);
         assert_eq!(rates, vec![50.0, 100.0]);
+    }
+
+    #[test]
+    fn derives_latency_per_operation_per_file() {
+        let file = |metric: &str, t: i64, v: f64| Sample {
+            key: SeriesKey::new("i", "h", "sales", metric).with_attr("direction", "read"),
+            ..counter(t, v, 0)
+        };
+        let samples = vec![
+            file("sqlserver.database.latency", 0, 10.0),
+            file("sqlserver.database.operations", 0, 1000.0),
+            file("sqlserver.database.latency", 10, 12.0),
+            file("sqlserver.database.operations", 10, 1100.0),
+        ];
+        let mut op = RateOperator::new(Arc::new(Stats::default()));
+        let mut batch = MicroBatch {
+            samples,
+            events: vec![],
+        };
+        op.process(&mut batch).unwrap();
+        let per_op: Vec<f64> = batch
+            .samples
+            .iter()
+            .filter(|s| s.key.metric == catalogue::LATENCY_PER_OPERATION)
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(per_op, vec![0.02], "2 s of stall over 100 operations");
     }
 
     #[test]

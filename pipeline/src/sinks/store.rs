@@ -228,6 +228,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Points matching `filter` as a stream of batches in (time, series) order, for
+    /// replays over more data than fits in memory.
+    pub async fn stream_metrics(
+        &self,
+        filter: &MetricFilter,
+    ) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
+        let (_ctx, df) = self
+            .frame("metrics", &self.metrics, sample_schema())
+            .await?;
+        let df = Self::apply(df, filter)?.sort(vec![
+            col("time").sort(true, false),
+            col("series_id").sort(true, false),
+        ])?;
+        Ok(df.execute_stream().await?)
+    }
+
     /// Distinct series matching `filter` (time bounds apply to their points).
     pub async fn series(&self, filter: &MetricFilter) -> Result<Vec<SeriesInfo>> {
         let (_ctx, df) = self

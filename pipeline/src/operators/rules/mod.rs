@@ -1,0 +1,763 @@
+//! Anomaly rules from YAML and the anomaly lifecycle.
+//!
+//! Four kinds of rule, each in its own file, chosen by the fields a rule sets:
+//!
+//! ```yaml
+//! - name: cpu_storm                  # threshold for a duration (threshold.rs)
+//!   when: "cpu_percent > 85"         #   DataFusion SQL over one metric
+//!   for: 5m
+//! - name: wait_time_spike            # baseline deviation (deviation.rs)
+//!   metric: wait_seconds_per_sec
+//!   baseline: seasonal_hour_of_week  #   ewma | median_mad | seasonal_hour_of_week
+//!   deviation: 4.0                   #   robust z-score ≥ 4
+//! - name: batch_request_drop         # rate of change (change.rs)
+//!   metric: batch_requests_per_sec
+//!   change: -60%                     #   relative to the value `over` ago
+//!   over: 5m
+//! - name: cpu_series_absent          # absence (absence.rs)
+//!   metric: cpu_percent
+//!   absent_for: 5m
+//! ```
+//!
+//! Every kind judges each point (breach or not, expected value, score); the lifecycle
+//! here turns judgements into events: a breach held for `for` opens an anomaly (once the
+//! fingerprint's cooldown has passed), a worse score updates it, and `resolve_after` of
+//! calm resolves it (hysteresis). Rules are validated at load; errors name the rule and
+//! the field.
+
+pub mod absence;
+pub mod change;
+pub mod deviation;
+pub mod threshold;
+
+use super::baseline::{Baseline, BaselineConfig, BaselineKind};
+use super::{MicroBatch, Operator};
+use crate::config::{duration_str, opt_duration_str};
+use crate::error::{PipelineError, Result};
+use crate::stats::Stats;
+use serde::{Deserialize, Serialize};
+use sqlvigil_model::{
+    catalogue, ns_to_datetime, Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState,
+    EvidencePoint, Sample, SeriesKey, Severity,
+};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Evidence points kept per open or breaching series.
+const EVIDENCE_POINTS: usize = 30;
+const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(60);
+const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// Which side of the baseline counts for deviation rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Above,
+    Below,
+    Both,
+}
+
+/// A rule as written in YAML. Exactly one of `when`, `deviation`, `change`,
+/// `absent_for` says which kind it is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique rule name; part of the anomaly fingerprint.
+    pub name: String,
+    /// Threshold rules: condition over one metric, e.g. `cpu_percent > 85`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// The metric (alias or receiver name) for the other kinds, or what `value` means in `when`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// How long the condition must hold before the anomaly opens (default 0).
+    #[serde(rename = "for", default, with = "duration_str")]
+    pub for_: Duration,
+    /// How long the condition must be false before the anomaly resolves (default 1m).
+    #[serde(
+        default,
+        with = "opt_duration_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub resolve_after: Option<Duration>,
+    /// After a resolve, the same rule and series cannot reopen for this long (default 5m).
+    #[serde(
+        default,
+        with = "opt_duration_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cooldown: Option<Duration>,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    /// Deviation rules: which baseline (default `ewma`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineKind>,
+    /// Deviation rules: robust z-score that counts as a breach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deviation: Option<f64>,
+    /// Deviation rules: above (default), below or both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Rate-of-change rules: relative change such as `-60%` or `+200%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+    /// Rate-of-change rules: compared with the value this long ago (default 5m).
+    #[serde(
+        default,
+        with = "opt_duration_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub over: Option<Duration>,
+    /// Absence rules: a series silent this long (in event time) is an anomaly.
+    #[serde(
+        default,
+        with = "opt_duration_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub absent_for: Option<Duration>,
+    /// Only series whose point attributes have these values, e.g. `{tempdb.state: free}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+fn default_severity() -> Severity {
+    Severity::Warning
+}
+
+impl RuleConfig {
+    /// A threshold rule (tests and defaults).
+    pub fn threshold(name: &str, when: &str, for_: Duration) -> Self {
+        RuleConfig {
+            name: name.into(),
+            when: Some(when.into()),
+            metric: None,
+            for_,
+            resolve_after: None,
+            cooldown: None,
+            severity: Severity::Warning,
+            baseline: None,
+            deviation: None,
+            direction: None,
+            change: None,
+            over: None,
+            absent_for: None,
+            attributes: Default::default(),
+        }
+    }
+
+    /// Whether the rule watches this series.
+    pub fn selects(&self, key: &SeriesKey) -> bool {
+        self.attributes
+            .iter()
+            .all(|(k, v)| key.attributes.get(k) == Some(v))
+    }
+}
+
+pub(crate) fn rule_err(rule: &RuleConfig, message: impl Into<String>) -> PipelineError {
+    PipelineError::Rule {
+        rule: rule.name.clone(),
+        message: message.into(),
+    }
+}
+
+/// What a rule thinks of one point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    pub breach: bool,
+    /// What the rule expected (threshold, baseline, earlier value).
+    pub expected: Option<f64>,
+    /// How bad: larger is worse; compared to keep the peak while open.
+    pub score: f64,
+}
+
+/// The kind-specific part of a rule.
+pub enum RuleKind {
+    Threshold(threshold::Threshold),
+    Deviation(deviation::Deviation),
+    Change(change::Change),
+    Absence(absence::Absence),
+}
+
+/// A rule ready to evaluate.
+pub struct CompiledRule {
+    pub config: RuleConfig,
+    /// Series metric name the rule reads.
+    pub metric: String,
+    pub kind: RuleKind,
+}
+
+/// An alias or receiver metric name → the series name.
+fn resolve_metric(config: &RuleConfig) -> Result<String> {
+    let m = config
+        .metric
+        .as_deref()
+        .ok_or_else(|| rule_err(config, "field `metric` is required for this kind of rule"))?;
+    if m.trim().is_empty() {
+        return Err(rule_err(config, "field `metric` must not be empty"));
+    }
+    Ok(catalogue::resolve_alias(m).unwrap_or(m).to_string())
+}
+
+impl CompiledRule {
+    /// Parse and plan the rule; errors name the rule and the field.
+    pub fn compile(config: &RuleConfig) -> Result<CompiledRule> {
+        if config.name.trim().is_empty() {
+            return Err(rule_err(config, "field `name` must not be empty"));
+        }
+        let kinds = [
+            config.when.is_some(),
+            config.deviation.is_some(),
+            config.change.is_some(),
+            config.absent_for.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(rule_err(
+                config,
+                "give exactly one of the fields `when`, `deviation`, `change`, `absent_for`",
+            ));
+        }
+        let (metric, kind) = if let Some(when) = &config.when {
+            let (metric, t) = threshold::Threshold::compile(config, when)?;
+            (metric, RuleKind::Threshold(t))
+        } else if config.deviation.is_some() {
+            (
+                resolve_metric(config)?,
+                RuleKind::Deviation(deviation::Deviation::compile(config)?),
+            )
+        } else if config.change.is_some() {
+            (
+                resolve_metric(config)?,
+                RuleKind::Change(change::Change::compile(config)?),
+            )
+        } else {
+            (
+                resolve_metric(config)?,
+                RuleKind::Absence(absence::Absence::compile(config)?),
+            )
+        };
+        Ok(CompiledRule {
+            config: config.clone(),
+            metric,
+            kind,
+        })
+    }
+
+    fn condition(&self) -> String {
+        let c = &self.config;
+        let for_ = if c.for_.is_zero() {
+            String::new()
+        } else {
+            format!(" for {}", humantime::format_duration(c.for_))
+        };
+        match &self.kind {
+            RuleKind::Threshold(_) => format!("{}{for_}", c.when.as_deref().unwrap_or_default()),
+            RuleKind::Deviation(d) => format!(
+                "{} deviates from its {} baseline by z ≥ {}{for_}",
+                self.metric,
+                d.baseline_name(),
+                d.k
+            ),
+            RuleKind::Change(ch) => format!(
+                "{} changes by {} over {}{for_}",
+                self.metric,
+                ch.describe(),
+                humantime::format_duration(ch.over)
+            ),
+            RuleKind::Absence(a) => format!(
+                "{} silent for {}",
+                self.metric,
+                humantime::format_duration(a.after)
+            ),
+        }
+    }
+}
+
+/// Per rule and series.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SeriesState {
+    /// The series (kept for rules that fire without a point: absence).
+    pub key: Option<SeriesKey>,
+    /// Event time of the last point judged (points at or before it are replays).
+    pub last_seen: Option<i64>,
+    breach_since: Option<i64>,
+    clear_since: Option<i64>,
+    /// Best (score, value) while breaching.
+    peak: Option<(f64, f64)>,
+    open: Option<Anomaly>,
+    evidence: VecDeque<EvidencePoint>,
+    cooldown_until: i64,
+    /// Deviation rules.
+    pub baseline: Option<Baseline>,
+    /// Rate-of-change rules: (time, value) over the comparison span.
+    pub history: VecDeque<(i64, f64)>,
+}
+
+impl SeriesState {
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+}
+
+/// The lifecycle: advance one series by one judged point; returns the event it caused.
+fn step(
+    rule: &CompiledRule,
+    st: &mut SeriesState,
+    key: &SeriesKey,
+    t: i64,
+    v: f64,
+    j: Judgement,
+) -> Option<AnomalyEvent> {
+    let time = ns_to_datetime(t);
+    if !j.breach {
+        st.breach_since = None;
+        st.peak = None;
+        st.evidence.clear();
+        let open = st.open.as_ref()?;
+        let since = *st.clear_since.get_or_insert(t);
+        let resolve_after = rule
+            .config
+            .resolve_after
+            .unwrap_or(DEFAULT_RESOLVE_AFTER)
+            .as_nanos() as i64;
+        if t - since < resolve_after {
+            return None;
+        }
+        let mut anomaly = open.clone();
+        st.open = None;
+        st.clear_since = None;
+        st.cooldown_until = t + rule.config.cooldown.unwrap_or(DEFAULT_COOLDOWN).as_nanos() as i64;
+        anomaly.state = AnomalyState::Resolved;
+        anomaly.updated_at = time;
+        anomaly.resolved_at = Some(time);
+        return Some(AnomalyEvent {
+            event: AnomalyEventKind::Resolve,
+            anomaly,
+        });
+    }
+    st.clear_since = None;
+    let since = *st.breach_since.get_or_insert(t);
+    st.evidence.push_back(EvidencePoint { time, value: v });
+    if st.evidence.len() > EVIDENCE_POINTS {
+        st.evidence.pop_front();
+    }
+    if st.peak.is_none_or(|(s, _)| j.score > s) {
+        st.peak = Some((j.score, v));
+    }
+    if let Some(a) = st.open.as_mut() {
+        a.updated_at = time;
+        if j.score > a.score {
+            (a.score, a.observed) = (j.score, v);
+            a.evidence = st.evidence.iter().cloned().collect();
+            return Some(AnomalyEvent {
+                event: AnomalyEventKind::Update,
+                anomaly: a.clone(),
+            });
+        }
+        return None;
+    }
+    if t - since < rule.config.for_.as_nanos() as i64 || t < st.cooldown_until {
+        return None;
+    }
+    let (score, observed) = st.peak.unwrap_or((j.score, v));
+    let fingerprint = Anomaly::fingerprint_for(&rule.config.name, key);
+    let anomaly = Anomaly {
+        id: format!("{fingerprint}-{t}"),
+        fingerprint,
+        rule: rule.config.name.clone(),
+        condition: rule.condition(),
+        series_id: key.id_hex(),
+        series: key.clone(),
+        severity: rule.config.severity,
+        state: AnomalyState::Open,
+        opened_at: time,
+        updated_at: time,
+        resolved_at: None,
+        observed,
+        expected: j.expected,
+        score,
+        evidence: st.evidence.iter().cloned().collect(),
+    };
+    st.open = Some(anomaly.clone());
+    Some(AnomalyEvent {
+        event: AnomalyEventKind::Open,
+        anomaly,
+    })
+}
+
+fn count(stats: &Stats, ev: &AnomalyEvent) {
+    match ev.event {
+        AnomalyEventKind::Open => Stats::add(&stats.anomalies_opened, 1),
+        AnomalyEventKind::Resolve => Stats::add(&stats.anomalies_resolved, 1),
+        AnomalyEventKind::Update => {}
+    }
+}
+
+/// Runs every rule over each micro-batch.
+pub struct RuleOperator {
+    rules: Vec<CompiledRule>,
+    /// (rule index, series id) → state.
+    states: HashMap<(usize, u64), SeriesState>,
+    baseline: BaselineConfig,
+    /// Highest event time seen: the clock absence rules measure silence against.
+    watermark: i64,
+    stats: Arc<Stats>,
+}
+
+impl RuleOperator {
+    pub fn new(rules: &[RuleConfig], baseline: BaselineConfig, stats: Arc<Stats>) -> Result<Self> {
+        let rules = rules
+            .iter()
+            .map(CompiledRule::compile)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RuleOperator {
+            rules,
+            states: HashMap::new(),
+            baseline,
+            watermark: 0,
+            stats,
+        })
+    }
+
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    fn apply_rule(
+        &mut self,
+        r: usize,
+        samples: &[Sample],
+        events: &mut Vec<AnomalyEvent>,
+    ) -> Result<()> {
+        let rule = &self.rules[r];
+        let mut points: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.key.metric == rule.metric && rule.config.selects(&s.key))
+            .collect();
+        if points.is_empty() {
+            return Ok(());
+        }
+        points.sort_by_cached_key(|s| (s.key.id(), s.time_ns));
+        // Threshold predicates are evaluated by DataFusion over the whole batch at once.
+        let precomputed = match &rule.kind {
+            RuleKind::Threshold(t) => Some(t.judge_all(rule, &points)?),
+            _ => None,
+        };
+        for (i, s) in points.into_iter().enumerate() {
+            let rule = &self.rules[r];
+            let st = self.states.entry((r, s.key.id())).or_default();
+            if st.last_seen.is_some_and(|seen| s.time_ns <= seen) {
+                continue; // a replayed or late point: already judged
+            }
+            st.last_seen = Some(s.time_ns);
+            let judgement = match (&rule.kind, &precomputed) {
+                (RuleKind::Threshold(_), Some(all)) => all[i],
+                (RuleKind::Deviation(d), _) => d.judge(st, &self.baseline, s.time_ns, s.value),
+                (RuleKind::Change(c), _) => c.judge(st, s.time_ns, s.value),
+                (RuleKind::Absence(_), _) => {
+                    st.key.get_or_insert_with(|| s.key.clone());
+                    Judgement {
+                        breach: false,
+                        expected: None,
+                        score: 0.0,
+                    }
+                }
+                (RuleKind::Threshold(_), None) => continue,
+            };
+            if let Some(ev) = step(rule, st, &s.key, s.time_ns, s.value, judgement) {
+                count(&self.stats, &ev);
+                events.push(ev);
+            }
+        }
+        Ok(())
+    }
+
+    /// Absence rules fire on silence, measured against the watermark after each batch.
+    fn check_absences(&mut self, events: &mut Vec<AnomalyEvent>) {
+        for ((r, _), st) in self.states.iter_mut() {
+            let rule = &self.rules[*r];
+            let RuleKind::Absence(a) = &rule.kind else {
+                continue;
+            };
+            let Some(key) = st.key.clone() else { continue };
+            if let Some((j, t)) = a.judge_silence(st, self.watermark) {
+                if let Some(ev) = step(rule, st, &key, t, j.score, j) {
+                    count(&self.stats, &ev);
+                    events.push(ev);
+                }
+            }
+        }
+    }
+}
+
+impl Operator for RuleOperator {
+    fn name(&self) -> &'static str {
+        "rules"
+    }
+
+    fn process(&mut self, batch: &mut MicroBatch) -> Result<()> {
+        if let Some(max) = batch.samples.iter().map(|s| s.time_ns).max() {
+            self.watermark = self.watermark.max(max);
+        }
+        for r in 0..self.rules.len() {
+            self.apply_rule(r, &batch.samples, &mut batch.events)?;
+        }
+        self.check_absences(&mut batch.events);
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<serde_json::Value> {
+        // Keyed by rule name so a reordered rule file restores correctly.
+        let entries: Vec<(String, u64, &SeriesState)> = self
+            .states
+            .iter()
+            .map(|((r, id), s)| (self.rules[*r].config.name.clone(), *id, s))
+            .collect();
+        Ok(serde_json::json!({ "watermark": self.watermark, "states": entries }))
+    }
+
+    fn restore(&mut self, state: serde_json::Value) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Saved {
+            watermark: i64,
+            states: Vec<(String, u64, SeriesState)>,
+        }
+        let saved: Saved = serde_json::from_value(state)?;
+        self.watermark = saved.watermark;
+        for (name, id, s) in saved.states {
+            if let Some(r) = self.rules.iter().position(|rule| rule.config.name == name) {
+                self.states.insert((r, id), s);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(when: &str, for_: u64) -> RuleConfig {
+        RuleConfig {
+            resolve_after: Some(Duration::from_secs(30)),
+            severity: Severity::Critical,
+            ..RuleConfig::threshold("cpu_storm", when, Duration::from_secs(for_))
+        }
+    }
+
+    fn key(metric: &str) -> SeriesKey {
+        SeriesKey::new("sql1", "h", "", metric)
+    }
+
+    fn cpu(t_s: i64, v: f64) -> Sample {
+        Sample::gauge(
+            key("sqlserver.cpu.utilization"),
+            t_s * 1_000_000_000,
+            v,
+            "%",
+        )
+    }
+
+    fn op(rules: &[RuleConfig]) -> RuleOperator {
+        RuleOperator::new(rules, BaselineConfig::default(), Arc::new(Stats::default())).unwrap()
+    }
+
+    fn run(op: &mut RuleOperator, samples: Vec<Sample>) -> Vec<AnomalyEvent> {
+        let mut b = MicroBatch {
+            samples,
+            events: vec![],
+        };
+        op.process(&mut b).unwrap();
+        b.events
+    }
+
+    fn kinds(ev: &[AnomalyEvent]) -> Vec<AnomalyEventKind> {
+        ev.iter().map(|e| e.event).collect()
+    }
+
+    #[test]
+    fn threshold_opens_after_the_duration_and_resolves_with_hysteresis() {
+        let mut op = op(&[rule("cpu_percent > 85", 60)]);
+        // Breach from t=10; 59 s is not enough, 60 s opens.
+        assert!(run(
+            &mut op,
+            vec![cpu(0, 50.0), cpu(10, 90.0), cpu(40, 95.0), cpu(69, 91.0)]
+        )
+        .is_empty());
+        let ev = run(&mut op, vec![cpu(70, 92.0)]);
+        assert_eq!(kinds(&ev), vec![AnomalyEventKind::Open]);
+        let a = &ev[0].anomaly;
+        assert_eq!((a.observed, a.expected), (95.0, Some(85.0)));
+        assert!((a.score - 95.0 / 85.0).abs() < 1e-9);
+        assert_eq!(a.evidence.len(), 4);
+        assert_eq!(a.condition, "cpu_percent > 85 for 1m");
+        // A dip shorter than resolve_after does not resolve; a long one does.
+        let ev = run(
+            &mut op,
+            vec![cpu(80, 10.0), cpu(90, 99.0), cpu(100, 10.0), cpu(129, 10.0)],
+        );
+        assert_eq!(kinds(&ev), vec![AnomalyEventKind::Update]);
+        let ev = run(&mut op, vec![cpu(130, 10.0)]);
+        assert_eq!(kinds(&ev), vec![AnomalyEventKind::Resolve]);
+        assert_eq!(ev[0].anomaly.state, AnomalyState::Resolved);
+        // Cooldown (default 5m): a new breach right away does not reopen…
+        assert!(run(&mut op, vec![cpu(140, 99.0), cpu(300, 99.0)]).is_empty());
+        // …but one after the cooldown does.
+        assert_eq!(
+            kinds(&run(&mut op, vec![cpu(440, 99.0)])),
+            vec![AnomalyEventKind::Open]
+        );
+        // Replayed (already judged) points are ignored.
+        assert!(run(&mut op, vec![cpu(70, 99.0), cpu(440, 99.0)]).is_empty());
+    }
+
+    #[test]
+    fn below_rules_and_value_with_metric() {
+        let mut cfg = rule("value < 100", 0);
+        cfg.metric = Some("sqlserver.page.life_expectancy".into());
+        let mut op = op(&[cfg]);
+        let ple = Sample::gauge(key("sqlserver.page.life_expectancy"), 1, 20.0, "s");
+        assert_eq!(run(&mut op, vec![ple])[0].anomaly.score, 5.0);
+    }
+
+    #[test]
+    fn bad_rules_name_the_rule_and_field() {
+        let err = |r: RuleConfig| {
+            CompiledRule::compile(&r)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err(rule("nosuch > 1", 1)).contains("rule `cpu_storm`: field `when`"));
+        assert!(err(rule("cpu_percent + 1", 1)).contains("must be a condition"));
+        assert!(err(rule("cpu_percent > 1 and blocked_processes > 2", 1))
+            .contains("exactly one metric"));
+        assert!(err(rule("value > 1", 1)).contains("field `metric` is required"));
+        assert!(err(rule("cpu_percent >", 1)).contains("field `when`"));
+        let mut both = rule("cpu_percent > 1", 1);
+        both.deviation = Some(3.0);
+        assert!(err(both).contains("exactly one of"));
+        let mut dev = RuleConfig {
+            when: None,
+            deviation: Some(-1.0),
+            metric: Some("cpu_percent".into()),
+            ..rule("", 0)
+        };
+        dev.name = "d".into();
+        assert!(err(dev.clone()).contains("field `deviation`"));
+        dev.deviation = Some(3.0);
+        dev.metric = None;
+        assert!(err(dev).contains("field `metric` is required"));
+        let ch = RuleConfig {
+            when: None,
+            change: Some("half".into()),
+            metric: Some("cpu_percent".into()),
+            ..rule("", 0)
+        };
+        assert!(err(ch).contains("field `change`"));
+        let ab = RuleConfig {
+            when: None,
+            absent_for: Some(Duration::ZERO),
+            metric: Some("cpu_percent".into()),
+            ..rule("", 0)
+        };
+        assert!(err(ab).contains("field `absent_for`"));
+    }
+
+    #[test]
+    fn checkpoint_restores_an_open_anomaly() {
+        let mut a = op(&[rule("cpu_percent > 85", 0)]);
+        assert_eq!(run(&mut a, vec![cpu(0, 90.0)]).len(), 1);
+        let mut b = op(&[rule("cpu_percent > 85", 0)]);
+        b.restore(a.checkpoint().unwrap()).unwrap();
+        assert!(run(&mut b, vec![cpu(100, 10.0)]).is_empty());
+        assert_eq!(
+            kinds(&run(&mut b, vec![cpu(140, 10.0)])),
+            vec![AnomalyEventKind::Resolve]
+        );
+    }
+
+    #[test]
+    fn deviation_fires_on_an_outlier_after_warm_up_only() {
+        let cfg = RuleConfig {
+            when: None,
+            metric: Some("cpu_percent".into()),
+            deviation: Some(4.0),
+            baseline: Some(BaselineKind::Ewma),
+            ..rule("", 0)
+        };
+        let mut op = op(&[RuleConfig {
+            name: "cpu_spike".into(),
+            ..cfg
+        }]);
+        // Warm-up: even a wild value does not fire before the baseline is trusted.
+        assert!(run(&mut op, vec![cpu(0, 500.0)]).is_empty());
+        let normal: Vec<Sample> = (1..200)
+            .map(|i| cpu(i * 10, 40.0 + (i % 5) as f64))
+            .collect();
+        assert!(run(&mut op, normal).is_empty());
+        let ev = run(&mut op, vec![cpu(2000, 95.0)]);
+        assert_eq!(kinds(&ev), vec![AnomalyEventKind::Open]);
+        let a = &ev[0].anomaly;
+        assert!(
+            a.expected.is_some_and(|e| (38.0..46.0).contains(&e)),
+            "{:?}",
+            a.expected
+        );
+        assert!(a.score >= 4.0 && a.condition.contains("EWMA"), "{a:?}");
+    }
+
+    #[test]
+    fn rate_of_change_fires_on_a_drop() {
+        let cfg = RuleConfig {
+            name: "batch_drop".into(),
+            when: None,
+            metric: Some("batch_requests_per_sec".into()),
+            change: Some("-60%".into()),
+            over: Some(Duration::from_secs(60)),
+            ..rule("", 0)
+        };
+        let mut op = op(&[cfg]);
+        let br = |t: i64, v: f64| {
+            Sample::gauge(
+                key("sqlserver.batch.request.rate.per_second"),
+                t * 1_000_000_000,
+                v,
+                "/s",
+            )
+        };
+        assert!(run(&mut op, (0..10).map(|i| br(i * 10, 1000.0)).collect()).is_empty());
+        let ev = run(&mut op, vec![br(100, 300.0)]);
+        assert_eq!(kinds(&ev), vec![AnomalyEventKind::Open]);
+        assert_eq!(ev[0].anomaly.expected, Some(1000.0));
+    }
+
+    #[test]
+    fn absence_fires_on_silence_against_the_watermark_and_resolves_on_return() {
+        let cfg = RuleConfig {
+            name: "cpu_absent".into(),
+            when: None,
+            metric: Some("cpu_percent".into()),
+            absent_for: Some(Duration::from_secs(60)),
+            resolve_after: Some(Duration::ZERO),
+            ..rule("", 0)
+        };
+        let mut op = op(&[cfg]);
+        let other = |t: i64| {
+            Sample::gauge(
+                key("sqlserver.user.connection.count"),
+                t * 1_000_000_000,
+                1.0,
+                "1",
+            )
+        };
+        assert!(run(&mut op, vec![cpu(0, 10.0), other(0)]).is_empty());
+        assert!(run(&mut op, vec![other(50)]).is_empty());
+        let ev = run(&mut op, vec![other(61)]);
+        assert_eq!(kinds(&ev), vec![AnomalyEventKind::Open]);
+        assert_eq!(ev[0].anomaly.series.metric, "sqlserver.cpu.utilization");
+        let ev = run(&mut op, vec![cpu(70, 10.0)]);
+        assert_eq!(kinds(&ev), vec![AnomalyEventKind::Resolve]);
+    }
+}
