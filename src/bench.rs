@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Which benchmark: ingest.
+    /// Which benchmark: ingest, operators.
     name: String,
     /// A smaller run (under 30 s).
     #[arg(long)]
@@ -31,7 +31,8 @@ pub struct BenchArgs {
 pub async fn run(args: BenchArgs) -> Result<()> {
     match args.name.as_str() {
         "ingest" => ingest(args.quick).await,
-        other => bail!("unknown benchmark `{other}`; available: ingest"),
+        "operators" => crate::bench_operators::run(args.quick).await,
+        other => bail!("unknown benchmark `{other}`; available: ingest, operators"),
     }
 }
 
@@ -156,4 +157,77 @@ async fn ingest(quick: bool) -> Result<()> {
     );
     println!("ingest_grpc_loopback: {grpc:.0} points/s");
     Ok(())
+}
+
+fn kv(k: &str, v: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+    }
+}
+
+fn cpu_metric(
+    points: Vec<opentelemetry_proto::tonic::metrics::v1::NumberDataPoint>,
+) -> opentelemetry_proto::tonic::metrics::v1::Metric {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Gauge, Metric};
+    Metric {
+        name: "sqlserver.cpu.utilization".into(),
+        unit: "%".into(),
+        data: Some(Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    }
+}
+
+fn point(series: &str, t: i64, v: f64) -> opentelemetry_proto::tonic::metrics::v1::NumberDataPoint {
+    use opentelemetry_proto::tonic::metrics::v1::{number_data_point, NumberDataPoint};
+    NumberDataPoint {
+        attributes: vec![kv("series", series)],
+        time_unix_nano: t as u64,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    }
+}
+
+/// A request of `points` quiet CPU points (one per series) at event time `t`.
+pub fn gauge_request(
+    instance: &str,
+    seq: usize,
+    points: usize,
+    t: i64,
+) -> ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let pts = (0..points)
+        .map(|i| point(&format!("{}", (seq * points + i) % 100_000), t, 20.0))
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("sqlserver.instance.name", instance)],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![cpu_metric(pts)],
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// Add one breaching point on a series of its own (so each opens a new anomaly).
+pub fn add_breach(req: &mut ExportMetricsServiceRequest, seq: usize, t: i64) {
+    if let Some(sm) = req
+        .resource_metrics
+        .first_mut()
+        .and_then(|rm| rm.scope_metrics.first_mut())
+    {
+        sm.metrics
+            .push(cpu_metric(vec![point(&format!("breach-{seq}"), t, 99.0)]));
+    }
 }

@@ -240,7 +240,8 @@ impl AnalyticsService {
         loop {
             let batch = sub.next_batch(64, Duration::from_millis(250)).await?;
             if batch.is_empty() {
-                if *stop.borrow() && self.bus.pending(&topic) == 0 {
+                if *stop.borrow() && self.bus.pending(&topic, crate::runtime::ANALYTICS_GROUP) == 0
+                {
                     return Ok(());
                 }
                 continue;

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const OPERATORS_GROUP: &str = "sqlvigil-operators";
-const ANALYTICS_GROUP: &str = "sqlvigil-analytics";
+pub(crate) const ANALYTICS_GROUP: &str = "sqlvigil-analytics";
 const CHECKPOINT: &str = "operators";
 /// Operator state is checkpointed at most this often (and at shutdown).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
@@ -283,7 +283,7 @@ impl TelemetryWorker {
         let batch = sub
             .next_batch(ops.batch_records, ops.batch_interval)
             .await?;
-        if batch.is_empty() && *stop.borrow() && self.bus.pending(topic) == 0 {
+        if batch.is_empty() && *stop.borrow() && self.bus.pending(topic, OPERATORS_GROUP) == 0 {
             return Ok(None);
         }
         Ok(Some(batch))

@@ -142,12 +142,12 @@ impl Bus for MemoryBus {
         }))
     }
 
-    fn pending(&self, topic_name: &str) -> u64 {
+    fn pending(&self, topic_name: &str, group: &str) -> u64 {
         let topic = self.topic(topic_name);
         (0..topic.partitions.len())
             .map(|i| {
                 let p = topic.partition(i);
-                let low = p.committed.values().min().copied().unwrap_or(p.end());
+                let low = p.committed.get(group).copied().unwrap_or(p.base);
                 p.end().saturating_sub(low)
             })
             .sum()
@@ -244,7 +244,7 @@ mod tests {
         let got = sub.next_batch(10, Duration::from_millis(50)).await.unwrap();
         assert_eq!(got.len(), 3);
         sub.ack(&got[..1]).await.unwrap();
-        assert_eq!(bus.pending("t"), 2);
+        assert_eq!(bus.pending("t", "g"), 2);
         drop(sub);
         let mut again = bus.subscribe("t", "g").await.unwrap();
         let got = again
@@ -253,7 +253,7 @@ mod tests {
             .unwrap();
         assert_eq!(got.len(), 2, "the two unacknowledged records come back");
         again.ack(&got).await.unwrap();
-        assert_eq!(bus.pending("t"), 0);
+        assert_eq!(bus.pending("t", "g"), 0);
     }
 
     #[tokio::test]

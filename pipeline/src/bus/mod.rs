@@ -53,8 +53,8 @@ pub trait Bus: Send + Sync + 'static {
     /// Join consumer `group` on `topic`, resuming after its last acknowledged records.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
 
-    /// Records published but not yet acknowledged by every group (for drain on shutdown).
-    fn pending(&self, topic: &str) -> u64;
+    /// Records published but not yet acknowledged by `group` (for drain on shutdown).
+    fn pending(&self, topic: &str, group: &str) -> u64;
 }
 
 #[async_trait]
