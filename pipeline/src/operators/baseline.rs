@@ -411,6 +411,10 @@ pub struct Baseline {
     params: Params,
     /// Observations learnt (saturating).
     learned: u32,
+    /// The only estimator kept up to date (`None`: all three). A rule needs one, and the
+    /// others' buffers (most of the bytes) are then never allocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    only: Option<BaselineKind>,
     /// Latest event time seen (learnt or not).
     last_seen_ns: Option<i64>,
     ewma: Ewma,
@@ -424,6 +428,18 @@ impl Baseline {
             params: Params::from_config(cfg),
             ..Baseline::default()
         }
+    }
+
+    /// A baseline that maintains only `kind` (what a deviation rule uses).
+    pub fn for_kind(cfg: &BaselineConfig, kind: BaselineKind) -> Self {
+        Baseline {
+            only: Some(kind),
+            ..Baseline::new(cfg)
+        }
+    }
+
+    fn tracks(&self, kind: BaselineKind) -> bool {
+        self.only.is_none_or(|k| k == kind)
     }
 
     /// Expectation for a value observed at `t_ns` (BEFORE updating with it), None during warm-up.
@@ -493,7 +509,7 @@ impl Baseline {
         // Median/MAD ring.
         let window = p.mad_window as usize;
         let v = value as f32;
-        if v.is_finite() {
+        if v.is_finite() && self.tracks(BaselineKind::MedianMad) {
             let ring = &mut self.mad;
             if ring.values.len() > window {
                 ring.values.truncate(window);
@@ -512,7 +528,9 @@ impl Baseline {
         }
 
         // Seasonal profile.
-        self.seasonal.learn(t_ns, value, p.seasonal_alpha);
+        if self.tracks(BaselineKind::SeasonalHourOfWeek) {
+            self.seasonal.learn(t_ns, value, p.seasonal_alpha);
+        }
     }
 
     /// Robust z-score of `value` against `kind`: (value - expected) / scale, None in warm-up.
@@ -1118,5 +1136,27 @@ mod tests {
         let r: Baseline =
             serde_json::from_str(&serde_json::to_string(&b).expect("ser")).expect("de");
         assert!(r.memory_bytes() <= max_total, "{}", r.memory_bytes());
+    }
+
+    #[test]
+    fn a_single_kind_baseline_allocates_only_what_it_uses() {
+        let cfg = BaselineConfig::default();
+        let mut ewma = Baseline::for_kind(&cfg, BaselineKind::Ewma);
+        let mut all = Baseline::new(&cfg);
+        for i in 0..500 {
+            let t = i * 10_000_000_000;
+            ewma.update(t, 50.0 + (i % 3) as f64, true);
+            all.update(t, 50.0 + (i % 3) as f64, true);
+        }
+        assert_eq!(
+            ewma.expect(BaselineKind::Ewma, 0),
+            all.expect(BaselineKind::Ewma, 0)
+        );
+        assert!(
+            ewma.memory_bytes() <= INLINE_BYTES_BUDGET,
+            "{}",
+            ewma.memory_bytes()
+        );
+        assert!(all.memory_bytes() > ewma.memory_bytes() + SEASONAL_HEAP_BYTES / 2);
     }
 }

@@ -45,7 +45,9 @@ impl Deviation {
 
     /// Judge against the baseline as it was before this point, then let it learn.
     pub fn judge(&self, st: &mut SeriesState, cfg: &BaselineConfig, t: i64, v: f64) -> Judgement {
-        let baseline = st.baseline.get_or_insert_with(|| Baseline::new(cfg));
+        let baseline = st
+            .baseline
+            .get_or_insert_with(|| Baseline::for_kind(cfg, self.baseline));
         let expectation = baseline.expect(self.baseline, t);
         let z = baseline.zscore(self.baseline, t, v);
         let breach = z.is_some_and(|z| match self.direction {

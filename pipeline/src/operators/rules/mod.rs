@@ -402,6 +402,11 @@ pub struct RuleOperator {
     baseline: BaselineConfig,
     /// Highest event time seen: the clock absence rules measure silence against.
     watermark: i64,
+    /// States of absence rules (the only ones checked without a point), and when they
+    /// were last checked: silence is looked for a few times per `absent_for`, not on
+    /// every micro-batch, so the cost does not grow with batches × series.
+    absence_states: Vec<(usize, u64)>,
+    absence_checked: i64,
     stats: Arc<Stats>,
 }
 
@@ -416,6 +421,8 @@ impl RuleOperator {
             states: HashMap::new(),
             baseline,
             watermark: 0,
+            absence_states: Vec::new(),
+            absence_checked: i64::MIN,
             stats,
         })
     }
@@ -424,29 +431,34 @@ impl RuleOperator {
         &self.rules
     }
 
+    /// Judge `points` (this rule's metric, each with its series id) in series and time order.
     fn apply_rule(
         &mut self,
         r: usize,
-        samples: &[Sample],
+        points: &[(u64, &Sample)],
         events: &mut Vec<AnomalyEvent>,
     ) -> Result<()> {
         let rule = &self.rules[r];
-        let mut points: Vec<&Sample> = samples
+        let mut points: Vec<(u64, &Sample)> = points
             .iter()
-            .filter(|s| s.key.metric == rule.metric && rule.config.selects(&s.key))
+            .filter(|(_, s)| rule.config.selects(&s.key))
+            .copied()
             .collect();
         if points.is_empty() {
             return Ok(());
         }
-        points.sort_by_cached_key(|s| (s.key.id(), s.time_ns));
+        points.sort_by_key(|(id, s)| (*id, s.time_ns));
         // Threshold predicates are evaluated by DataFusion over the whole batch at once.
         let precomputed = match &rule.kind {
-            RuleKind::Threshold(t) => Some(t.judge_all(rule, &points)?),
+            RuleKind::Threshold(t) => {
+                let samples: Vec<&Sample> = points.iter().map(|(_, s)| *s).collect();
+                Some(t.judge_all(rule, &samples)?)
+            }
             _ => None,
         };
-        for (i, s) in points.into_iter().enumerate() {
+        for (i, (id, s)) in points.into_iter().enumerate() {
             let rule = &self.rules[r];
-            let st = self.states.entry((r, s.key.id())).or_default();
+            let st = self.states.entry((r, id)).or_default();
             if st.last_seen.is_some_and(|seen| s.time_ns <= seen) {
                 continue; // a replayed or late point: already judged
             }
@@ -456,7 +468,10 @@ impl RuleOperator {
                 (RuleKind::Deviation(d), _) => d.judge(st, &self.baseline, s.time_ns, s.value),
                 (RuleKind::Change(c), _) => c.judge(st, s.time_ns, s.value),
                 (RuleKind::Absence(_), _) => {
-                    st.key.get_or_insert_with(|| s.key.clone());
+                    if st.key.is_none() {
+                        st.key = Some(s.key.clone());
+                        self.absence_states.push((r, id));
+                    }
                     Judgement {
                         breach: false,
                         expected: None,
@@ -475,8 +490,23 @@ impl RuleOperator {
 
     /// Absence rules fire on silence, measured against the watermark after each batch.
     fn check_absences(&mut self, events: &mut Vec<AnomalyEvent>) {
-        for ((r, _), st) in self.states.iter_mut() {
-            let rule = &self.rules[*r];
+        let every = self
+            .rules
+            .iter()
+            .filter_map(|r| match &r.kind {
+                RuleKind::Absence(a) => Some(a.after.as_nanos() as i64 / 10),
+                _ => None,
+            })
+            .min();
+        let Some(every) = every else { return };
+        if self.watermark.saturating_sub(self.absence_checked) < every {
+            return;
+        }
+        self.absence_checked = self.watermark;
+        for id in &self.absence_states {
+            let (Some(st), rule) = (self.states.get_mut(id), &self.rules[id.0]) else {
+                continue;
+            };
             let RuleKind::Absence(a) = &rule.kind else {
                 continue;
             };
@@ -500,8 +530,22 @@ impl Operator for RuleOperator {
         if let Some(max) = batch.samples.iter().map(|s| s.time_ns).max() {
             self.watermark = self.watermark.max(max);
         }
+        // One pass groups the points by metric (None: no rule reads it) and hashes each
+        // wanted series id once.
+        let mut by_metric: HashMap<&str, Option<Vec<(u64, &Sample)>>> = HashMap::new();
+        for s in &batch.samples {
+            let metric = s.key.metric.as_str();
+            let slot = by_metric
+                .entry(metric)
+                .or_insert_with(|| self.rules.iter().any(|r| r.metric == metric).then(Vec::new));
+            if let Some(points) = slot {
+                points.push((s.key.id(), s));
+            }
+        }
         for r in 0..self.rules.len() {
-            self.apply_rule(r, &batch.samples, &mut batch.events)?;
+            if let Some(Some(points)) = by_metric.get(self.rules[r].metric.as_str()) {
+                self.apply_rule(r, points, &mut batch.events)?;
+            }
         }
         self.check_absences(&mut batch.events);
         Ok(())
@@ -527,6 +571,9 @@ impl Operator for RuleOperator {
         self.watermark = saved.watermark;
         for (name, id, s) in saved.states {
             if let Some(r) = self.rules.iter().position(|rule| rule.config.name == name) {
+                if matches!(self.rules[r].kind, RuleKind::Absence(_)) && s.key.is_some() {
+                    self.absence_states.push((r, id));
+                }
                 self.states.insert((r, id), s);
             }
         }
