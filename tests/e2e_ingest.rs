@@ -150,6 +150,37 @@ async fn independent_clients_over_grpc_http_and_json_read_back_exactly() {
         .unwrap();
     assert_eq!(pts["points"].as_array().unwrap().len(), 2, "{pts}");
 
+    // Windowed aggregates (DataFusion): the three gRPC points fall in one minute.
+    let (status, agg) = sv
+        .get_json(
+            "/api/v1/aggregates?metric=sqlserver.cpu.utilization&window=1h&group_by=instance",
+            Some(&token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{agg}");
+    let row = agg["aggregates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == "sql-grpc")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            row["points"].as_u64(),
+            row["min"].as_f64(),
+            row["max"].as_f64()
+        ),
+        (Some(3), Some(11.5), Some(33.75)),
+        "{agg}"
+    );
+    let (status, body) = sv
+        .get_json("/api/v1/aggregates?metric=x&window=soon", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+
     // Logs were accepted and stored; traces are accepted, counted and dropped.
     let trace = reqwest::Client::new()
         .post(format!("{}/v1/traces", sv.http_endpoint()))

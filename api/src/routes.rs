@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sqlvigil_analytics::prompt::Subject;
 use sqlvigil_model::Sample;
 use sqlvigil_pipeline::sinks::state::{AnomalyFilter, Role};
-use sqlvigil_pipeline::sinks::store::MetricFilter;
+use sqlvigil_pipeline::sinks::store::{GroupBy, MetricFilter};
 use std::collections::HashMap;
 
 const MAX_POINTS: usize = 100_000;
@@ -24,6 +24,7 @@ pub fn router(app: AppState) -> Router {
     let protected = Router::new()
         .route("/series", get(series))
         .route("/metrics", get(metrics))
+        .route("/aggregates", get(aggregates))
         .route("/anomalies", get(anomalies))
         .route("/anomalies/{id}", get(anomaly))
         .route("/insights", get(insights).post(create_insight))
@@ -117,6 +118,43 @@ async fn metrics(
     let points = app.store.query_metrics(&f).await?;
     Ok(Json(
         json!({ "points": points.iter().map(point_json).collect::<Vec<_>>(), "limit": limit }),
+    ))
+}
+
+/// Windowed aggregates of one metric (DataFusion over the store).
+async fn aggregates(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let p = Params::new(
+        q,
+        &[
+            "metric", "window", "group_by", "series", "instance", "from", "to",
+        ],
+    )?;
+    let f = metric_filter(&p)?;
+    if f.metric.is_none() {
+        return Err(ApiError::BadRequest("`metric` is required".into()));
+    }
+    let window = p.string("window").unwrap_or_else(|| "1m".into());
+    let window_ns = humantime::parse_duration(&window)
+        .ok()
+        .filter(|d| d.as_secs() >= 1 && d.as_secs() <= 31 * 86_400)
+        .map(|d| d.as_nanos() as i64)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`window` must be a duration from 1s to 31d such as 1m, got `{window}`"
+            ))
+        })?;
+    let group = p.string("group_by").unwrap_or_else(|| "instance".into());
+    let group_by = GroupBy::parse(&group).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "`group_by` must be one of series, instance, database, host, all, got `{group}`"
+        ))
+    })?;
+    let rows = app.store.aggregates(&f, window_ns, group_by).await?;
+    Ok(Json(
+        json!({ "window": window, "group_by": group, "aggregates": rows }),
     ))
 }
 

@@ -138,6 +138,10 @@ pub struct OperatorsConfig {
     pub batch_records: usize,
     /// Baseline estimators of deviation rules.
     pub baseline: BaselineConfig,
+    /// Points further behind the newest event time than this are stored and counted
+    /// (`sqlvigil_late_points`) but not judged by the rules.
+    #[serde(with = "duration_str")]
+    pub allowed_lateness: Duration,
 }
 
 impl Default for OperatorsConfig {
@@ -146,6 +150,7 @@ impl Default for OperatorsConfig {
             batch_interval: Duration::from_millis(500),
             batch_records: 512,
             baseline: BaselineConfig::default(),
+            allowed_lateness: Duration::from_secs(300),
         }
     }
 }

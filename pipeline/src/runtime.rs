@@ -96,11 +96,10 @@ impl Pipeline {
 
         let mut operators: Vec<Box<dyn Operator>> = vec![
             Box::new(RateOperator::new(stats.clone())),
-            Box::new(RuleOperator::new(
-                &rules,
-                config.operators.baseline.clone(),
-                stats.clone(),
-            )?),
+            Box::new(
+                RuleOperator::new(&rules, config.operators.baseline.clone(), stats.clone())?
+                    .with_allowed_lateness(config.operators.allowed_lateness),
+            ),
         ];
         restore_operators(&state, &mut operators)?;
 

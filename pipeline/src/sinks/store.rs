@@ -53,6 +53,54 @@ pub struct MetricFilter {
     pub limit: Option<usize>,
 }
 
+/// What windowed aggregates are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Series,
+    Instance,
+    Database,
+    Host,
+    /// One group: the whole fleet.
+    All,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        Some(match s {
+            "series" => GroupBy::Series,
+            "instance" => GroupBy::Instance,
+            "database" => GroupBy::Database,
+            "host" => GroupBy::Host,
+            "all" => GroupBy::All,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::Series => "series_id",
+            GroupBy::Instance => "instance",
+            GroupBy::Database => "database",
+            GroupBy::Host => "host",
+            GroupBy::All => "'all'",
+        }
+    }
+}
+
+/// One window of one group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AggregateRow {
+    pub window_start: chrono::DateTime<chrono::Utc>,
+    pub group: String,
+    pub points: u64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
 /// One series as listed by the API.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SeriesInfo {
@@ -242,6 +290,55 @@ impl Store {
             col("series_id").sort(true, false),
         ])?;
         Ok(df.execute_stream().await?)
+    }
+
+    /// Windowed aggregates of one metric: per event-time window (tumbling, aligned to the
+    /// epoch) and group, count/avg/min/max and approximate p50/p95/p99, computed by
+    /// DataFusion SQL over the points `filter` selects.
+    pub async fn aggregates(
+        &self,
+        filter: &MetricFilter,
+        window_ns: i64,
+        group_by: GroupBy,
+    ) -> Result<Vec<AggregateRow>> {
+        let (ctx, df) = self
+            .frame("metrics", &self.metrics, sample_schema())
+            .await?;
+        ctx.register_table("pts", Self::apply(df, filter)?.into_view())?;
+        let group = group_by.column();
+        // Only integers and fixed column names are spliced in; user strings went
+        // through the DataFrame filter above.
+        let sql = format!(
+            "SELECT date_bin(INTERVAL '{window_ns} nanoseconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS window_start, \
+                    CAST({group} AS VARCHAR) AS grp, count(*) AS points, avg(value) AS avg, min(value) AS min, \
+                    max(value) AS max, \
+                    approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY value) AS p50, \
+                    approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY value) AS p95, \
+                    approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY value) AS p99 \
+             FROM pts GROUP BY 1, 2 ORDER BY 1, 2"
+        );
+        let mut out = Vec::new();
+        for b in ctx.sql(&sql).await?.collect().await? {
+            let start: arrow::array::Int64Array = typed_col(&b, "window_start", &DataType::Int64)?;
+            let grp = string_col(&b, "grp")?;
+            let points: UInt64Array = typed_col(&b, "points", &DataType::UInt64)?;
+            let [avg, min, max, p50, p95, p99]: [Result<Float64Array>; 6] =
+                ["avg", "min", "max", "p50", "p95", "p99"]
+                    .map(|n| typed_col(&b, n, &DataType::Float64));
+            let (avg, min, max, p50, p95, p99) = (avg?, min?, max?, p50?, p95?, p99?);
+            out.extend((0..b.num_rows()).map(|i| AggregateRow {
+                window_start: sqlvigil_model::ns_to_datetime(start.value(i)),
+                group: grp.value(i).to_string(),
+                points: points.value(i),
+                avg: avg.value(i),
+                min: min.value(i),
+                max: max.value(i),
+                p50: p50.value(i),
+                p95: p95.value(i),
+                p99: p99.value(i),
+            }));
+        }
+        Ok(out)
     }
 
     /// Distinct series matching `filter` (time bounds apply to their points).
@@ -554,6 +651,46 @@ mod tests {
             (stats[0].avg, stats[0].min, stats[0].max, stats[0].points),
             (2.0, 1.5, 2.5, 2)
         );
+    }
+
+    #[tokio::test]
+    async fn windowed_aggregates_per_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Arc::new(Stats::default())).unwrap();
+        let s = |inst: &str, t_s: i64, v: f64| {
+            Sample::gauge(
+                SeriesKey::new(inst, "h", "", "sqlserver.cpu.utilization"),
+                t_s * 1_000_000_000,
+                v,
+                "%",
+            )
+        };
+        let mut samples: Vec<Sample> = (0..60).map(|i| s("a", i, i as f64)).collect();
+        samples.extend((0..60).map(|i| s("b", i, 100.0)));
+        store.write_samples(&samples[..30]).unwrap();
+        store.flush().unwrap();
+        store.write_samples(&samples[30..]).unwrap();
+        let f = MetricFilter {
+            metric: Some("sqlserver.cpu.utilization".into()),
+            ..Default::default()
+        };
+        let rows = store
+            .aggregates(&f, 30_000_000_000, GroupBy::Instance)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 4, "2 windows x 2 instances: {rows:?}");
+        let a0 = &rows[0];
+        assert_eq!(
+            (a0.group.as_str(), a0.points, a0.min, a0.max, a0.avg),
+            ("a", 30, 0.0, 29.0, 14.5)
+        );
+        assert!((a0.p95 - 27.5).abs() < 1.5, "{a0:?}");
+        assert_eq!(rows[1].group, "b");
+        let all = store
+            .aggregates(&f, 60_000_000_000, GroupBy::All)
+            .await
+            .unwrap();
+        assert_eq!((all.len(), all[0].points), (1, 120));
     }
 
     #[tokio::test]

@@ -48,6 +48,8 @@ use std::time::Duration;
 const EVIDENCE_POINTS: usize = 30;
 const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(60);
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+/// How far behind the watermark a point may arrive and still be judged.
+pub const DEFAULT_ALLOWED_LATENESS: Duration = Duration::from_secs(300);
 
 /// Which side of the baseline counts for deviation rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -407,6 +409,7 @@ pub struct RuleOperator {
     /// every micro-batch, so the cost does not grow with batches × series.
     absence_states: Vec<(usize, u64)>,
     absence_checked: i64,
+    allowed_lateness_ns: i64,
     stats: Arc<Stats>,
 }
 
@@ -423,8 +426,15 @@ impl RuleOperator {
             watermark: 0,
             absence_states: Vec::new(),
             absence_checked: i64::MIN,
+            allowed_lateness_ns: DEFAULT_ALLOWED_LATENESS.as_nanos() as i64,
             stats,
         })
+    }
+
+    /// Points older than the watermark by more than this are counted as late, not judged.
+    pub fn with_allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.allowed_lateness_ns = lateness.as_nanos() as i64;
+        self
     }
 
     pub fn rules(&self) -> &[CompiledRule] {
@@ -527,13 +537,19 @@ impl Operator for RuleOperator {
     }
 
     fn process(&mut self, batch: &mut MicroBatch) -> Result<()> {
+        // Points older than the watermark (as it stood before this batch) minus the allowed
+        // lateness are stored but not judged: counted, so late data is visible rather than
+        // silently mis-judged. A batch's own span never makes its points late.
+        let horizon = self.watermark.saturating_sub(self.allowed_lateness_ns);
         if let Some(max) = batch.samples.iter().map(|s| s.time_ns).max() {
             self.watermark = self.watermark.max(max);
         }
+        let late = batch.samples.iter().filter(|s| s.time_ns < horizon).count();
+        Stats::add(&self.stats.late_points, late as u64);
         // One pass groups the points by metric (None: no rule reads it) and hashes each
         // wanted series id once.
         let mut by_metric: HashMap<&str, Option<Vec<(u64, &Sample)>>> = HashMap::new();
-        for s in &batch.samples {
+        for s in batch.samples.iter().filter(|s| s.time_ns >= horizon) {
             let metric = s.key.metric.as_str();
             let slot = by_metric
                 .entry(metric)
@@ -657,6 +673,30 @@ mod tests {
         );
         // Replayed (already judged) points are ignored.
         assert!(run(&mut op, vec![cpu(70, 99.0), cpu(440, 99.0)]).is_empty());
+    }
+
+    #[test]
+    fn points_beyond_the_allowed_lateness_are_counted_not_judged() {
+        let stats = Arc::new(Stats::default());
+        let mut op = RuleOperator::new(
+            &[rule("cpu_percent > 85", 0)],
+            BaselineConfig::default(),
+            stats.clone(),
+        )
+        .unwrap()
+        .with_allowed_lateness(Duration::from_secs(60));
+        assert!(run(&mut op, vec![cpu(1000, 10.0)]).is_empty());
+        let other = Sample::gauge(
+            key("sqlserver.cpu.utilization").with_attr("cpu", "2"),
+            900 * 1_000_000_000,
+            99.0,
+            "%",
+        );
+        assert!(
+            run(&mut op, vec![other]).is_empty(),
+            "100 s late: not judged"
+        );
+        assert_eq!(Stats::get(&stats.late_points), 1);
     }
 
     #[test]
