@@ -9,21 +9,9 @@ use serde_json::Value;
 use sqlvigil_testkit::{wait_for, Sqlvigil};
 use std::time::Duration;
 
-/// 15 simulated minutes at 10 s per scrape, replayed at 60x: about 15 s of wall time.
-const RUN: &[&str] = &[
-    "--ticks",
-    "90",
-    "--backfill",
-    "15m",
-    "--speed",
-    "60",
-    "--instances",
-    "3",
-];
-
 fn demo(dir: &std::path::Path, scenario: &str) -> Sqlvigil {
     let mut args = vec!["demo", "--scenario", scenario];
-    args.extend_from_slice(RUN);
+    args.extend_from_slice(DEMO_RUN);
     Sqlvigil::start(&bin(), &args, dir).expect("demo starts")
 }
 

@@ -53,17 +53,8 @@ fn eval_quick_meets_the_detection_targets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_of_a_stored_incident_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "demo",
-        "--scenario",
-        "cpu_storm",
-        "--ticks",
-        "90",
-        "--backfill",
-        "15m",
-        "--speed",
-        "60",
-    ];
+    let mut args = vec!["demo", "--scenario", "cpu_storm"];
+    args.extend_from_slice(DEMO_RUN);
     let mut sv = sqlvigil_testkit::Sqlvigil::start(&bin(), &args, dir.path()).expect("demo starts");
     let done = sqlvigil_testkit::wait_for(Duration::from_secs(90), || async {
         std::fs::read_to_string(sv.stdout_path())

@@ -11,16 +11,10 @@ use sqlvigil_testkit::llm::{Mode, OllamaServer, OpenAiServer};
 use sqlvigil_testkit::{wait_for, Sqlvigil};
 use std::time::Duration;
 
-const RUN: &[&str] = &[
-    "--scenario",
-    "cpu_storm",
-    "--ticks",
-    "90",
-    "--backfill",
-    "15m",
-    "--speed",
-    "60",
-];
+/// `analytics.llm` lines for the Ollama test server, plus `extra` keys.
+fn ollama_yaml(base_url: &str, extra: &str) -> String {
+    format!("    provider: ollama\n    base_url: {base_url}\n    model: llama3.2:1b\n{extra}")
+}
 
 fn canned() -> Value {
     json!({
@@ -35,8 +29,8 @@ fn demo_with(dir: &std::path::Path, llm_yaml: &str, extra_yaml: &str) -> Sqlvigi
     let cfg = dir.join("sqlvigil.yaml");
     std::fs::write(&cfg, format!("analytics:\n  llm:\n{llm_yaml}{extra_yaml}")).unwrap();
     let cfg = cfg.to_string_lossy().into_owned();
-    let mut args = vec!["demo", "--config", &cfg];
-    args.extend_from_slice(RUN);
+    let mut args = vec!["demo", "--config", &cfg, "--scenario", "cpu_storm"];
+    args.extend_from_slice(DEMO_RUN);
     Sqlvigil::start(&bin(), &args, dir).expect("demo starts")
 }
 
@@ -69,9 +63,9 @@ fn chat_requests(server_requests: Vec<Value>) -> Vec<Value> {
 async fn ollama_insight_on_demand_dedup_and_digest() {
     let ollama = OllamaServer::start(Mode::Answer(canned()));
     let dir = tempfile::tempdir().unwrap();
-    let llm = format!(
-        "    provider: ollama\n    base_url: {}\n    model: llama3.2:1b\n    timeout: 10s\n    temperature: 0.1\n    num_ctx: 8192\n    keep_alive: 5m\n",
-        ollama.base_url()
+    let llm = ollama_yaml(
+        &ollama.base_url(),
+        "    timeout: 10s\n    temperature: 0.1\n    num_ctx: 8192\n    keep_alive: 5m\n",
     );
     let sv = demo_with(dir.path(), &llm, "  digest:\n    interval: 4s\n");
     let token = sv.admin_token();
@@ -225,10 +219,7 @@ async fn ollama_insight_on_demand_dedup_and_digest() {
 async fn a_failing_model_loses_nothing_and_is_on_record() {
     let ollama = OllamaServer::start(Mode::ServerError);
     let dir = tempfile::tempdir().unwrap();
-    let llm = format!(
-        "    provider: ollama\n    base_url: {}\n    model: llama3.2:1b\n    retries: 1\n",
-        ollama.base_url()
-    );
+    let llm = ollama_yaml(&ollama.base_url(), "    retries: 1\n");
     let sv = demo_with(dir.path(), &llm, "");
     let token = sv.admin_token();
     let insight = wait_insight(&sv, &token, |i| i["trigger"] == "anomaly").await;
@@ -259,10 +250,7 @@ async fn a_failing_model_loses_nothing_and_is_on_record() {
 async fn invalid_answers_are_retried_once_then_recorded() {
     let ollama = OllamaServer::start(Mode::InvalidJson);
     let dir = tempfile::tempdir().unwrap();
-    let llm = format!(
-        "    provider: ollama\n    base_url: {}\n    model: llama3.2:1b\n",
-        ollama.base_url()
-    );
+    let llm = ollama_yaml(&ollama.base_url(), "");
     let sv = demo_with(dir.path(), &llm, "");
     let token = sv.admin_token();
     wait_insight(&sv, &token, |i| {

@@ -13,6 +13,9 @@ use sqlvigil_testkit::Sqlvigil;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// 15 simulated minutes at 10 s per scrape, replayed at 60x: about 15 s of wall time.
+pub const DEMO_RUN: &[&str] = &["--ticks", "90", "--backfill", "15m", "--speed", "60"];
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sqlvigil"))
 }
