@@ -15,6 +15,19 @@ pub mod rules;
 use crate::error::Result;
 use sqlvigil_model::{AnomalyEvent, Sample};
 
+/// Series silent for this long (event time) have their operator state dropped, unless
+/// an anomaly is open on them, so memory follows the active series, not all ever seen.
+pub const DEFAULT_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Drop idle state at most every this fraction of the idle period (event time).
+fn expiry_due(watermark: i64, last_sweep: &mut i64, idle_ns: i64) -> bool {
+    if watermark.saturating_sub(*last_sweep) < idle_ns / 4 {
+        return false;
+    }
+    *last_sweep = watermark;
+    true
+}
+
 /// What flows through the operator chain.
 #[derive(Debug, Default)]
 pub struct MicroBatch {

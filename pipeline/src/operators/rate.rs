@@ -25,6 +25,8 @@ struct Last {
 pub struct RateOperator {
     last: HashMap<u64, Last>,
     stats: Arc<Stats>,
+    watermark: i64,
+    last_sweep: i64,
 }
 
 impl RateOperator {
@@ -32,6 +34,8 @@ impl RateOperator {
         RateOperator {
             last: HashMap::new(),
             stats,
+            watermark: 0,
+            last_sweep: 0,
         }
     }
 
@@ -129,6 +133,14 @@ impl Operator for RateOperator {
             .collect();
         derived.extend(latency_per_operation(&derived));
         Stats::add(&self.stats.derived_points, derived.len() as u64);
+        if let Some(max) = batch.samples.iter().map(|s| s.time_ns).max() {
+            self.watermark = self.watermark.max(max);
+        }
+        let idle = super::DEFAULT_IDLE_AFTER.as_nanos() as i64;
+        if super::expiry_due(self.watermark, &mut self.last_sweep, idle) {
+            let horizon = self.watermark - idle;
+            self.last.retain(|_, l| l.time_ns >= horizon);
+        }
         batch.samples.extend(derived);
         Ok(())
     }
@@ -237,6 +249,31 @@ mod tests {
             .map(|s| s.value)
             .collect();
         assert_eq!(per_op, vec![0.02], "2 s of stall over 100 operations");
+    }
+
+    #[test]
+    fn idle_series_state_is_dropped() {
+        let mut op = RateOperator::new(Arc::new(Stats::default()));
+        op.process(&mut MicroBatch {
+            samples: vec![counter(0, 1.0, 0)],
+            events: vec![],
+        })
+        .unwrap();
+        assert_eq!(op.last.len(), 1);
+        let other = |t: i64| Sample {
+            key: SeriesKey::new("j", "h", "", "sqlserver.os.wait.duration"),
+            ..counter(t, 1.0, 0)
+        };
+        op.process(&mut MicroBatch {
+            samples: vec![other(7200)],
+            events: vec![],
+        })
+        .unwrap();
+        assert_eq!(
+            op.last.len(),
+            1,
+            "the series silent for 2 h is gone, the new one kept"
+        );
     }
 
     #[test]

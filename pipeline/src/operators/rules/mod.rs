@@ -410,6 +410,7 @@ pub struct RuleOperator {
     absence_states: Vec<(usize, u64)>,
     absence_checked: i64,
     allowed_lateness_ns: i64,
+    idle_sweep: i64,
     stats: Arc<Stats>,
 }
 
@@ -427,6 +428,7 @@ impl RuleOperator {
             absence_states: Vec::new(),
             absence_checked: i64::MIN,
             allowed_lateness_ns: DEFAULT_ALLOWED_LATENESS.as_nanos() as i64,
+            idle_sweep: 0,
             stats,
         })
     }
@@ -499,6 +501,22 @@ impl RuleOperator {
     }
 
     /// Absence rules fire on silence, measured against the watermark after each batch.
+    /// Drop the state of series silent for the idle period, unless an anomaly is open on
+    /// them (absence rules keep theirs: silence is what they watch).
+    fn expire_idle(&mut self) {
+        let idle = super::DEFAULT_IDLE_AFTER.as_nanos() as i64;
+        if !super::expiry_due(self.watermark, &mut self.idle_sweep, idle) {
+            return;
+        }
+        let horizon = self.watermark - idle;
+        let rules = &self.rules;
+        self.states.retain(|(r, _), st| {
+            st.is_open()
+                || matches!(rules[*r].kind, RuleKind::Absence(_))
+                || st.last_seen.is_some_and(|t| t >= horizon)
+        });
+    }
+
     fn check_absences(&mut self, events: &mut Vec<AnomalyEvent>) {
         let every = self
             .rules
@@ -564,6 +582,7 @@ impl Operator for RuleOperator {
             }
         }
         self.check_absences(&mut batch.events);
+        self.expire_idle();
         Ok(())
     }
 
@@ -697,6 +716,27 @@ mod tests {
             "100 s late: not judged"
         );
         assert_eq!(Stats::get(&stats.late_points), 1);
+    }
+
+    #[test]
+    fn idle_series_are_forgotten_but_open_anomalies_are_kept() {
+        let mut op = op(&[rule("cpu_percent > 85", 0)]);
+        let at = |cpu: &str, t: i64, v: f64| {
+            Sample::gauge(
+                key("sqlserver.cpu.utilization").with_attr("cpu", cpu),
+                t * 1_000_000_000,
+                v,
+                "%",
+            )
+        };
+        run(&mut op, vec![at("quiet", 0, 10.0), at("hot", 0, 99.0)]);
+        assert_eq!(op.states.len(), 2);
+        run(&mut op, vec![at("new", 7200, 10.0)]);
+        assert_eq!(
+            op.states.len(),
+            2,
+            "the idle quiet series went, the open one stayed"
+        );
     }
 
     #[test]
