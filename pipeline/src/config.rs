@@ -142,6 +142,10 @@ pub struct OperatorsConfig {
     /// (`sqlvigil_late_points`) but not judged by the rules.
     #[serde(with = "duration_str")]
     pub allowed_lateness: Duration,
+    /// Operator state of series silent this long (event time) is dropped, unless an
+    /// anomaly is open on them.
+    #[serde(with = "duration_str")]
+    pub idle_series_after: Duration,
 }
 
 impl Default for OperatorsConfig {
@@ -151,6 +155,7 @@ impl Default for OperatorsConfig {
             batch_records: 512,
             baseline: BaselineConfig::default(),
             allowed_lateness: Duration::from_secs(300),
+            idle_series_after: crate::operators::DEFAULT_IDLE_AFTER,
         }
     }
 }

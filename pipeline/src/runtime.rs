@@ -95,10 +95,14 @@ impl Pipeline {
         let anomalies_sub = bus.subscribe(&topics.anomalies, ANALYTICS_GROUP).await?;
 
         let mut operators: Vec<Box<dyn Operator>> = vec![
-            Box::new(RateOperator::new(stats.clone())),
+            Box::new(
+                RateOperator::new(stats.clone())
+                    .with_idle_after(config.operators.idle_series_after),
+            ),
             Box::new(
                 RuleOperator::new(&rules, config.operators.baseline.clone(), stats.clone())?
-                    .with_allowed_lateness(config.operators.allowed_lateness),
+                    .with_allowed_lateness(config.operators.allowed_lateness)
+                    .with_idle_after(config.operators.idle_series_after),
             ),
         ];
         restore_operators(&state, &mut operators)?;

@@ -27,6 +27,7 @@ pub struct RateOperator {
     stats: Arc<Stats>,
     watermark: i64,
     last_sweep: i64,
+    idle_ns: i64,
 }
 
 impl RateOperator {
@@ -36,7 +37,14 @@ impl RateOperator {
             stats,
             watermark: 0,
             last_sweep: 0,
+            idle_ns: super::DEFAULT_IDLE_AFTER.as_nanos() as i64,
         }
+    }
+
+    /// Counter state of series silent this long (event time) is dropped.
+    pub fn with_idle_after(mut self, idle: std::time::Duration) -> Self {
+        self.idle_ns = idle.as_nanos() as i64;
+        self
     }
 
     fn is_counter(s: &Sample) -> bool {
@@ -136,7 +144,7 @@ impl Operator for RateOperator {
         if let Some(max) = batch.samples.iter().map(|s| s.time_ns).max() {
             self.watermark = self.watermark.max(max);
         }
-        let idle = super::DEFAULT_IDLE_AFTER.as_nanos() as i64;
+        let idle = self.idle_ns;
         if super::expiry_due(self.watermark, &mut self.last_sweep, idle) {
             let horizon = self.watermark - idle;
             self.last.retain(|_, l| l.time_ns >= horizon);

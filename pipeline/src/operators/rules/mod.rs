@@ -411,6 +411,7 @@ pub struct RuleOperator {
     absence_checked: i64,
     allowed_lateness_ns: i64,
     idle_sweep: i64,
+    idle_ns: i64,
     stats: Arc<Stats>,
 }
 
@@ -429,6 +430,7 @@ impl RuleOperator {
             absence_checked: i64::MIN,
             allowed_lateness_ns: DEFAULT_ALLOWED_LATENESS.as_nanos() as i64,
             idle_sweep: 0,
+            idle_ns: super::DEFAULT_IDLE_AFTER.as_nanos() as i64,
             stats,
         })
     }
@@ -436,6 +438,12 @@ impl RuleOperator {
     /// Points older than the watermark by more than this are counted as late, not judged.
     pub fn with_allowed_lateness(mut self, lateness: Duration) -> Self {
         self.allowed_lateness_ns = lateness.as_nanos() as i64;
+        self
+    }
+
+    /// State of series silent this long (event time) is dropped unless an anomaly is open.
+    pub fn with_idle_after(mut self, idle: Duration) -> Self {
+        self.idle_ns = idle.as_nanos() as i64;
         self
     }
 
@@ -504,7 +512,7 @@ impl RuleOperator {
     /// Drop the state of series silent for the idle period, unless an anomaly is open on
     /// them (absence rules keep theirs: silence is what they watch).
     fn expire_idle(&mut self) {
-        let idle = super::DEFAULT_IDLE_AFTER.as_nanos() as i64;
+        let idle = self.idle_ns;
         if !super::expiry_due(self.watermark, &mut self.idle_sweep, idle) {
             return;
         }
