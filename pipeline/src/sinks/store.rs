@@ -261,14 +261,7 @@ impl Store {
 
     /// Points matching `filter`, oldest first.
     pub async fn query_metrics(&self, filter: &MetricFilter) -> Result<Vec<Sample>> {
-        let (_ctx, df) = self
-            .frame("metrics", &self.metrics, sample_schema())
-            .await?;
-        let df = Self::apply(df, filter)?.sort(vec![
-            col("time").sort(true, false),
-            col("series_id").sort(true, false),
-        ])?;
-        let df = df.limit(0, filter.limit)?;
+        let df = self.sorted_points(filter).await?.limit(0, filter.limit)?;
         let mut out = Vec::new();
         for b in df.collect().await? {
             out.extend(batch_to_samples(&b)?);
@@ -282,14 +275,19 @@ impl Store {
         &self,
         filter: &MetricFilter,
     ) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
+        Ok(self.sorted_points(filter).await?.execute_stream().await?)
+    }
+
+    /// The points `filter` selects, in (time, series) order: a total order, so queries
+    /// and replays are deterministic.
+    async fn sorted_points(&self, filter: &MetricFilter) -> Result<DataFrame> {
         let (_ctx, df) = self
             .frame("metrics", &self.metrics, sample_schema())
             .await?;
-        let df = Self::apply(df, filter)?.sort(vec![
+        Ok(Self::apply(df, filter)?.sort(vec![
             col("time").sort(true, false),
             col("series_id").sort(true, false),
-        ])?;
-        Ok(df.execute_stream().await?)
+        ])?)
     }
 
     /// Windowed aggregates of one metric: per event-time window (tumbling, aligned to the
