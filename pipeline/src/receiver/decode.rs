@@ -326,36 +326,30 @@ fn resource_metric_samples(origin: &Origin, m: &Metric, out: &mut Vec<Sample>) {
         })),
         // Exponential histograms and summaries keep count and sum (no explicit buckets).
         Some(Data::ExponentialHistogram(h)) => out.extend(h.data_points.iter().map(|p| {
-            let hist = HistogramPoint {
-                count: p.count,
-                bounds: Vec::new(),
-                bucket_counts: Vec::new(),
-            };
+            let times = (p.time_unix_nano, p.start_time_unix_nano);
             histogram(
                 origin,
                 m,
-                (p.time_unix_nano, p.start_time_unix_nano),
+                times,
                 &p.attributes,
                 p.sum.unwrap_or(0.0),
-                hist,
+                count_only(p.count),
             )
         })),
         Some(Data::Summary(s)) => out.extend(s.data_points.iter().map(|p| {
-            let hist = HistogramPoint {
-                count: p.count,
-                bounds: Vec::new(),
-                bucket_counts: Vec::new(),
-            };
-            histogram(
-                origin,
-                m,
-                (p.time_unix_nano, p.start_time_unix_nano),
-                &p.attributes,
-                p.sum,
-                hist,
-            )
+            let times = (p.time_unix_nano, p.start_time_unix_nano);
+            histogram(origin, m, times, &p.attributes, p.sum, count_only(p.count))
         })),
         None => {}
+    }
+}
+
+/// Histogram data of a point type without explicit buckets.
+fn count_only(count: u64) -> HistogramPoint {
+    HistogramPoint {
+        count,
+        bounds: Vec::new(),
+        bucket_counts: Vec::new(),
     }
 }
 
