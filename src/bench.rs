@@ -21,18 +21,22 @@ use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Which benchmark: ingest, operators.
+    /// Which benchmark: ingest, operators, elastic.
     name: String,
     /// A smaller run (under 30 s).
     #[arg(long)]
     quick: bool,
+    /// `elastic`: the Elasticsearch to write to (default: the bundled test server).
+    #[arg(long)]
+    url: Option<String>,
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
     match args.name.as_str() {
         "ingest" => ingest(args.quick).await,
         "operators" => crate::bench_operators::run(args.quick).await,
-        other => bail!("unknown benchmark `{other}`; available: ingest, operators"),
+        "elastic" => crate::bench_elastic::run(args.quick, args.url).await,
+        other => bail!("unknown benchmark `{other}`; available: ingest, operators, elastic"),
     }
 }
 

@@ -113,8 +113,9 @@ pub async fn run_pipeline(cfg: Config, companion: Option<Companion>) -> Result<(
     let api_addr = api_listener.local_addr()?;
     let pipeline = Pipeline::start(cfg).await?;
     let app = AppState {
-        store: pipeline.store.clone(),
+        reader: pipeline.reader.clone(),
         state: pipeline.state.clone(),
+        elastic: pipeline.elastic.clone(),
         stats: pipeline.stats.clone(),
         analytics: pipeline.analytics.clone(),
         started: Instant::now(),

@@ -2,6 +2,7 @@
 //! library crates; nothing here processes data itself.
 
 mod bench;
+mod bench_elastic;
 mod bench_operators;
 mod demo;
 mod eval;
@@ -45,7 +46,7 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Measure throughput (`sqlvigil bench ingest|operators [--quick]`).
+    /// Measure throughput (`sqlvigil bench ingest|operators|elastic [--quick]`).
     Bench(bench::BenchArgs),
     /// Measure detection quality of the rules on simulated incidents (`--quick`).
     Eval(eval::EvalArgs),

@@ -14,14 +14,29 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    /// A backend (Elasticsearch) is unreachable or overloaded: try again later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl From<sqlvigil_pipeline::PipelineError> for ApiError {
     fn from(e: sqlvigil_pipeline::PipelineError) -> Self {
-        tracing::error!("API request failed: {e}");
-        ApiError::Internal(e.to_string())
+        use sqlvigil_pipeline::PipelineError as P;
+        match e {
+            P::Unsupported(m) => ApiError::NotImplemented(m),
+            P::Elastic(e) if e.is_retryable() => {
+                tracing::warn!("API request failed: {e}");
+                ApiError::Unavailable(e.to_string())
+            }
+            e => {
+                tracing::error!("API request failed: {e}");
+                ApiError::Internal(e.to_string())
+            }
+        }
     }
 }
 
@@ -32,6 +47,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

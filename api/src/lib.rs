@@ -1,13 +1,15 @@
-//! The REST API over the embedded store: `/health`, `/metrics` (Prometheus self metrics)
-//! and the bearer-token protected `/api/v1/{series,metrics,anomalies,insights}` (with
-//! `POST /api/v1/insights` for on-demand analyses, operator role), plus a small status
-//! page at `/`.
+//! The REST API over the pipeline's store — embedded, or Elasticsearch through the
+//! bridge: `/health`, `/metrics` (Prometheus self metrics) and the bearer-token protected
+//! `/api/v1/{series,metrics,aggregates,anomalies,insights}` (with `POST /api/v1/insights`
+//! for on-demand analyses, operator role), `/api/v1/{waits,top-queries,io,blocking}`
+//! (Elastic only), plus a small status page at `/`.
 //!
 //! Tokens are checked against their SHA-256 hashes in the state store; every role may
 //! read, and later write endpoints require operator or admin. Errors are JSON
 //! `{"error": "..."}` with the right status code.
 //!
-//! Depends on: model, pipeline (its `Store`, `StateStore` and `Stats`), axum. Must not
+//! Depends on: model, pipeline (its `Reader`, `StateStore`, `Stats`, and the Elastic
+//! backend's bridge), axum. Must not
 //! touch the bus or the operators: the API only reads what the pipeline stored.
 
 mod auth;
@@ -18,8 +20,9 @@ mod routes;
 pub use error::ApiError;
 
 use axum::Router;
+use sqlvigil_pipeline::runtime::ElasticBackend;
+use sqlvigil_pipeline::sinks::reader::Reader;
 use sqlvigil_pipeline::sinks::state::StateStore;
-use sqlvigil_pipeline::sinks::store::Store;
 use sqlvigil_pipeline::stats::Stats;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,8 +30,12 @@ use std::time::Instant;
 /// What the handlers read.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<Store>,
+    /// Telemetry, anomalies and insights, from whichever backend holds them.
+    pub reader: Arc<dyn Reader>,
+    /// Tokens and analysis failures (always SQLite).
     pub state: Arc<StateStore>,
+    /// The bridge's summaries (waits, top queries, I/O, blocking) need Elastic.
+    pub elastic: Option<Arc<ElasticBackend>>,
     pub stats: Arc<Stats>,
     /// On-demand insights (`POST /api/v1/insights`).
     pub analytics: Arc<sqlvigil_pipeline::analytics::AnalyticsService>,

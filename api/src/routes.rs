@@ -11,9 +11,12 @@ use axum::Extension;
 use axum::{middleware, Json, Router};
 use serde_json::{json, Value};
 use sqlvigil_analytics::prompt::Subject;
+use sqlvigil_bridge::query::{self, Range};
 use sqlvigil_model::Sample;
+use sqlvigil_pipeline::sinks::elastic::reader::ElasticReader;
 use sqlvigil_pipeline::sinks::state::{AnomalyFilter, Role};
 use sqlvigil_pipeline::sinks::store::{GroupBy, MetricFilter};
+use sqlvigil_pipeline::PipelineError;
 use std::collections::HashMap;
 
 const MAX_POINTS: usize = 100_000;
@@ -29,6 +32,10 @@ pub fn router(app: AppState) -> Router {
         .route("/anomalies/{id}", get(anomaly))
         .route("/insights", get(insights).post(create_insight))
         .route("/insights/failures", get(failures))
+        .route("/waits", get(waits))
+        .route("/top-queries", get(top_queries))
+        .route("/io", get(io))
+        .route("/blocking", get(blocking))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::require));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -37,7 +44,7 @@ pub fn router(app: AppState) -> Router {
         .nest("/api/v1", protected)
         .fallback(|| async {
             ApiError::NotFound(
-                "no such endpoint; see /api/v1/{series,metrics,anomalies,insights}".into(),
+                "no such endpoint; see /api/v1/{series,metrics,aggregates,anomalies,insights,waits,top-queries,io,blocking}".into(),
             )
         })
         .with_state(app)
@@ -81,7 +88,7 @@ async fn series(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q, &["metric", "instance", "from", "to"])?;
-    let list = app.store.series(&metric_filter(&p)?).await?;
+    let list = app.reader.series(&metric_filter(&p)?).await?;
     Ok(Json(json!({ "series": list })))
 }
 
@@ -115,7 +122,7 @@ async fn metrics(
     }
     let limit = p.usize("limit", MAX_POINTS)?.unwrap_or(DEFAULT_POINTS);
     f.limit = Some(limit);
-    let points = app.store.query_metrics(&f).await?;
+    let points = app.reader.metrics(&f).await?;
     Ok(Json(
         json!({ "points": points.iter().map(point_json).collect::<Vec<_>>(), "limit": limit }),
     ))
@@ -152,7 +159,7 @@ async fn aggregates(
             "`group_by` must be one of series, instance, database, host, all, got `{group}`"
         ))
     })?;
-    let rows = app.store.aggregates(&f, window_ns, group_by).await?;
+    let rows = app.reader.aggregates(&f, window_ns, group_by).await?;
     Ok(Json(
         json!({ "window": window, "group_by": group, "aggregates": rows }),
     ))
@@ -169,10 +176,7 @@ async fn anomalies(
         rule: p.string("rule"),
         limit: p.usize("limit", 10_000)?,
     };
-    let state = app.state.clone();
-    let list = tokio::task::spawn_blocking(move || state.anomalies(&f))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let list = app.reader.anomalies(&f).await?;
     Ok(Json(json!({ "anomalies": list })))
 }
 
@@ -181,10 +185,11 @@ async fn anomaly(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let a = app
-        .state
-        .anomaly(&id)?
+        .reader
+        .anomaly(&id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no anomaly `{id}`")))?;
-    let insights = app.state.insights(Some(&id), 100)?;
+    let insights = app.reader.insights(Some(&id), 100).await?;
     Ok(Json(json!({ "anomaly": a, "insights": insights })))
 }
 
@@ -195,10 +200,7 @@ async fn insights(
     let p = Params::new(q, &["anomaly_id", "limit"])?;
     let limit = p.usize("limit", 10_000)?.unwrap_or(1000);
     let anomaly_id = p.string("anomaly_id");
-    let state = app.state.clone();
-    let list = tokio::task::spawn_blocking(move || state.insights(anomaly_id.as_deref(), limit))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let list = app.reader.insights(anomaly_id.as_deref(), limit).await?;
     Ok(Json(json!({ "insights": list })))
 }
 
@@ -275,4 +277,98 @@ async fn failures(
     let p = Params::new(q, &["limit"])?;
     let limit = p.usize("limit", 10_000)?.unwrap_or(100);
     Ok(Json(json!({ "failures": app.state.failures(limit)? })))
+}
+
+/// The bridge, or 501 naming the setting that enables these endpoints.
+fn bridge(app: &AppState, what: &str) -> Result<std::sync::Arc<ElasticReader>, ApiError> {
+    app.elastic
+        .as_ref()
+        .map(|e| e.reader.clone())
+        .ok_or_else(|| {
+            ApiError::NotImplemented(format!(
+                "{what} are read from Elasticsearch documents; set store.backend: elastic"
+            ))
+        })
+}
+
+/// `instance`, `from`, `to` (default: the last hour) and `limit` of a summary request.
+fn summary_params(q: HashMap<String, String>) -> Result<(Option<String>, Range, usize), ApiError> {
+    let p = Params::new(q, &["instance", "from", "to", "limit"])?;
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let to = p.time_ns("to")?.unwrap_or(now);
+    let from = p.time_ns("from")?.unwrap_or(to - 3_600_000_000_000);
+    if from > to {
+        return Err(ApiError::BadRequest("`from` is after `to`".into()));
+    }
+    let limit = p.usize("limit", 10_000)?.unwrap_or(100);
+    let range = Range {
+        from_ns: Some(from),
+        to_ns: Some(to),
+    };
+    Ok((p.string("instance"), range, limit))
+}
+
+fn range_json(r: &Range) -> Value {
+    let t = |ns: Option<i64>| ns.map(|n| sqlvigil_model::ns_to_datetime(n).to_rfc3339());
+    json!({ "from": t(r.from_ns), "to": t(r.to_ns) })
+}
+
+/// Wait time per instance and wait type over a range (Elastic).
+async fn waits(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let b = bridge(&app, "wait statistics")?;
+    let (instance, range, limit) = summary_params(q)?;
+    let mut rows = query::waits(&b.es, &b.options, &range, instance.as_deref())
+        .await
+        .map_err(PipelineError::from)?;
+    rows.truncate(limit);
+    Ok(Json(json!({ "range": range_json(&range), "waits": rows })))
+}
+
+/// I/O per database and file over a range (Elastic).
+async fn io(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let b = bridge(&app, "I/O statistics")?;
+    let (instance, range, limit) = summary_params(q)?;
+    let mut rows = query::io(&b.es, &b.options, &range, instance.as_deref())
+        .await
+        .map_err(PipelineError::from)?;
+    rows.truncate(limit);
+    Ok(Json(json!({ "range": range_json(&range), "io": rows })))
+}
+
+/// Queries by CPU over a range (Elastic).
+async fn top_queries(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let b = bridge(&app, "top queries")?;
+    let (instance, range, limit) = summary_params(q)?;
+    let answer = query::top_queries(&b.es, &b.options, &range, instance.as_deref(), limit)
+        .await
+        .map_err(PipelineError::from)?;
+    b.note(&answer);
+    Ok(Json(
+        json!({ "range": range_json(&range), "top_queries": answer }),
+    ))
+}
+
+/// Blocked sessions over a range, newest first (Elastic).
+async fn blocking(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let b = bridge(&app, "blocking events")?;
+    let (instance, range, limit) = summary_params(q)?;
+    let answer = query::blocking(&b.es, &b.options, &range, instance.as_deref(), limit)
+        .await
+        .map_err(PipelineError::from)?;
+    b.note(&answer);
+    Ok(Json(
+        json!({ "range": range_json(&range), "blocking": answer }),
+    ))
 }

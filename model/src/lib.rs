@@ -24,12 +24,15 @@ pub mod catalogue;
 pub mod insight;
 pub mod live;
 pub mod log;
+pub mod query;
 pub mod sample;
+pub mod summary;
 
 pub use anomaly::{Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, EvidencePoint, Severity};
 pub use insight::{AnalysisFailure, Insight};
 pub use log::LogRecord;
 pub use sample::{HistogramPoint, MetricKind, Sample, SeriesKey};
+pub use summary::{BlockingEvent, IoSummary, TopQuery, WaitSummary};
 
 /// Errors raised while converting between the typed and columnar forms.
 #[derive(Debug, thiserror::Error)]

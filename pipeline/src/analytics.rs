@@ -8,8 +8,10 @@
 use crate::bus::{Bus, Record, Subscription};
 use crate::config::Config;
 use crate::error::{PipelineError, Result};
+use crate::sinks::reader::Reader;
 use crate::sinks::state::StateStore;
-use crate::sinks::store::{MetricFilter, Store};
+use crate::sinks::store::MetricFilter;
+use crate::sinks::Sink;
 use crate::stats::Stats;
 use chrono::{DateTime, Utc};
 use sqlvigil_analytics::analyzer::Analyzer;
@@ -31,7 +33,8 @@ pub const DATABASE_ATTR: &str = "sqlserver.database.name";
 /// Shared by the anomaly worker, the digest schedule and the API.
 pub struct AnalyticsService {
     analyzer: Analyzer,
-    store: Arc<Store>,
+    reader: Arc<dyn Reader>,
+    sink: Arc<dyn Sink>,
     state: Arc<StateStore>,
     bus: Arc<dyn Bus>,
     stats: Arc<Stats>,
@@ -52,7 +55,8 @@ fn llm_failed(e: impl std::fmt::Display) -> PipelineError {
 impl AnalyticsService {
     pub fn new(
         config: &Config,
-        store: Arc<Store>,
+        reader: Arc<dyn Reader>,
+        sink: Arc<dyn Sink>,
         state: Arc<StateStore>,
         bus: Arc<dyn Bus>,
         stats: Arc<Stats>,
@@ -66,7 +70,8 @@ impl AnalyticsService {
         };
         Ok(AnalyticsService {
             analyzer: Analyzer::new(llm, config.analytics.prompt_budget_chars),
-            store,
+            reader,
+            sink,
             state,
             bus,
             stats,
@@ -108,15 +113,15 @@ impl AnalyticsService {
         let instance = subject.instance().to_string();
         let mut ctx = Context {
             logs: self
-                .store
-                .query_logs(&instance, from, to, CONTEXT_LOG_LINES)
+                .reader
+                .logs(&instance, from, to, CONTEXT_LOG_LINES)
                 .await?,
             ..Default::default()
         };
         match subject {
             Subject::Anomaly(_) => ctx.related = self.latest(&instance, from, to).await?,
             _ => {
-                ctx.stats = self.store.metric_stats(&instance, from, to).await?;
+                ctx.stats = self.reader.metric_stats(&instance, from, to).await?;
                 let tail = to.saturating_sub(CONTEXT_WINDOW_NS).max(from);
                 ctx.related = self.latest(&instance, tail, to).await?;
             }
@@ -133,7 +138,7 @@ impl AnalyticsService {
             ..Default::default()
         };
         let mut latest: HashMap<u64, RelatedMetric> = HashMap::new();
-        for s in self.store.query_metrics(&filter).await? {
+        for s in self.reader.metrics(&filter).await? {
             let id = s.key.id();
             let mut attributes = s.key.attributes;
             // Per-database series would otherwise look alike.
@@ -198,6 +203,7 @@ impl AnalyticsService {
                 .unwrap_or(insight));
         }
         Stats::add(&self.stats.insights_written, 1);
+        self.sink.write_insights(std::slice::from_ref(&insight))?;
         tracing::info!(instance = %insight.instance, model = %insight.model, summary = %insight.summary, "insight");
         let record = Record {
             key: insight.instance.clone().into_bytes().into(),
@@ -293,7 +299,7 @@ impl AnalyticsService {
             ..Default::default()
         };
         let mut instances: Vec<String> = self
-            .store
+            .reader
             .series(&filter)
             .await?
             .into_iter()

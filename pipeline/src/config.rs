@@ -25,6 +25,8 @@ pub struct Config {
     pub operators: OperatorsConfig,
     pub api: ApiConfig,
     pub analytics: AnalyticsConfig,
+    /// Elasticsearch, used when `store.backend` is `elastic`.
+    pub elastic: crate::sinks::elastic::config::ElasticConfig,
     /// Rules inline; appended to those of `rules_file`.
     pub rules: Vec<RuleConfig>,
     /// A YAML file holding a list of rules. Without it and without inline rules the
@@ -105,10 +107,23 @@ impl Default for Topics {
     }
 }
 
-/// The embedded store: Parquet files and a SQLite database under `data_dir`.
+/// Where telemetry, anomalies and insights are kept.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Parquet files and SQLite under `data_dir` (the embedded default).
+    #[default]
+    Embedded,
+    /// Elasticsearch (the `elastic:` section); the API reads it back through the bridge.
+    Elastic,
+}
+
+/// The store: the backend, and `data_dir` — Parquet files and the SQLite database of
+/// state (tokens, checkpoints; anomalies and insights too) and the Elastic disk queue.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    pub backend: Backend,
     pub data_dir: PathBuf,
     /// Buffered rows are written to a Parquet file at least this often.
     #[serde(with = "duration_str")]
@@ -120,6 +135,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: Backend::Embedded,
             data_dir: PathBuf::from("sqlvigil-data"),
             flush_interval: Duration::from_secs(2),
             flush_rows: 100_000,
@@ -283,6 +299,9 @@ impl Config {
                     .into(),
             ));
         }
+        if self.store.backend == Backend::Elastic {
+            self.elastic.validate()?;
+        }
         if let Some(llm) = &self.analytics.llm {
             llm.validate().map_err(PipelineError::Config)?;
         }
@@ -410,6 +429,22 @@ mod tests {
     #[test]
     fn defaults_validate() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_example_config_is_the_defaults_and_elastic_settings_are_checked() {
+        // Relative to the repository root, where the binary runs.
+        let example = include_str!("../../config/sqlvigil.example.yaml")
+            .replace("config/rules.example.yaml", "../config/rules.example.yaml");
+        let mut loaded = load_str(&example).unwrap();
+        assert!(loaded.rules_file.take().is_some());
+        assert_eq!(loaded, Config::default());
+        let elastic = "store:\n  backend: elastic\nelastic:\n  url: es:9200\n";
+        let e = load_str(elastic).unwrap_err().to_string();
+        assert!(e.contains("elastic.url"), "{e}");
+        let ilm = "store:\n  backend: elastic\nelastic:\n  ilm:\n    delete_after: 90 days\n";
+        let e = load_str(ilm).unwrap_err().to_string();
+        assert!(e.contains("elastic.ilm.delete_after"), "{e}");
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub enum PipelineError {
     Decode(#[from] prost::DecodeError),
     #[error("transport: {0}")]
     Transport(String),
+    /// The configured backend cannot answer this question.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Elasticsearch (sink or bridge).
+    #[error("elasticsearch: {0}")]
+    Elastic(#[from] sqlvigil_bridge::BridgeError),
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

@@ -9,12 +9,15 @@
 use crate::analytics::AnalyticsService;
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, Delivery, Record, Subscription};
-use crate::config::{parse_addr, Config};
+use crate::config::{parse_addr, Backend, Config};
 use crate::error::{PipelineError, Result};
 use crate::operators::rate::RateOperator;
 use crate::operators::rules::RuleOperator;
 use crate::operators::{MicroBatch, Operator};
 use crate::receiver::{decode, grpc, http, Ingest};
+use crate::sinks::elastic::reader::ElasticReader;
+use crate::sinks::elastic::ElasticSink;
+use crate::sinks::reader::{EmbeddedReader, Reader};
 use crate::sinks::state::StateStore;
 use crate::sinks::store::Store;
 use crate::sinks::Sink;
@@ -35,13 +38,20 @@ pub(crate) const ANALYTICS_GROUP: &str = "sqlvigil-analytics";
 const CHECKPOINT: &str = "operators";
 /// Operator state is checkpointed at most this often (and at shutdown).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+/// At shutdown, how long the Elastic queue may take to empty (the rest stays on disk).
+const ELASTIC_DRAIN: Duration = Duration::from_secs(5);
 
 /// A running pipeline. Drop without [`Pipeline::shutdown`] aborts it.
 pub struct Pipeline {
     pub config: Config,
     pub bus: Arc<dyn Bus>,
+    /// The embedded store (empty when the backend is Elastic; `replay` reads it).
     pub store: Arc<Store>,
     pub state: Arc<StateStore>,
+    /// Where the API and the analyzer read telemetry, anomalies and insights.
+    pub reader: Arc<dyn Reader>,
+    /// The Elastic sink and bridge, when `store.backend` is `elastic`.
+    pub elastic: Option<Arc<ElasticBackend>>,
     pub stats: Arc<Stats>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -55,6 +65,51 @@ pub struct Pipeline {
     receivers: Vec<JoinHandle<()>>,
     telemetry: Vec<JoinHandle<Result<()>>>,
     analytics_task: JoinHandle<Result<()>>,
+}
+
+/// The Elasticsearch side of a pipeline: the sink and the bridge reader.
+pub struct ElasticBackend {
+    pub sink: Arc<ElasticSink>,
+    pub reader: Arc<ElasticReader>,
+}
+
+/// Sink, reader and (for Elastic) the backend, from `store.backend`.
+async fn backend(
+    config: &Config,
+    store: &Arc<Store>,
+    state: &Arc<StateStore>,
+    stats: &Arc<Stats>,
+) -> Result<(Arc<dyn Sink>, Arc<dyn Reader>, Option<Arc<ElasticBackend>>)> {
+    match config.store.backend {
+        Backend::Embedded => Ok((
+            store.clone(),
+            Arc::new(EmbeddedReader {
+                store: store.clone(),
+                state: state.clone(),
+            }),
+            None,
+        )),
+        Backend::Elastic => {
+            let es = sqlvigil_bridge::Elastic::connect(&config.elastic.connection())?;
+            let sink = ElasticSink::start(
+                &config.elastic,
+                &config.store.data_dir,
+                es.clone(),
+                stats.clone(),
+            )
+            .await?;
+            let reader = Arc::new(ElasticReader {
+                es,
+                options: config.elastic.read_options(),
+                stats: stats.clone(),
+            });
+            let backend = Arc::new(ElasticBackend {
+                sink: sink.clone(),
+                reader: reader.clone(),
+            });
+            Ok((sink, reader, Some(backend)))
+        }
+    }
 }
 
 /// Bind a listener, naming the field and address on failure.
@@ -85,6 +140,7 @@ impl Pipeline {
         let data_dir = config.store.data_dir.clone();
         let state = Arc::new(StateStore::open(&data_dir)?);
         let store = Arc::new(Store::open(&data_dir, stats.clone())?);
+        let (sink, reader, elastic) = backend(&config, &store, &state, &stats).await?;
         let bus: Arc<dyn Bus> =
             Arc::new(MemoryBus::new(config.bus.capacity, config.bus.partitions));
         let topics = config.bus.topics.clone();
@@ -141,7 +197,7 @@ impl Pipeline {
 
         let worker = TelemetryWorker {
             bus: bus.clone(),
-            store: store.clone(),
+            sink: sink.clone(),
             state: state.clone(),
             stats: stats.clone(),
             config: config.clone(),
@@ -154,7 +210,8 @@ impl Pipeline {
         let logs_task = tokio::spawn(worker.run_logs(logs_sub, rx_telemetry));
         let analytics_service = Arc::new(AnalyticsService::new(
             &config,
-            store.clone(),
+            reader.clone(),
+            sink.clone(),
             state.clone(),
             bus.clone(),
             stats.clone(),
@@ -181,6 +238,8 @@ impl Pipeline {
             bus,
             store,
             state,
+            reader,
+            elastic,
             stats,
             grpc_addr,
             http_addr,
@@ -211,6 +270,9 @@ impl Pipeline {
         let _ = self.stop_analytics.send(true);
         if let Err(e) = join(self.analytics_task).await {
             first_err.get_or_insert(e);
+        }
+        if let Some(e) = &self.elastic {
+            e.sink.close(ELASTIC_DRAIN).await;
         }
         tracing::info!("pipeline stopped");
         first_err.map_or(Ok(()), Err)
@@ -253,7 +315,7 @@ fn save_operators(state: &StateStore, ops: &[Box<dyn Operator>]) -> Result<()> {
 #[derive(Clone)]
 struct TelemetryWorker {
     bus: Arc<dyn Bus>,
-    store: Arc<Store>,
+    sink: Arc<dyn Sink>,
     state: Arc<StateStore>,
     stats: Arc<Stats>,
     config: Config,
@@ -301,12 +363,12 @@ impl TelemetryWorker {
         force: bool,
     ) -> Result<bool> {
         let due = pending.since.elapsed() >= self.config.store.flush_interval
-            || self.store.buffered_rows() >= self.config.store.flush_rows;
+            || self.sink.buffered_rows() >= self.config.store.flush_rows;
         if !(force || due) {
             return Ok(false);
         }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
+        let sink = self.sink.clone();
+        tokio::task::spawn_blocking(move || sink.flush())
             .await
             .map_err(|e| PipelineError::Transport(format!("flush task failed: {e}")))??;
         sub.ack(&pending.deliveries).await?;
@@ -343,7 +405,7 @@ impl TelemetryWorker {
                 for op in operators.iter_mut() {
                     op.process(&mut mb)?;
                 }
-                self.store.write_samples(&mb.samples)?;
+                self.sink.write_samples(&mb.samples)?;
                 self.publish_events(&mb.events).await?;
                 pending.deliveries.extend(batch);
             }
@@ -366,6 +428,8 @@ impl TelemetryWorker {
             return Ok(());
         }
         let mut records = Vec::with_capacity(events.len());
+        let anomalies: Vec<_> = events.iter().map(|e| e.anomaly.clone()).collect();
+        self.sink.write_anomalies(&anomalies)?;
         for ev in events {
             self.state.upsert_anomaly(&ev.anomaly)?;
             records.push(Record {
@@ -403,7 +467,7 @@ impl TelemetryWorker {
                     }
                 }
             }
-            self.store.write_logs(&logs)?;
+            self.sink.write_logs(&logs)?;
             pending.deliveries.extend(batch);
             self.maybe_commit(&mut sub, &mut pending, stopping(&stop))
                 .await?;

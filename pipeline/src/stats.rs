@@ -4,27 +4,31 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
-    ($($name:ident: $help:literal),* $(,)?) => {
-        /// Process-wide counters (monotonic since start).
+    (counters { $($name:ident: $help:literal),* $(,)? } gauges { $($g:ident: $ghelp:literal),* $(,)? }) => {
+        /// Process-wide counters (monotonic since start) and gauges (current values).
         #[derive(Debug, Default)]
-        pub struct Stats { $(pub $name: AtomicU64,)* }
+        pub struct Stats { $(pub $name: AtomicU64,)* $(pub $g: AtomicU64,)* }
 
         impl Stats {
-            /// Prometheus exposition text, one counter per line with its help.
+            /// Prometheus exposition text, one metric per line with its help.
             pub fn render(&self) -> String {
                 let mut out = String::new();
-                $(
-                    let _ = writeln!(out, "# HELP sqlvigil_{} {}", stringify!($name), $help);
-                    let _ = writeln!(out, "# TYPE sqlvigil_{} counter", stringify!($name));
-                    let _ = writeln!(out, "sqlvigil_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
-                )*
+                $( render_one(&mut out, stringify!($name), $help, "counter", &self.$name); )*
+                $( render_one(&mut out, stringify!($g), $ghelp, "gauge", &self.$g); )*
                 out
             }
         }
     };
 }
 
+fn render_one(out: &mut String, name: &str, help: &str, kind: &str, v: &AtomicU64) {
+    let _ = writeln!(out, "# HELP sqlvigil_{name} {help}");
+    let _ = writeln!(out, "# TYPE sqlvigil_{name} {kind}");
+    let _ = writeln!(out, "sqlvigil_{name} {}", v.load(Ordering::Relaxed));
+}
+
 counters! {
+counters {
     received_points: "Metric data points accepted by the OTLP receiver.",
     rejected_points: "Metric data points refused by the OTLP receiver (partial success).",
     received_log_records: "Log records accepted by the OTLP receiver.",
@@ -41,6 +45,17 @@ counters! {
     anomalies_resolved: "Anomalies resolved.",
     insights_written: "Insights written.",
     decode_errors: "Bus records that could not be decoded.",
+    elastic_bulk_requests: "_bulk requests sent to Elasticsearch (including retries).",
+    elastic_indexed_docs: "Documents Elasticsearch stored.",
+    elastic_duplicate_docs: "Documents Elasticsearch already had (409 on create: a retry or replay).",
+    elastic_retried_docs: "Documents sent again after a per-item 429 or 5xx.",
+    elastic_request_errors: "_bulk requests that failed as a whole (unreachable, 429, 5xx) and were retried.",
+    elastic_dead_letter_docs: "Documents Elasticsearch refused for good (written to the dead-letter file).",
+    bridge_malformed_docs: "Elasticsearch documents the bridge could not normalize.",
+}
+gauges {
+    elastic_queue_bytes: "Bytes in the on-disk queue waiting for Elasticsearch.",
+}
 }
 
 impl Stats {

@@ -20,16 +20,23 @@
 //! - [`llm`]: [`OllamaServer`] and [`OpenAiServer`], protocol-level LLM test servers that
 //!   check each request's shape and answer like the real APIs, with error modes (model
 //!   not found, 500, busy with Retry-After, slow, invalid JSON).
+//! - [`elastic`]: [`ElasticServer`], a protocol-level Elasticsearch 8 test server (ILM,
+//!   templates, data streams incl. time series, `_bulk` with per-item errors, `_search`
+//!   with aggregations) with faults ([`Fault`]: 429/503 with Retry-After, per-item 429s,
+//!   slowness) and refused connections.
 //!
-//! Depends on: reqwest, tokio, axum, serde_json, thiserror, and at run time on the `kill`
-//! command (signals) and `python3` (OTLP client). It knows the binary only through
-//! its command line (`--otlp-grpc-addr`, `--otlp-http-addr`, `--api-addr`,
-//! `--data-dir`, `token create --role`), `<data_dir>/admin.token` and `GET /health`.
+//! Depends on: reqwest, tokio, axum, serde_json, thiserror, chrono, flate2, sha2, and at
+//! run time on the `kill` command (signals) and `python3` (OTLP client). It knows the
+//! binary only through its command line (`--otlp-grpc-addr`, `--otlp-http-addr`,
+//! `--api-addr`, `--data-dir`, `token create --role`), `<data_dir>/admin.token` and
+//! `GET /health`.
 //!
 //! Must not touch: product code. This crate is a dev-dependency only; no product
 //! crate may depend on it, and it depends on no product crate.
 
+pub mod elastic;
 pub mod llm;
+pub use elastic::{ElasticServer, Fault};
 pub use llm::{OllamaServer, OpenAiServer};
 
 use std::collections::BTreeSet;

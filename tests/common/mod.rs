@@ -22,15 +22,19 @@ pub fn bin() -> PathBuf {
 
 /// `sqlvigil run` with `extra_yaml` appended to a small test config; returns it and an admin token.
 pub fn start_run(data_dir: &Path, extra_yaml: &str) -> (Sqlvigil, String) {
-    std::fs::create_dir_all(data_dir).expect("data dir");
-    let cfg = data_dir.join("sqlvigil.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
+    start_config(
+        data_dir,
+        &format!(
             "store:\n  flush_interval: 300ms\noperators:\n  batch_interval: 100ms\n{extra_yaml}"
         ),
     )
-    .expect("write config");
+}
+
+/// `sqlvigil run` with exactly `yaml` as its config; returns it and an admin token.
+pub fn start_config(data_dir: &Path, yaml: &str) -> (Sqlvigil, String) {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let cfg = data_dir.join("sqlvigil.yaml");
+    std::fs::write(&cfg, yaml).expect("write config");
     let token = sqlvigil_testkit::create_token(&bin(), data_dir, "admin").expect("token");
     let cfg = cfg.to_string_lossy().into_owned();
     let sv =
@@ -78,11 +82,22 @@ fn kv(k: &str, v: &str) -> KeyValue {
 /// A protobuf request with one gauge point per value (1 s apart).
 pub fn gauge_request(instance: &str, metric: &str, values: &[f64]) -> ExportMetricsServiceRequest {
     let t0 = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64;
+    gauge_request_at(instance, metric, t0, 1_000_000_000, values)
+}
+
+/// Like [`gauge_request`] with the first point at `t0` and the others `step_ns` apart.
+pub fn gauge_request_at(
+    instance: &str,
+    metric: &str,
+    t0: u64,
+    step_ns: u64,
+    values: &[f64],
+) -> ExportMetricsServiceRequest {
     let data_points = values
         .iter()
         .enumerate()
         .map(|(i, v)| NumberDataPoint {
-            time_unix_nano: t0 + i as u64 * 1_000_000_000,
+            time_unix_nano: t0 + i as u64 * step_ns,
             value: Some(number_data_point::Value::AsDouble(*v)),
             ..Default::default()
         })

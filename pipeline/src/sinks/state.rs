@@ -40,14 +40,7 @@ impl Role {
     }
 }
 
-/// Which anomalies to list.
-#[derive(Debug, Clone, Default)]
-pub struct AnomalyFilter {
-    pub state: Option<String>,
-    pub instance: Option<String>,
-    pub rule: Option<String>,
-    pub limit: Option<usize>,
-}
+pub use sqlvigil_model::query::AnomalyFilter;
 
 pub struct StateStore {
     conn: Mutex<Connection>,

@@ -25,7 +25,6 @@ use datafusion::scalar::ScalarValue;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use serde::Serialize;
 use sqlvigil_analytics::MetricStat;
 use sqlvigil_model::arrow_schema::{
     batch_to_logs, batch_to_samples, log_schema, logs_to_batch, sample_schema, samples_to_batch,
@@ -42,78 +41,17 @@ struct Buffer {
     rows: usize,
 }
 
-/// Which points a query wants.
-#[derive(Debug, Clone, Default)]
-pub struct MetricFilter {
-    pub series_id: Option<u64>,
-    pub metric: Option<String>,
-    pub instance: Option<String>,
-    pub from_ns: Option<i64>,
-    pub to_ns: Option<i64>,
-    pub limit: Option<usize>,
-}
+pub use sqlvigil_model::query::{AggregateRow, GroupBy, MetricFilter, SeriesInfo};
 
-/// What windowed aggregates are grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    Series,
-    Instance,
-    Database,
-    Host,
-    /// One group: the whole fleet.
-    All,
-}
-
-impl GroupBy {
-    pub fn parse(s: &str) -> Option<GroupBy> {
-        Some(match s {
-            "series" => GroupBy::Series,
-            "instance" => GroupBy::Instance,
-            "database" => GroupBy::Database,
-            "host" => GroupBy::Host,
-            "all" => GroupBy::All,
-            _ => return None,
-        })
+/// The column a [`GroupBy`] groups on.
+fn group_column(g: GroupBy) -> &'static str {
+    match g {
+        GroupBy::Series => "series_id",
+        GroupBy::Instance => "instance",
+        GroupBy::Database => "database",
+        GroupBy::Host => "host",
+        GroupBy::All => "'all'",
     }
-
-    fn column(self) -> &'static str {
-        match self {
-            GroupBy::Series => "series_id",
-            GroupBy::Instance => "instance",
-            GroupBy::Database => "database",
-            GroupBy::Host => "host",
-            GroupBy::All => "'all'",
-        }
-    }
-}
-
-/// One window of one group.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AggregateRow {
-    pub window_start: chrono::DateTime<chrono::Utc>,
-    pub group: String,
-    pub points: u64,
-    pub avg: f64,
-    pub min: f64,
-    pub max: f64,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-}
-
-/// One series as listed by the API.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SeriesInfo {
-    pub id: String,
-    pub instance: String,
-    pub host: String,
-    pub database: String,
-    pub metric: String,
-    pub attributes: BTreeMap<String, String>,
-    pub unit: String,
-    pub kind: String,
-    pub points: u64,
-    pub last_time: chrono::DateTime<chrono::Utc>,
 }
 
 pub struct Store {
@@ -303,7 +241,7 @@ impl Store {
             .frame("metrics", &self.metrics, sample_schema())
             .await?;
         ctx.register_table("pts", Self::apply(df, filter)?.into_view())?;
-        let group = group_by.column();
+        let group = group_column(group_by);
         // Only integers and fixed column names are spliced in; user strings went
         // through the DataFrame filter above.
         let sql = format!(
