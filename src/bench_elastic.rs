@@ -62,8 +62,13 @@ fn start_test_server() -> Result<(Server, String)> {
 
 /// `n` realistic points (the simulated fleet's metrics), each series/time once.
 fn points(n: usize) -> Vec<Sample> {
+    // Recent event time, one scrape a second: a time series data stream only accepts
+    // points within its look-back window (2 h by default).
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let mut fleet = Fleet::new(FleetConfig {
         instances: 20,
+        interval: Duration::from_secs(1),
+        start_time_ns: now - 30 * 60 * 1_000_000_000,
         ..FleetConfig::default()
     });
     let mut out = Vec::with_capacity(n);
