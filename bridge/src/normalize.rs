@@ -623,43 +623,17 @@ fn catalogue_sample(
     }
 }
 
-/// OTLP severity text for a severity number.
-fn severity_text(number: i32) -> &'static str {
-    match number {
-        1..=4 => "TRACE",
-        5..=8 => "DEBUG",
-        9..=12 => "INFO",
-        13..=16 => "WARN",
-        17..=20 => "ERROR",
-        21..=24 => "FATAL",
-        _ => "UNSPECIFIED",
-    }
-}
-
-/// The lowest OTLP severity number of a severity text (0 when unknown).
-fn severity_number(text: &str) -> i32 {
-    match text.to_ascii_uppercase().as_str() {
-        "TRACE" => 1,
-        "DEBUG" => 5,
-        "INFO" | "INFORMATION" | "INFORMATIONAL" => 9,
-        "WARN" | "WARNING" => 13,
-        "ERROR" => 17,
-        "FATAL" | "CRITICAL" => 21,
-        _ => 0,
-    }
-}
-
 /// Severity text and number, each derived from the other when missing.
 fn severity(text: Option<String>, number: Option<i32>) -> (String, i32) {
     let text = text.filter(|t| !t.is_empty());
     match (text, number) {
         (Some(t), Some(n)) => (t, n),
         (Some(t), None) => {
-            let n = severity_number(&t);
+            let n = sqlvigil_model::log::severity_number(&t);
             (t, n)
         }
-        (None, Some(n)) => (severity_text(n).to_string(), n),
-        (None, None) => (severity_text(0).to_string(), 0),
+        (None, Some(n)) => (sqlvigil_model::log::severity_text(n).to_string(), n),
+        (None, None) => (sqlvigil_model::log::severity_text(0).to_string(), 0),
     }
 }
 

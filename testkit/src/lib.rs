@@ -155,6 +155,28 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A free loopback listener and a current-thread runtime to serve it on (the test
+/// servers run on their own thread so they work under any test's runtime).
+pub(crate) fn loopback_server(
+) -> Result<(SocketAddr, tokio::runtime::Runtime, tokio::net::TcpListener), String> {
+    let listener = free_listener().map_err(|e| e.to_string())?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("local_addr: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("set_nonblocking: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?
+    };
+    Ok((addr, runtime, listener))
+}
+
 /// A listener on a free 127.0.0.1 port, for fake servers inside a test. Its port is
 /// recorded so that [`free_port`] in the same process never hands it out (binding
 /// `127.0.0.1:0` directly could get a port just returned by `free_port` and not

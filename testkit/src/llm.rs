@@ -200,21 +200,7 @@ impl<A: Api> LlmServer<A> {
     }
 
     fn try_start(mode: Mode, models: &[&str]) -> Result<Self, String> {
-        let listener = crate::free_listener().map_err(|e| e.to_string())?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("local_addr: {e}"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("set_nonblocking: {e}"))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("runtime: {e}"))?;
-        let listener = {
-            let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?
-        };
+        let (addr, runtime, listener) = crate::loopback_server()?;
         let shared = Shared(Arc::new(Mutex::new(Inner {
             mode,
             served: 0,

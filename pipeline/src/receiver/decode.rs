@@ -374,18 +374,6 @@ fn histogram(
     }
 }
 
-fn severity_text(number: i32) -> &'static str {
-    match number {
-        1..=4 => "TRACE",
-        5..=8 => "DEBUG",
-        9..=12 => "INFO",
-        13..=16 => "WARN",
-        17..=20 => "ERROR",
-        21..=24 => "FATAL",
-        _ => "UNSPECIFIED",
-    }
-}
-
 /// Decode logs into log records.
 pub fn logs_to_records(req: &ExportLogsServiceRequest, out: &mut Vec<LogRecord>) {
     for rl in &req.resource_logs {
@@ -409,7 +397,7 @@ fn resource_logs(rl: &ResourceLogs, out: &mut Vec<LogRecord>) {
                 lr.observed_time_unix_nano
             };
             let severity = if lr.severity_text.is_empty() {
-                severity_text(lr.severity_number).to_string()
+                sqlvigil_model::log::severity_text(lr.severity_number).to_string()
             } else {
                 lr.severity_text.clone()
             };
