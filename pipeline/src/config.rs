@@ -61,6 +61,8 @@ impl Default for ReceiverConfig {
 pub enum BusKind {
     /// In-process bus (the embedded default).
     Memory,
+    /// Kafka (`bus.kafka`).
+    Kafka,
 }
 
 /// The bus between the receiver and the operators.
@@ -73,6 +75,8 @@ pub struct BusConfig {
     /// Partitions per topic; records with the same key (instance) share one.
     pub partitions: u32,
     pub topics: Topics,
+    /// Brokers and client settings when `kind` is `kafka`.
+    pub kafka: crate::bus::kafka::KafkaConfig,
 }
 
 impl Default for BusConfig {
@@ -82,6 +86,7 @@ impl Default for BusConfig {
             capacity: 20_000,
             partitions: 4,
             topics: Topics::default(),
+            kafka: crate::bus::kafka::KafkaConfig::default(),
         }
     }
 }
@@ -298,6 +303,9 @@ impl Config {
                 "analytics.digest.interval and analytics.digest.window must be greater than 0"
                     .into(),
             ));
+        }
+        if self.bus.kind == BusKind::Kafka {
+            self.bus.kafka.validate().map_err(PipelineError::Config)?;
         }
         if self.store.backend == Backend::Elastic {
             self.elastic.validate()?;

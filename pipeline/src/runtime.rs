@@ -9,7 +9,8 @@
 use crate::analytics::AnalyticsService;
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, Delivery, Record, Subscription};
-use crate::config::{parse_addr, Backend, Config};
+use crate::bus::kafka::KafkaBus;
+use crate::config::{parse_addr, Backend, BusKind, Config};
 use crate::error::{PipelineError, Result};
 use crate::operators::rate::RateOperator;
 use crate::operators::rules::RuleOperator;
@@ -141,9 +142,17 @@ impl Pipeline {
         let state = Arc::new(StateStore::open(&data_dir)?);
         let store = Arc::new(Store::open(&data_dir, stats.clone())?);
         let (sink, reader, elastic) = backend(&config, &store, &state, &stats).await?;
-        let bus: Arc<dyn Bus> =
-            Arc::new(MemoryBus::new(config.bus.capacity, config.bus.partitions));
         let topics = config.bus.topics.clone();
+        let bus: Arc<dyn Bus> = match config.bus.kind {
+            BusKind::Memory => {
+                Arc::new(MemoryBus::new(config.bus.capacity, config.bus.partitions))
+            }
+            BusKind::Kafka => {
+                let names = [&topics.metrics, &topics.logs, &topics.anomalies, &topics.insights];
+                let names: Vec<&str> = names.iter().map(|t| t.as_str()).collect();
+                Arc::new(KafkaBus::connect(&config.bus.kafka, &names, stats.clone()).await?)
+            }
+        };
 
         // Subscribe before the receivers open so nothing is published to an unread topic.
         let metrics_sub = bus.subscribe(&topics.metrics, OPERATORS_GROUP).await?;

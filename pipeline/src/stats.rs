@@ -52,9 +52,12 @@ counters {
     elastic_request_errors: "_bulk requests that failed as a whole (unreachable, 429, 5xx) and were retried.",
     elastic_dead_letter_docs: "Documents Elasticsearch refused for good (written to the dead-letter file).",
     bridge_malformed_docs: "Elasticsearch documents the bridge could not normalize.",
+    kafka_produce_errors: "Records Kafka did not take (the OTLP client was told to retry).",
 }
 gauges {
     elastic_queue_bytes: "Bytes in the on-disk queue waiting for Elasticsearch.",
+    kafka_consumer_lag: "Records in the consumed Kafka partitions not yet read by this process.",
+    kafka_producer_queue: "Records in the Kafka producer's queue awaiting delivery.",
 }
 }
 

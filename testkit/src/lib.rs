@@ -24,6 +24,8 @@
 //!   templates, data streams incl. time series, `_bulk` with per-item errors, `_search`
 //!   with aggregations) with faults ([`Fault`]: 429/503 with Retry-After, per-item 429s,
 //!   slowness) and refused connections.
+//! - [`kafka`]: [`KafkaBroker`], a real Kafka-protocol broker (tansu 0.6, in-memory
+//!   storage) on a free loopback port, with pause/resume for outages.
 //!
 //! Depends on: reqwest, tokio, axum, serde_json, thiserror, chrono, flate2, sha2, and at
 //! run time on the `kill` command (signals) and `python3` (OTLP client). It knows the
@@ -35,8 +37,10 @@
 //! crate may depend on it, and it depends on no product crate.
 
 pub mod elastic;
+pub mod kafka;
 pub mod llm;
 pub use elastic::{ElasticServer, Fault};
+pub use kafka::KafkaBroker;
 pub use llm::{OllamaServer, OpenAiServer};
 
 use std::collections::BTreeSet;
@@ -110,6 +114,9 @@ pub enum TestkitError {
     },
     #[error("sqlvigil is not running (already stopped or killed)")]
     NotRunning,
+    /// A test dependency (the Kafka broker, …) is missing or would not start.
+    #[error("{0}")]
+    Missing(String),
     #[error("could not read admin token {path}: {reason}")]
     AdminToken { path: PathBuf, reason: String },
     #[error("`{command}` failed ({status}); stderr:\n{stderr}")]

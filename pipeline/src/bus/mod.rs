@@ -4,8 +4,10 @@
 //! land in the same partition so one instance's data stays in order. Consumers read in a
 //! group and acknowledge what they have made durable: a new subscription of the same
 //! group resumes after the last acknowledged record (at-least-once). The in-process
-//! [`memory::MemoryBus`] is the embedded default; a Kafka bus implements the same trait.
+//! [`memory::MemoryBus`] is the embedded default; [`kafka::KafkaBus`] implements the same
+//! trait over Kafka.
 
+pub mod kafka;
 pub mod memory;
 
 use async_trait::async_trait;
@@ -19,6 +21,9 @@ pub enum BusError {
     Full(String),
     #[error("bus is closed")]
     Closed,
+    /// The broker is unreachable or did not take the records in time.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Other(String),
 }
@@ -26,7 +31,10 @@ pub enum BusError {
 impl BusError {
     /// Whether a client should retry (maps to UNAVAILABLE / HTTP 503).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, BusError::Full(_) | BusError::Closed)
+        matches!(
+            self,
+            BusError::Full(_) | BusError::Closed | BusError::Unavailable(_)
+        )
     }
 }
 

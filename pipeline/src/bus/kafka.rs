@@ -1,0 +1,402 @@
+//! The Kafka bus (`bus.kind: kafka`), on rdkafka (librdkafka).
+//!
+//! Publishing waits for the delivery reports of every record (`acks=all`, idempotent
+//! producer), so a receiver that answers success has its data in Kafka; a broker that
+//! cannot take it within `message_timeout` turns into a retryable error (UNAVAILABLE /
+//! 503), never success-and-drop. Consumers join a group with auto-commit off and commit
+//! the offsets of what the runtime acknowledged — after the sinks and the operator
+//! checkpoint made it durable — so a crash redelivers, and idempotent sinks make the
+//! redelivery harmless. Telemetry topics carry OTLP protobuf exactly as the Collector's
+//! kafka exporter (`otlp_proto`) writes it, keyed by instance.
+
+use super::{Bus, BusError, Delivery, Record, Subscription};
+use crate::stats::Stats;
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `bus.kafka`: brokers, topic creation, producer tuning and any librdkafka setting.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: `host:port[,host:port…]`.
+    pub brokers: String,
+    pub client_id: String,
+    /// Create missing topics at start-up (else a missing topic is an error naming it).
+    pub create_topics: bool,
+    /// Partitions of topics sqlvigil creates.
+    pub partitions: i32,
+    pub replication: i32,
+    /// `compression.type`: none, gzip, snappy, lz4 or zstd.
+    pub compression: String,
+    /// `linger.ms`: how long the producer waits to batch.
+    #[serde(with = "crate::config::duration_str")]
+    pub linger: Duration,
+    /// `message.timeout.ms`: after this a record the broker did not take is refused
+    /// to the OTLP client as retryable.
+    #[serde(with = "crate::config::duration_str")]
+    pub message_timeout: Duration,
+    /// `session.timeout.ms` of consumers: how soon a dead consumer's partitions move.
+    #[serde(with = "crate::config::duration_str")]
+    pub session_timeout: Duration,
+    /// Any other librdkafka property, passed through to every client: TLS and SASL
+    /// (`security.protocol`, `ssl.ca.location`, `sasl.mechanism`, `sasl.username`, …).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "sqlvigil".into(),
+            create_topics: true,
+            partitions: 6,
+            replication: 1,
+            compression: "lz4".into(),
+            linger: Duration::from_millis(5),
+            message_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(10),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("bus.kafka.brokers must name at least one broker".into());
+        }
+        if self.partitions < 1 || self.replication < 1 {
+            return Err("bus.kafka.partitions and bus.kafka.replication must be at least 1".into());
+        }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.compression.as_str()) {
+            return Err(format!(
+                "bus.kafka.compression: `{}` is not one of none, gzip, snappy, lz4, zstd",
+                self.compression
+            ));
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id)
+            .set("statistics.interval.ms", "1000");
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+
+    fn producer(&self) -> ClientConfig {
+        let mut c = self.client();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &self.compression)
+            .set("linger.ms", self.linger.as_millis().to_string())
+            .set("message.timeout.ms", self.message_timeout.as_millis().to_string());
+        c
+    }
+
+    fn consumer(&self, group: &str) -> ClientConfig {
+        let mut c = self.client();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", self.session_timeout.as_millis().to_string());
+        c
+    }
+}
+
+/// Feeds librdkafka's statistics into the self metrics.
+#[derive(Clone)]
+pub struct MetricsContext {
+    stats: Arc<Stats>,
+}
+
+impl ClientContext for MetricsContext {
+    fn stats(&self, s: Statistics) {
+        match s.client_type.as_str() {
+            "producer" => self
+                .stats
+                .kafka_producer_queue
+                .store(s.msg_cnt, Ordering::Relaxed),
+            _ => {
+                let lag: i64 = s
+                    .topics
+                    .values()
+                    .flat_map(|t| t.partitions.values())
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(|p| p.consumer_lag)
+                    .sum();
+                self.stats
+                    .kafka_consumer_lag
+                    .store(lag.max(0) as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for MetricsContext {}
+
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer<MetricsContext>,
+    context: MetricsContext,
+}
+
+fn other(what: &str, e: impl std::fmt::Display) -> BusError {
+    BusError::Other(format!("{what}: {e}"))
+}
+
+impl KafkaBus {
+    /// Connect, create (or check) the topics, and return the bus.
+    pub async fn connect(
+        config: &KafkaConfig,
+        topics: &[&str],
+        stats: Arc<Stats>,
+    ) -> Result<KafkaBus, BusError> {
+        let context = MetricsContext { stats };
+        let producer: FutureProducer<MetricsContext> = config
+            .producer()
+            .create_with_context(context.clone())
+            .map_err(|e| other("kafka producer", e))?;
+        let bus = KafkaBus {
+            config: config.clone(),
+            producer,
+            context,
+        };
+        if config.create_topics {
+            bus.create_topics(topics).await?;
+        }
+        bus.check_topics(topics).await?;
+        Ok(bus)
+    }
+
+    async fn create_topics(&self, topics: &[&str]) -> Result<(), BusError> {
+        let admin: AdminClient<_> = self
+            .config
+            .client()
+            .create()
+            .map_err(|e| other("kafka admin client", e))?;
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.config.partitions,
+                    TopicReplication::Fixed(self.config.replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| self.broker_error("creating topics", e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(BusError::Other(format!(
+                        "kafka: cannot create topic `{topic}` on {}: {code}",
+                        self.config.brokers
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every topic must exist with at least one partition.
+    async fn check_topics(&self, topics: &[&str]) -> Result<(), BusError> {
+        for t in topics {
+            let producer = self.producer.clone();
+            let topic = t.to_string();
+            let md = tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            })
+            .await
+            .map_err(|e| other("kafka metadata", e))?
+            .map_err(|e| self.broker_error(&format!("reading topic `{t}`"), e))?;
+            let ok = md
+                .topics()
+                .iter()
+                .any(|m| m.name() == *t && m.error().is_none() && !m.partitions().is_empty());
+            if !ok {
+                return Err(BusError::Other(format!(
+                    "kafka: topic `{t}` does not exist on {} (create it, or set bus.kafka.create_topics: true)",
+                    self.config.brokers
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn broker_error(&self, what: &str, e: KafkaError) -> BusError {
+        BusError::Unavailable(format!("kafka {what} at {}: {e}", self.config.brokers))
+    }
+
+    /// A consumer of `group` on `topic` (also used by tests and benchmarks).
+    pub fn consumer(&self, topic: &str, group: &str) -> Result<StreamConsumer<MetricsContext>, BusError> {
+        let consumer: StreamConsumer<MetricsContext> = self
+            .config
+            .consumer(group)
+            .create_with_context(self.context.clone())
+            .map_err(|e| other("kafka consumer", e))?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| self.broker_error(&format!("subscribing to `{topic}`"), e))?;
+        Ok(consumer)
+    }
+}
+
+/// Whether a failed delivery is worth retrying (the broker is away or busy).
+fn retryable(e: &KafkaError) -> bool {
+    match e.rdkafka_error_code() {
+        Some(code) => !matches!(
+            code,
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+        ),
+        None => true,
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError> {
+        let mut pending = Vec::with_capacity(records.len());
+        for r in &records {
+            let rec = FutureRecord::to(topic).key(r.key.as_ref()).payload(r.payload.as_ref());
+            match self.producer.send_result(rec) {
+                Ok(f) => pending.push(f),
+                Err((e, _)) => {
+                    Stats::add(&self.context.stats.kafka_produce_errors, 1);
+                    return Err(if retryable(&e) {
+                        BusError::Full(format!("{topic} (kafka producer: {e})"))
+                    } else {
+                        other(&format!("kafka produce to `{topic}`"), e)
+                    });
+                }
+            }
+        }
+        // Every record must be acknowledged by the broker before the caller hears Ok.
+        let mut first_err = None;
+        for f in pending {
+            let err = match f.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e,
+                Err(_) => KafkaError::Canceled,
+            };
+            Stats::add(&self.context.stats.kafka_produce_errors, 1);
+            first_err.get_or_insert(err);
+        }
+        match first_err {
+            None => Ok(()),
+            Some(e) if retryable(&e) => Err(BusError::Unavailable(format!(
+                "kafka did not take the records for `{topic}`: {e}"
+            ))),
+            Some(e) => Err(other(&format!("kafka produce to `{topic}`"), e)),
+        }
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
+        Ok(Box::new(KafkaSubscription {
+            consumer: self.consumer(topic, group)?,
+            topic: topic.to_string(),
+        }))
+    }
+
+    /// Nothing to drain at shutdown: unacknowledged records stay in Kafka and are read
+    /// again by the group.
+    fn pending(&self, _topic: &str, _group: &str) -> u64 {
+        0
+    }
+}
+
+struct KafkaSubscription {
+    consumer: StreamConsumer<MetricsContext>,
+    topic: String,
+}
+
+impl KafkaSubscription {
+    async fn recv(&self, wait: Duration) -> Option<Delivery> {
+        match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => None,
+            Ok(Ok(m)) => Some(Delivery {
+                partition: m.partition().max(0) as u32,
+                offset: m.offset().max(0) as u64,
+                record: Record {
+                    key: Bytes::copy_from_slice(m.key().unwrap_or_default()),
+                    payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                },
+            }),
+            Ok(Err(e)) => {
+                // Broker away, rebalance in progress…: librdkafka recovers by itself.
+                tracing::warn!(topic = %self.topic, "kafka consumer: {e}");
+                tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        let Some(first) = self.recv(wait).await else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![first];
+        // Take what librdkafka already fetched, without waiting for more.
+        while out.len() < max {
+            match self.recv(Duration::from_millis(1)).await {
+                Some(d) => out.push(d),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        let mut next: HashMap<u32, u64> = HashMap::new();
+        for d in deliveries {
+            let e = next.entry(d.partition).or_default();
+            *e = (*e).max(d.offset + 1);
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in next {
+            tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(o as i64))
+                .map_err(|e| other("kafka offsets", e))?;
+        }
+        // A partition that moved to another consumer refuses the commit; its new owner
+        // reads those records again, and the idempotent sinks absorb the repeat.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(topic = %self.topic, "kafka commit refused: {e}");
+        }
+        Ok(())
+    }
+}

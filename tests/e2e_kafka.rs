@@ -1,0 +1,204 @@
+//! `bus.kind: kafka` end to end against a real Kafka-protocol broker (tansu, started by
+//! `testkit`): OTLP in → Kafka → operators/store → API; messages written by an
+//! independent producer in the Collector's `otlp_proto` format; a 30 s broker outage
+//! under load; and two consumers sharing, then handing over, the partitions.
+
+mod common;
+
+use common::{gauge_request_at, self_metric, start_config};
+use prost::Message;
+use sqlvigil_testkit::{wait_for, KafkaBroker, Sqlvigil};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn now_ns() -> u64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64
+}
+
+fn kafka_config(broker: &KafkaBroker, kafka_extra: &str) -> String {
+    format!(
+        "bus:\n  kind: kafka\n  kafka:\n    brokers: {}\n    partitions: 4\n    session_timeout: 6s\n{kafka_extra}\
+         store:\n  flush_interval: 300ms\noperators:\n  batch_interval: 100ms\n",
+        broker.bootstrap()
+    )
+}
+
+async fn post_metrics(sv: &Sqlvigil, body: Vec<u8>) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/v1/metrics", sv.http_endpoint()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Values of `metric` on `instance` the API serves now (up to 100k).
+async fn served(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> Vec<f64> {
+    let path = format!("/api/v1/metrics?metric={metric}&instance={instance}&limit=100000");
+    match sv.get_json(&path, Some(token)).await {
+        Ok((200, body)) => body["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["value"].as_f64())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Produce one Collector-format message with the independent Python producer.
+fn produce_external(broker: &KafkaBroker, instance: &str, values: &[f64], key: Option<&str>) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_producer.py");
+    let values = values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&script)
+        .args(["--bootstrap", &broker.bootstrap(), "--instance", instance, "--values", &values]);
+    if let Some(k) = key {
+        cmd.args(["--key", k]);
+    }
+    let out = cmd.output().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "kafka_producer.py failed (pip install -r tests/requirements.txt?): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn otlp_through_kafka_to_the_api() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sv, token) = start_config(dir.path(), &kafka_config(&broker, ""));
+    let req = gauge_request_at("k-sql1", "sqlserver.cpu.utilization", now_ns() - 60_000_000_000, 1_000_000_000, &[11.5, 22.0, 33.25]);
+    assert_eq!(post_metrics(&sv, req.encode_to_vec()).await, 200);
+    let values = common::wait_values(&sv, &token, "sqlserver.cpu.utilization", "k-sql1", 3).await;
+    assert_eq!(values, vec![11.5, 22.0, 33.25], "broker log: {}", broker.log_tail());
+    // Lag and producer queue are exposed.
+    let _ = self_metric(&sv, "sqlvigil_kafka_consumer_lag").await;
+    let _ = self_metric(&sv, "sqlvigil_kafka_producer_queue").await;
+}
+
+/// A Collector already writing to Kafka (`otlp_proto`) feeds sqlvigil with no receiver.
+#[tokio::test(flavor = "multi_thread")]
+async fn collector_format_messages_from_another_producer_are_consumed() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sv, token) = start_config(dir.path(), &kafka_config(&broker, ""));
+    produce_external(&broker, "k-ext", &[5.0, 6.5], None);
+    produce_external(&broker, "k-ext", &[7.0], Some("k-ext"));
+    let values = common::wait_values(&sv, &token, "sqlserver.cpu.utilization", "k-ext", 3).await;
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(sorted, vec![5.0, 6.5, 7.0]);
+}
+
+/// The broker frozen for 30 s under load: the receiver refuses with retryable errors
+/// meanwhile, and every point it acknowledged is served once it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_outage_refuses_and_loses_nothing_acknowledged() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sv, token) = start_config(dir.path(), &kafka_config(&broker, "    message_timeout: 2s\n"));
+    let metric = "sqlserver.user.connection.count";
+    let t0 = now_ns() - 20 * 60_000_000_000;
+    let mut acked: BTreeSet<u64> = BTreeSet::new();
+    let mut refused_during_outage = 0;
+    let mut ok_during_outage = 0;
+    let started = Instant::now();
+    let mut k = 0u64;
+    let mut paused = false;
+    while started.elapsed() < Duration::from_secs(45) {
+        let e = started.elapsed();
+        if !paused && e >= Duration::from_secs(5) {
+            broker.pause();
+            paused = true;
+        }
+        let in_outage = paused && e >= Duration::from_secs(8) && e < Duration::from_secs(35);
+        if paused && e >= Duration::from_secs(35) {
+            broker.resume();
+        }
+        let values: Vec<f64> = (0..10).map(|i| (k * 10 + i) as f64).collect();
+        let req = gauge_request_at("k-out", metric, t0 + k * 10_000_000, 1_000_000, &values);
+        let status = post_metrics(&sv, req.encode_to_vec()).await;
+        match status {
+            200 => {
+                acked.extend((0..10).map(|i| k * 10 + i));
+                ok_during_outage += in_outage as u32;
+            }
+            503 => refused_during_outage += in_outage as u32,
+            other => panic!("status {other} is neither success nor retryable"),
+        }
+        k += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.resume();
+    assert!(refused_during_outage > 0, "nothing was refused while the broker was away");
+    assert_eq!(ok_during_outage, 0, "success answered while the broker was away");
+    let n = acked.len();
+    let got = wait_for(Duration::from_secs(60), || async {
+        let v = served(&sv, &token, metric, "k-out").await;
+        let set: BTreeSet<u64> = v.iter().map(|x| *x as u64).collect();
+        acked.is_subset(&set).then_some(v)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not every acknowledged point is served; stderr: {}", sv.stderr_tail()));
+    let distinct: BTreeSet<u64> = got.iter().map(|x| *x as u64).collect();
+    assert_eq!(distinct.len(), got.len(), "a point is served twice");
+    assert!(n > 200, "only {n} points acknowledged");
+}
+
+/// Two `sqlvigil run` processes in one consumer group split the partitions; when one
+/// is killed its partitions move to the other, which then serves those instances.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_consumers_share_partitions_and_hand_over_on_death() {
+    let broker = KafkaBroker::start();
+    let cfg = kafka_config(&broker, "");
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (a, ta) = start_config(da.path(), &cfg);
+    let (mut b, tb) = start_config(db.path(), &cfg);
+    // Let the group settle with both members.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let instances: Vec<String> = (0..12).map(|i| format!("k-grp{i:02}")).collect();
+    for inst in &instances {
+        produce_external(&broker, inst, &[1.0], Some(inst));
+    }
+    let metric = "sqlserver.cpu.utilization";
+    let split = wait_for(Duration::from_secs(40), || async {
+        let mut on_a = BTreeSet::new();
+        let mut on_b = BTreeSet::new();
+        for inst in &instances {
+            if !served(&a, &ta, metric, inst).await.is_empty() {
+                on_a.insert(inst.clone());
+            }
+            if !served(&b, &tb, metric, inst).await.is_empty() {
+                on_b.insert(inst.clone());
+            }
+        }
+        (on_a.len() + on_b.len() == instances.len()).then_some((on_a, on_b))
+    })
+    .await
+    .unwrap_or_else(|| panic!("the two consumers did not read every instance; A: {} B: {}", a.stderr_tail(), b.stderr_tail()));
+    let (on_a, on_b) = split;
+    assert!(!on_a.is_empty() && !on_b.is_empty(), "one consumer read everything: A {on_a:?} B {on_b:?}");
+    assert!(on_a.is_disjoint(&on_b), "an instance was read by both");
+
+    b.kill9();
+    for inst in &instances {
+        produce_external(&broker, inst, &[2.0], Some(inst));
+    }
+    let moved = wait_for(Duration::from_secs(60), || async {
+        for inst in &on_b {
+            if !served(&a, &ta, metric, inst).await.contains(&2.0) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert!(moved.is_some(), "B's partitions did not move to A; A: {}", a.stderr_tail());
+}
