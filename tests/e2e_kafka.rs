@@ -53,10 +53,20 @@ async fn served(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> Vec
 /// Produce one Collector-format message with the independent Python producer.
 fn produce_external(broker: &KafkaBroker, instance: &str, values: &[f64], key: Option<&str>) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_producer.py");
-    let values = values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let values = values
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let mut cmd = std::process::Command::new("python3");
-    cmd.arg(&script)
-        .args(["--bootstrap", &broker.bootstrap(), "--instance", instance, "--values", &values]);
+    cmd.arg(&script).args([
+        "--bootstrap",
+        &broker.bootstrap(),
+        "--instance",
+        instance,
+        "--values",
+        &values,
+    ]);
     if let Some(k) = key {
         cmd.args(["--key", k]);
     }
@@ -74,10 +84,21 @@ async fn otlp_through_kafka_to_the_api() {
     let broker = KafkaBroker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (sv, token) = start_config(dir.path(), &kafka_config(&broker, ""));
-    let req = gauge_request_at("k-sql1", "sqlserver.cpu.utilization", now_ns() - 60_000_000_000, 1_000_000_000, &[11.5, 22.0, 33.25]);
+    let req = gauge_request_at(
+        "k-sql1",
+        "sqlserver.cpu.utilization",
+        now_ns() - 60_000_000_000,
+        1_000_000_000,
+        &[11.5, 22.0, 33.25],
+    );
     assert_eq!(post_metrics(&sv, req.encode_to_vec()).await, 200);
     let values = common::wait_values(&sv, &token, "sqlserver.cpu.utilization", "k-sql1", 3).await;
-    assert_eq!(values, vec![11.5, 22.0, 33.25], "broker log: {}", broker.log_tail());
+    assert_eq!(
+        values,
+        vec![11.5, 22.0, 33.25],
+        "broker log: {}",
+        broker.log_tail()
+    );
     // Lag and producer queue are exposed.
     let _ = self_metric(&sv, "sqlvigil_kafka_consumer_lag").await;
     let _ = self_metric(&sv, "sqlvigil_kafka_producer_queue").await;
@@ -103,7 +124,10 @@ async fn collector_format_messages_from_another_producer_are_consumed() {
 async fn broker_outage_refuses_and_loses_nothing_acknowledged() {
     let broker = KafkaBroker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (sv, token) = start_config(dir.path(), &kafka_config(&broker, "    message_timeout: 2s\n"));
+    let (sv, token) = start_config(
+        dir.path(),
+        &kafka_config(&broker, "    message_timeout: 2s\n"),
+    );
     let metric = "sqlserver.user.connection.count";
     let t0 = now_ns() - 20 * 60_000_000_000;
     let mut acked: BTreeSet<u64> = BTreeSet::new();
@@ -137,8 +161,14 @@ async fn broker_outage_refuses_and_loses_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     broker.resume();
-    assert!(refused_during_outage > 0, "nothing was refused while the broker was away");
-    assert_eq!(ok_during_outage, 0, "success answered while the broker was away");
+    assert!(
+        refused_during_outage > 0,
+        "nothing was refused while the broker was away"
+    );
+    assert_eq!(
+        ok_during_outage, 0,
+        "success answered while the broker was away"
+    );
     let n = acked.len();
     let got = wait_for(Duration::from_secs(60), || async {
         let v = served(&sv, &token, metric, "k-out").await;
@@ -146,7 +176,12 @@ async fn broker_outage_refuses_and_loses_nothing_acknowledged() {
         acked.is_subset(&set).then_some(v)
     })
     .await
-    .unwrap_or_else(|| panic!("not every acknowledged point is served; stderr: {}", sv.stderr_tail()));
+    .unwrap_or_else(|| {
+        panic!(
+            "not every acknowledged point is served; stderr: {}",
+            sv.stderr_tail()
+        )
+    });
     let distinct: BTreeSet<u64> = got.iter().map(|x| *x as u64).collect();
     assert_eq!(distinct.len(), got.len(), "a point is served twice");
     assert!(n > 200, "only {n} points acknowledged");
@@ -158,7 +193,10 @@ async fn broker_outage_refuses_and_loses_nothing_acknowledged() {
 async fn two_consumers_share_partitions_and_hand_over_on_death() {
     let broker = KafkaBroker::start();
     let cfg = kafka_config(&broker, "");
-    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (da, db) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
     let (a, ta) = start_config(da.path(), &cfg);
     let (mut b, tb) = start_config(db.path(), &cfg);
     // Let the group settle with both members.
@@ -182,9 +220,18 @@ async fn two_consumers_share_partitions_and_hand_over_on_death() {
         (on_a.len() + on_b.len() == instances.len()).then_some((on_a, on_b))
     })
     .await
-    .unwrap_or_else(|| panic!("the two consumers did not read every instance; A: {} B: {}", a.stderr_tail(), b.stderr_tail()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the two consumers did not read every instance; A: {} B: {}",
+            a.stderr_tail(),
+            b.stderr_tail()
+        )
+    });
     let (on_a, on_b) = split;
-    assert!(!on_a.is_empty() && !on_b.is_empty(), "one consumer read everything: A {on_a:?} B {on_b:?}");
+    assert!(
+        !on_a.is_empty() && !on_b.is_empty(),
+        "one consumer read everything: A {on_a:?} B {on_b:?}"
+    );
     assert!(on_a.is_disjoint(&on_b), "an instance was read by both");
 
     b.kill9();
@@ -200,5 +247,63 @@ async fn two_consumers_share_partitions_and_hand_over_on_death() {
         Some(())
     })
     .await;
-    assert!(moved.is_some(), "B's partitions did not move to A; A: {}", a.stderr_tail());
+    assert!(
+        moved.is_some(),
+        "B's partitions did not move to A; A: {}",
+        a.stderr_tail()
+    );
+}
+
+/// Under a steady load, `kill -9` the consumer at random points three times and
+/// restart it: afterwards every point the receiver acknowledged is served exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_under_load_loses_nothing_and_serves_each_point_once() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = kafka_config(&broker, "");
+    let metric = "sqlserver.user.connection.count";
+    let t0 = now_ns() - 20 * 60_000_000_000;
+    // A different kill schedule every run, printed so a failure can be replayed.
+    let mut seed = now_ns() % 1_000_003;
+    println!("kill schedule seed: {seed}");
+    let mut acked: BTreeSet<u64> = BTreeSet::new();
+    let mut k = 0u64;
+    for round in 0..4 {
+        let (mut sv, token) = start_config(dir.path(), &cfg);
+        seed = (seed * 7_919 + 104_729) % 1_000_003;
+        let run_for = Duration::from_millis(1_500 + seed % 3_000);
+        let started = Instant::now();
+        while started.elapsed() < run_for {
+            let values: Vec<f64> = (0..10).map(|i| (k * 10 + i) as f64).collect();
+            let req = gauge_request_at("k-crash", metric, t0 + k * 10_000_000, 1_000_000, &values);
+            if post_metrics(&sv, req.encode_to_vec()).await == 200 {
+                acked.extend((0..10).map(|i| k * 10 + i));
+            }
+            k += 1;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        if round < 3 {
+            sv.kill9();
+            continue;
+        }
+        let got = wait_for(Duration::from_secs(60), || async {
+            let v = served(&sv, &token, metric, "k-crash").await;
+            let set: BTreeSet<u64> = v.iter().map(|x| *x as u64).collect();
+            acked.is_subset(&set).then_some(v)
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "not every acknowledged point is served after 3 kills; stderr: {}",
+                sv.stderr_tail()
+            )
+        });
+        let distinct: BTreeSet<u64> = got.iter().map(|x| *x as u64).collect();
+        assert_eq!(distinct.len(), got.len(), "a point is served twice");
+        assert!(
+            acked.len() > 300,
+            "only {} points acknowledged",
+            acked.len()
+        );
+    }
 }

@@ -7,9 +7,9 @@
 //! drain the anomalies topic — so everything a client was told is accepted is stored.
 
 use crate::analytics::AnalyticsService;
+use crate::bus::kafka::KafkaBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, Delivery, Record, Subscription};
-use crate::bus::kafka::KafkaBus;
 use crate::config::{parse_addr, Backend, BusKind, Config};
 use crate::error::{PipelineError, Result};
 use crate::operators::rate::RateOperator;
@@ -144,11 +144,14 @@ impl Pipeline {
         let (sink, reader, elastic) = backend(&config, &store, &state, &stats).await?;
         let topics = config.bus.topics.clone();
         let bus: Arc<dyn Bus> = match config.bus.kind {
-            BusKind::Memory => {
-                Arc::new(MemoryBus::new(config.bus.capacity, config.bus.partitions))
-            }
+            BusKind::Memory => Arc::new(MemoryBus::new(config.bus.capacity, config.bus.partitions)),
             BusKind::Kafka => {
-                let names = [&topics.metrics, &topics.logs, &topics.anomalies, &topics.insights];
+                let names = [
+                    &topics.metrics,
+                    &topics.logs,
+                    &topics.anomalies,
+                    &topics.insights,
+                ];
                 let names: Vec<&str> = names.iter().map(|t| t.as_str()).collect();
                 Arc::new(KafkaBus::connect(&config.bus.kafka, &names, stats.clone()).await?)
             }

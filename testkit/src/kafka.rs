@@ -53,7 +53,8 @@ impl KafkaBroker {
         })?;
         let port = crate::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let dir = tempfile::tempdir().map_err(|e| TestkitError::Missing(format!("tempdir: {e}")))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| TestkitError::Missing(format!("tempdir: {e}")))?;
         let log = dir.path().join("tansu.log");
         let out = std::fs::File::create(&log)
             .map_err(|e| TestkitError::Missing(format!("{}: {e}", log.display())))?;
@@ -61,7 +62,13 @@ impl KafkaBroker {
             .try_clone()
             .map_err(|e| TestkitError::Missing(format!("log: {e}")))?;
         let child = Command::new(&tansu)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
             .stdout(out)

@@ -108,7 +108,10 @@ impl KafkaConfig {
             .set("acks", "all")
             .set("compression.type", &self.compression)
             .set("linger.ms", self.linger.as_millis().to_string())
-            .set("message.timeout.ms", self.message_timeout.as_millis().to_string());
+            .set(
+                "message.timeout.ms",
+                self.message_timeout.as_millis().to_string(),
+            );
         c
     }
 
@@ -118,7 +121,10 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", self.session_timeout.as_millis().to_string());
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            );
         c
     }
 }
@@ -255,7 +261,11 @@ impl KafkaBus {
     }
 
     /// A consumer of `group` on `topic` (also used by tests and benchmarks).
-    pub fn consumer(&self, topic: &str, group: &str) -> Result<StreamConsumer<MetricsContext>, BusError> {
+    pub fn consumer(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<StreamConsumer<MetricsContext>, BusError> {
         let consumer: StreamConsumer<MetricsContext> = self
             .config
             .consumer(group)
@@ -287,7 +297,9 @@ impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError> {
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
-            let rec = FutureRecord::to(topic).key(r.key.as_ref()).payload(r.payload.as_ref());
+            let rec = FutureRecord::to(topic)
+                .key(r.key.as_ref())
+                .payload(r.payload.as_ref());
             match self.producer.send_result(rec) {
                 Ok(f) => pending.push(f),
                 Err((e, _)) => {

@@ -191,10 +191,19 @@ impl Store {
         if let Some(to) = f.to_ns {
             conds.push(col("time").lt_eq(ts(to)));
         }
-        Ok(match conds.into_iter().reduce(Expr::and) {
+        let df = match conds.into_iter().reduce(Expr::and) {
             Some(c) => df.filter(c)?,
             None => df,
-        })
+        };
+        // A bus redelivers what a crash left unacknowledged, so a point may have been
+        // written twice; the store serves each (series, time) once.
+        let all: Vec<Expr> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| col(datafusion::common::Column::from_name(f.name())))
+            .collect();
+        Ok(df.distinct_on(vec![col("series_id"), col("time")], all, None)?)
     }
 
     /// Points matching `filter`, oldest first.
@@ -587,6 +596,31 @@ mod tests {
             (stats[0].avg, stats[0].min, stats[0].max, stats[0].points),
             (2.0, 1.5, 2.5, 2)
         );
+    }
+
+    #[tokio::test]
+    async fn a_point_written_twice_is_served_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Arc::new(Stats::default())).unwrap();
+        let key = SeriesKey::new("sql1", "h", "", "sqlserver.cpu.utilization");
+        let batch = [
+            Sample::gauge(key.clone(), 1_000, 1.5, "%"),
+            Sample::gauge(key.clone(), 2_000, 2.5, "%"),
+        ];
+        // A redelivery after a crash: once flushed, once still buffered.
+        store.write_samples(&batch).unwrap();
+        store.flush().unwrap();
+        store.write_samples(&batch).unwrap();
+        let all = MetricFilter::default();
+        let values: Vec<f64> = store
+            .query_metrics(&all)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(values, vec![1.5, 2.5]);
+        assert_eq!(store.series(&all).await.unwrap()[0].points, 2);
     }
 
     #[tokio::test]
