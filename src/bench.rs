@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Which benchmark: ingest, operators, elastic.
+    /// Which benchmark: ingest, operators, elastic, kafka.
     name: String,
     /// A smaller run (under 30 s).
     #[arg(long)]
     quick: bool,
-    /// `elastic`: the Elasticsearch to write to (default: the bundled test server).
+    /// `elastic`: the Elasticsearch URL (default: the bundled test server); `kafka`: the
+    /// brokers (default: a tansu broker started for the run).
     #[arg(long)]
     url: Option<String>,
 }
@@ -36,12 +37,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "ingest" => ingest(args.quick).await,
         "operators" => crate::bench_operators::run(args.quick).await,
         "elastic" => crate::bench_elastic::run(args.quick, args.url).await,
-        other => bail!("unknown benchmark `{other}`; available: ingest, operators, elastic"),
+        "kafka" => crate::bench_kafka::run(args.quick, args.url).await,
+        other => bail!("unknown benchmark `{other}`; available: ingest, operators, elastic, kafka"),
     }
 }
 
 /// Encoded requests and their point count.
-fn workload(quick: bool) -> (Vec<Vec<u8>>, u64) {
+pub(crate) fn workload(quick: bool) -> (Vec<Vec<u8>>, u64) {
     let (instances, ticks) = if quick { (20, 40) } else { (50, 200) };
     let mut fleet = Fleet::new(FleetConfig {
         instances,

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_elastic;
+mod bench_kafka;
 mod bench_operators;
 mod demo;
 mod eval;
@@ -46,7 +47,7 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Measure throughput (`sqlvigil bench ingest|operators|elastic [--quick]`).
+    /// Measure throughput (`sqlvigil bench ingest|operators|elastic|kafka [--quick]`).
     Bench(bench::BenchArgs),
     /// Measure detection quality of the rules on simulated incidents (`--quick`).
     Eval(eval::EvalArgs),

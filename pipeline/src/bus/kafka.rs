@@ -260,7 +260,9 @@ impl KafkaBus {
         BusError::Unavailable(format!("kafka {what} at {}: {e}", self.config.brokers))
     }
 
-    /// A consumer of `group` on `topic` (also used by tests and benchmarks).
+    /// A consumer of `group` on `topic`. The Kafka group id is `<group>.<topic>`: one
+    /// group per topic, so a member joining one topic's group does not stop the
+    /// consumers of the others for a rebalance.
     pub fn consumer(
         &self,
         topic: &str,
@@ -268,7 +270,7 @@ impl KafkaBus {
     ) -> Result<StreamConsumer<MetricsContext>, BusError> {
         let consumer: StreamConsumer<MetricsContext> = self
             .config
-            .consumer(group)
+            .consumer(&format!("{group}.{topic}"))
             .create_with_context(self.context.clone())
             .map_err(|e| other("kafka consumer", e))?;
         consumer

@@ -1,0 +1,239 @@
+//! `sqlvigil bench kafka [--quick] [--url BROKERS]`: OTLP → Kafka → consumer → operators →
+//! store on loopback, in points/s, and in the same run the bare rdkafka producer and
+//! consumer against the same broker (same producer settings: idempotent, lz4, acks=all).
+//!
+//! Without `--url` it starts a tansu broker (in-memory storage) on a free loopback port;
+//! tansu must be installed (`cargo install tansu --version 0.6.0 --features dynostore`).
+
+use anyhow::{anyhow, bail, Context, Result};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlvigil_pipeline::config::BusKind;
+use sqlvigil_pipeline::stats::Stats;
+use sqlvigil_pipeline::{Config, Pipeline};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Concurrent OTLP exports in flight (each waits for Kafka's delivery reports).
+const IN_FLIGHT: usize = 64;
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_tansu() -> Result<(Broker, String)> {
+    let tansu = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("tansu")).find(|p| p.is_file()))
+        .or_else(|| {
+            let p = std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cargo/bin/tansu");
+            p.is_file().then_some(p)
+        })
+        .ok_or_else(|| {
+            anyhow!("no broker given (--url) and tansu is not installed: cargo install tansu --version 0.6.0 --features dynostore")
+        })?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(&tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", tansu.display()))?;
+    let broker = Broker(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("tansu did not listen on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((broker, format!("127.0.0.1:{port}")))
+}
+
+fn rate(points: u64, d: Duration) -> f64 {
+    points as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn client(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c
+}
+
+/// Bare producer: every body as one message, all in flight, until every delivery report.
+async fn bare_produce(brokers: &str, topic: &str, bodies: &[Vec<u8>]) -> Result<Duration> {
+    let producer: FutureProducer = client(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()?;
+    let start = Instant::now();
+    let mut pending = Vec::with_capacity(bodies.len());
+    for (i, b) in bodies.iter().enumerate() {
+        let key = (i % 64).to_string();
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(&key).payload(b)) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    }
+    for f in pending {
+        f.await
+            .map_err(|_| anyhow!("delivery canceled"))?
+            .map_err(|(e, _)| anyhow!("delivery failed: {e}"))?;
+    }
+    Ok(start.elapsed())
+}
+
+/// Bare consumer: read `count` messages from the start of `topic`.
+async fn bare_consume(brokers: &str, topic: &str, count: usize) -> Result<Duration> {
+    let consumer: StreamConsumer = client(brokers)
+        .set("group.id", "sqlvigil-bench-bare")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    // Joining the group is not reading: start the clock at the first message.
+    tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .map_err(|_| anyhow!("bare consumer got nothing"))??;
+    let start = Instant::now();
+    for _ in 1..count {
+        tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .map_err(|_| anyhow!("bare consumer stalled"))??;
+    }
+    Ok(start.elapsed())
+}
+
+/// The whole pipeline on the Kafka bus, fed through the receiver core.
+async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = Config::default();
+    cfg.store.data_dir = dir.path().to_path_buf();
+    cfg.receiver.grpc_addr = "127.0.0.1:0".into();
+    cfg.receiver.http_addr = "127.0.0.1:0".into();
+    cfg.bus.kind = BusKind::Kafka;
+    cfg.bus.kafka.brokers = brokers.to_string();
+    cfg.operators.batch_records = 4096;
+    let p = Pipeline::start(cfg).await?;
+    let mut requests: Vec<ExportMetricsServiceRequest> = bodies
+        .iter()
+        .map(|b| ExportMetricsServiceRequest::decode(b.as_slice()))
+        .collect::<Result<_, _>>()?;
+    // Warm-up, untimed: the consumer group is joined once the first request is through.
+    let first = requests.pop().ok_or_else(|| anyhow!("empty workload"))?;
+    let first_points = sqlvigil_simulator::count_points(&first) as u64;
+    p.ingest
+        .metrics(first)
+        .await
+        .map_err(|e| anyhow!("export refused: {e}"))?;
+    let joined = Instant::now();
+    while Stats::get(&p.stats.processed_points) < first_points {
+        if joined.elapsed() > Duration::from_secs(60) {
+            bail!("the consumer got nothing within 60 s (no partitions assigned?)");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let queue = Arc::new(std::sync::Mutex::new(requests));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (queue, ingest) = (queue.clone(), p.ingest.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().map_err(|_| anyhow!("poisoned"))?.pop();
+                let Some(req) = next else {
+                    return anyhow::Ok(());
+                };
+                ingest
+                    .metrics(req)
+                    .await
+                    .map_err(|e| anyhow!("export refused: {e}"))?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    while Stats::get(&p.stats.processed_points) < points {
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("the operators did not see every point in 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = start.elapsed();
+    p.shutdown().await?;
+    Ok(took)
+}
+
+pub async fn run(quick: bool, url: Option<String>) -> Result<()> {
+    let (_broker, brokers) = match url {
+        Some(u) => (None, u),
+        None => {
+            let (b, u) = start_tansu()?;
+            (Some(b), u)
+        }
+    };
+    let (bodies, points) = crate::bench::workload(quick);
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    println!(
+        "broker {brokers}; workload: {} OTLP requests, {points} points, {:.1} MiB",
+        bodies.len(),
+        bytes as f64 / 1048576.0
+    );
+    let topic = format!("sqlvigil-bench-bare-{}", std::process::id());
+    // The first produce creates nothing on tansu: create the topic through the bus.
+    sqlvigil_pipeline::bus::kafka::KafkaBus::connect(
+        &sqlvigil_pipeline::bus::kafka::KafkaConfig {
+            brokers: brokers.clone(),
+            ..Default::default()
+        },
+        &[&topic],
+        Arc::new(Stats::default()),
+    )
+    .await?;
+    let produce = rate(points, bare_produce(&brokers, &topic, &bodies).await?);
+    println!("bare rdkafka producer: {produce:.0} points/s");
+    let consume = rate(points, bare_consume(&brokers, &topic, bodies.len()).await?);
+    println!("bare rdkafka consumer: {consume:.0} points/s");
+    let last = bodies
+        .last()
+        .map(|b| ExportMetricsServiceRequest::decode(b.as_slice()))
+        .transpose()?;
+    let warmup = last.map_or(0, |r| sqlvigil_simulator::count_points(&r) as u64);
+    let e2e = rate(
+        points - warmup,
+        end_to_end(&brokers, &bodies, points).await?,
+    );
+    println!(
+        "OTLP → Kafka → operators → store: {e2e:.0} points/s ({:.2} of the bare producer)",
+        e2e / produce
+    );
+    println!("kafka_end_to_end: {e2e:.0} points/s");
+    Ok(())
+}
