@@ -257,7 +257,7 @@ impl Config {
         }
         let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Yaml::file(path))
-            .merge(Env::prefixed("SQLVIGIL_").split("__"))
+            .merge(Env::prefixed("SQLVIGIL_").ignore(&["LOG"]).split("__"))
             .extract()
             .map_err(|e| PipelineError::Config(figment_message(e)))?;
         cfg.validate()?;

@@ -162,7 +162,8 @@ impl ConsumerContext for MetricsContext {}
 
 pub struct KafkaBus {
     config: KafkaConfig,
-    producer: FutureProducer<MetricsContext>,
+    /// Replaced when librdkafka declares it dead (a fatal idempotence error).
+    producer: std::sync::RwLock<FutureProducer<MetricsContext>>,
     context: MetricsContext,
 }
 
@@ -178,13 +179,10 @@ impl KafkaBus {
         stats: Arc<Stats>,
     ) -> Result<KafkaBus, BusError> {
         let context = MetricsContext { stats };
-        let producer: FutureProducer<MetricsContext> = config
-            .producer()
-            .create_with_context(context.clone())
-            .map_err(|e| other("kafka producer", e))?;
+        let producer = Self::new_producer(config, &context)?;
         let bus = KafkaBus {
             config: config.clone(),
-            producer,
+            producer: std::sync::RwLock::new(producer),
             context,
         };
         if config.create_topics {
@@ -192,6 +190,39 @@ impl KafkaBus {
         }
         bus.check_topics(topics).await?;
         Ok(bus)
+    }
+
+    fn new_producer(
+        config: &KafkaConfig,
+        context: &MetricsContext,
+    ) -> Result<FutureProducer<MetricsContext>, BusError> {
+        config
+            .producer()
+            .create_with_context(context.clone())
+            .map_err(|e| other("kafka producer", e))
+    }
+
+    fn producer(&self) -> FutureProducer<MetricsContext> {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replace a dead producer (unless another publisher already did). What it had not
+    /// delivered was refused to the clients, who send it again.
+    fn renew(&self, dead: &FutureProducer<MetricsContext>) {
+        let mut slot = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if slot.client().native_ptr() != dead.client().native_ptr() {
+            return;
+        }
+        match Self::new_producer(&self.config, &self.context) {
+            Ok(fresh) => {
+                tracing::warn!("kafka producer was fenced or failed for good; started a new one");
+                *slot = fresh;
+            }
+            Err(e) => tracing::error!("kafka producer failed and cannot be renewed: {e}"),
+        }
     }
 
     async fn create_topics(&self, topics: &[&str]) -> Result<(), BusError> {
@@ -232,7 +263,7 @@ impl KafkaBus {
     /// Every topic must exist with at least one partition.
     async fn check_topics(&self, topics: &[&str]) -> Result<(), BusError> {
         for t in topics {
-            let producer = self.producer.clone();
+            let producer = self.producer();
             let topic = t.to_string();
             let md = tokio::task::spawn_blocking(move || {
                 producer
@@ -280,6 +311,23 @@ impl KafkaBus {
     }
 }
 
+/// An idempotent producer never sends again after librdkafka declares a fatal error, or
+/// once the broker fenced its producer id (a broker without epoch bumps — tansu 0.6 —
+/// does that after an outage): it has to be replaced.
+fn producer_is_dead(producer: &FutureProducer<MetricsContext>, e: &KafkaError) -> bool {
+    producer.client().fatal_error().is_some()
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::Fatal
+            )
+        )
+}
+
 /// Whether a failed delivery is worth retrying (the broker is away or busy).
 fn retryable(e: &KafkaError) -> bool {
     match e.rdkafka_error_code() {
@@ -297,20 +345,54 @@ fn retryable(e: &KafkaError) -> bool {
 #[async_trait]
 impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError> {
+        let producer = self.producer();
+        self.publish_with(&producer, topic, records)
+            .await
+            .map_err(|(err, cause)| {
+                if cause.is_some_and(|c| producer_is_dead(&producer, &c)) {
+                    self.renew(&producer);
+                }
+                err
+            })
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
+        Ok(Box::new(KafkaSubscription {
+            consumer: self.consumer(topic, group)?,
+            topic: topic.to_string(),
+        }))
+    }
+
+    /// Nothing to drain at shutdown: unacknowledged records stay in Kafka and are read
+    /// again by the group.
+    fn pending(&self, _topic: &str, _group: &str) -> u64 {
+        0
+    }
+}
+
+impl KafkaBus {
+    /// Send every record and wait for every delivery report.
+    async fn publish_with(
+        &self,
+        producer: &FutureProducer<MetricsContext>,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> Result<(), (BusError, Option<KafkaError>)> {
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
             let rec = FutureRecord::to(topic)
                 .key(r.key.as_ref())
                 .payload(r.payload.as_ref());
-            match self.producer.send_result(rec) {
+            match producer.send_result(rec) {
                 Ok(f) => pending.push(f),
                 Err((e, _)) => {
                     Stats::add(&self.context.stats.kafka_produce_errors, 1);
-                    return Err(if retryable(&e) {
+                    let err = if retryable(&e) {
                         BusError::Full(format!("{topic} (kafka producer: {e})"))
                     } else {
-                        other(&format!("kafka produce to `{topic}`"), e)
-                    });
+                        other(&format!("kafka produce to `{topic}`"), &e)
+                    };
+                    return Err((err, Some(e)));
                 }
             }
         }
@@ -327,24 +409,12 @@ impl Bus for KafkaBus {
         }
         match first_err {
             None => Ok(()),
-            Some(e) if retryable(&e) => Err(BusError::Unavailable(format!(
-                "kafka did not take the records for `{topic}`: {e}"
-            ))),
-            Some(e) => Err(other(&format!("kafka produce to `{topic}`"), e)),
+            Some(e) if retryable(&e) => Err((
+                BusError::Unavailable(format!("kafka did not take the records for `{topic}`: {e}")),
+                Some(e),
+            )),
+            Some(e) => Err((other(&format!("kafka produce to `{topic}`"), &e), Some(e))),
         }
-    }
-
-    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
-        Ok(Box::new(KafkaSubscription {
-            consumer: self.consumer(topic, group)?,
-            topic: topic.to_string(),
-        }))
-    }
-
-    /// Nothing to drain at shutdown: unacknowledged records stay in Kafka and are read
-    /// again by the group.
-    fn pending(&self, _topic: &str, _group: &str) -> u64 {
-        0
     }
 }
 
