@@ -8,7 +8,7 @@ mod common;
 use common::{gauge_request_at, self_metric, start_config};
 use prost::Message;
 use serde_json::{json, Value};
-use sqlvigil_testkit::{wait_for, ElasticServer, Fault, Sqlvigil};
+use sqlvigil_testkit::{wait_for, ElasticServer, Fault};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,19 +24,6 @@ fn elastic_config(es: &ElasticServer, elastic_extra: &str, extra: &str) -> Strin
          elastic:\n  url: {}\n  bulk:\n    backoff_initial: 100ms\n    backoff_max: 2s\n{elastic_extra}{extra}",
         es.url()
     )
-}
-
-/// POST one protobuf request; the HTTP status.
-async fn post_metrics(sv: &Sqlvigil, body: Vec<u8>) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{}/v1/metrics", sv.http_endpoint()))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }
 
 /// Points of `instance` stored in the metrics data stream: (time, value) pairs.
@@ -109,7 +96,7 @@ async fn otlp_to_elastic_and_back_through_the_bridge() {
         1_000_000_000,
         &[12.5, 20.0, 61.0],
     );
-    assert_eq!(post_metrics(&sv, req.encode_to_vec()).await, 200);
+    assert_eq!(common::post_metrics(&sv, req.encode_to_vec()).await, 200);
     assert_eq!(
         wait_stored(&es, "es-sql1", 3, Duration::from_secs(20)).await,
         3
@@ -367,7 +354,7 @@ async fn item_429_storm_and_outage_lose_nothing_and_duplicate_nothing() {
             1_000_000,
             &values,
         );
-        match post_metrics(&sv, req.encode_to_vec()).await {
+        match common::post_metrics(&sv, req.encode_to_vec()).await {
             200 => acked.extend((0..20).map(|i| k * 20 + i)),
             _ => refused += 1,
         }
@@ -438,7 +425,7 @@ async fn full_disk_queue_pushes_back_to_the_receiver() {
             1_000_000,
             &values,
         );
-        match post_metrics(&sv, req.encode_to_vec()).await {
+        match common::post_metrics(&sv, req.encode_to_vec()).await {
             200 => acked.extend((0..50).map(|i| k * 50 + i)),
             503 => status_503 += 1,
             other => panic!("unexpected status {other}"),
@@ -513,7 +500,7 @@ async fn mapping_errors_go_to_the_dead_letter_file() {
             });
     }
     req.resource_metrics.push(rm);
-    assert_eq!(post_metrics(&sv, req.encode_to_vec()).await, 200);
+    assert_eq!(common::post_metrics(&sv, req.encode_to_vec()).await, 200);
     assert_eq!(wait_stored(&es, "dl1", 2, Duration::from_secs(20)).await, 2);
     let path = dir.path().join("elastic-dead-letter.jsonl");
     let lines = wait_for(Duration::from_secs(20), || async {

@@ -38,18 +38,6 @@ fn kafka_config_with(broker: &KafkaBroker, session_timeout: &str, kafka_extra: &
     )
 }
 
-async fn post_metrics(sv: &Sqlvigil, body: Vec<u8>) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{}/v1/metrics", sv.http_endpoint()))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 /// Values of `metric` on `instance` the API serves now (up to 100k).
 async fn served(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> Vec<f64> {
     let path = format!("/api/v1/metrics?metric={metric}&instance={instance}&limit=100000");
@@ -137,7 +125,7 @@ async fn otlp_through_kafka_to_the_api() {
         1_000_000_000,
         &[11.5, 22.0, 33.25],
     );
-    assert_eq!(post_metrics(&sv, req.encode_to_vec()).await, 200);
+    assert_eq!(common::post_metrics(&sv, req.encode_to_vec()).await, 200);
     let values = common::wait_values(&sv, &token, "sqlserver.cpu.utilization", "k-sql1", 3).await;
     assert_eq!(
         values,
@@ -197,7 +185,7 @@ async fn broker_outage_refuses_and_loses_nothing_acknowledged() {
         }
         let values: Vec<f64> = (0..10).map(|i| (k * 10 + i) as f64).collect();
         let req = gauge_request_at("k-out", metric, t0 + k * 10_000_000, 1_000_000, &values);
-        let status = post_metrics(&sv, req.encode_to_vec()).await;
+        let status = common::post_metrics(&sv, req.encode_to_vec()).await;
         match status {
             200 => {
                 acked.extend((0..10).map(|i| k * 10 + i));
@@ -320,7 +308,7 @@ async fn kill9_under_load_loses_nothing_and_serves_each_point_once() {
         while started.elapsed() < run_for {
             let values: Vec<f64> = (0..10).map(|i| (k * 10 + i) as f64).collect();
             let req = gauge_request_at("k-crash", metric, t0 + k * 10_000_000, 1_000_000, &values);
-            if post_metrics(&sv, req.encode_to_vec()).await == 200 {
+            if common::post_metrics(&sv, req.encode_to_vec()).await == 200 {
                 acked.extend((0..10).map(|i| k * 10 + i));
             }
             k += 1;

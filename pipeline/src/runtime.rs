@@ -366,26 +366,49 @@ impl TelemetryWorker {
         Ok(Some(batch))
     }
 
-    /// Flush the store and acknowledge when due, or when `force` (while shutting down,
-    /// so the drain does not wait for the next flush interval).
-    async fn maybe_commit(
+    /// Flush the sink when due, or when `force` (while shutting down, so the drain does
+    /// not wait for the next flush interval). Returns the positions now durable in the
+    /// sink (records without their payloads), ready to be acknowledged.
+    async fn maybe_flush(
         &self,
-        sub: &mut Box<dyn Subscription>,
         pending: &mut PendingAcks,
         force: bool,
-    ) -> Result<bool> {
+    ) -> Result<Option<Vec<Delivery>>> {
         let due = pending.since.elapsed() >= self.config.store.flush_interval
             || self.sink.buffered_rows() >= self.config.store.flush_rows;
         if !(force || due) {
-            return Ok(false);
+            return Ok(None);
         }
         let sink = self.sink.clone();
         tokio::task::spawn_blocking(move || sink.flush())
             .await
             .map_err(|e| PipelineError::Transport(format!("flush task failed: {e}")))??;
-        sub.ack(&pending.deliveries).await?;
-        *pending = PendingAcks::new();
-        Ok(true)
+        let flushed = std::mem::replace(pending, PendingAcks::new()).deliveries;
+        Ok(Some(
+            flushed
+                .into_iter()
+                .map(|d| Delivery {
+                    record: Record {
+                        key: Default::default(),
+                        payload: Default::default(),
+                    },
+                    ..d
+                })
+                .collect(),
+        ))
+    }
+
+    /// Flush when due and acknowledge what was flushed.
+    async fn maybe_commit(
+        &self,
+        sub: &mut Box<dyn Subscription>,
+        pending: &mut PendingAcks,
+        force: bool,
+    ) -> Result<()> {
+        if let Some(flushed) = self.maybe_flush(pending, force).await? {
+            sub.ack(&flushed).await?;
+        }
+        Ok(())
     }
 
     async fn run_metrics(
@@ -396,6 +419,11 @@ impl TelemetryWorker {
     ) -> Result<()> {
         let topic = self.config.bus.topics.metrics.clone();
         let mut pending = PendingAcks::new();
+        // On a durable bus, flushed positions wait here for the next operator checkpoint,
+        // so the committed offsets never run ahead of the saved state: a restart resumes
+        // from the checkpoint and the bus redelivers everything after it.
+        let mut held: Vec<Delivery> = Vec::new();
+        let durable = self.bus.durable();
         let mut last_checkpoint = Instant::now();
         while let Some(batch) = self.next(&mut sub, &topic, &stop).await? {
             if !batch.is_empty() {
@@ -421,17 +449,25 @@ impl TelemetryWorker {
                 self.publish_events(&mb.events).await?;
                 pending.deliveries.extend(batch);
             }
-            if self
-                .maybe_commit(&mut sub, &mut pending, stopping(&stop))
-                .await?
-                && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
-            {
+            let Some(flushed) = self.maybe_flush(&mut pending, stopping(&stop)).await? else {
+                continue;
+            };
+            if !durable {
+                sub.ack(&flushed).await?;
+            } else {
+                held.extend(flushed);
+            }
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 save_operators(&self.state, &operators)?;
+                sub.ack(&std::mem::take(&mut held)).await?;
                 last_checkpoint = Instant::now();
             }
         }
-        self.maybe_commit(&mut sub, &mut pending, true).await?;
-        save_operators(&self.state, &operators)
+        if let Some(flushed) = self.maybe_flush(&mut pending, true).await? {
+            held.extend(flushed);
+        }
+        save_operators(&self.state, &operators)?;
+        sub.ack(&held).await.map_err(Into::into)
     }
 
     /// Store anomaly events and hand them to analytics through the bus.
@@ -484,9 +520,7 @@ impl TelemetryWorker {
             self.maybe_commit(&mut sub, &mut pending, stopping(&stop))
                 .await?;
         }
-        self.maybe_commit(&mut sub, &mut pending, true)
-            .await
-            .map(|_| ())
+        self.maybe_commit(&mut sub, &mut pending, true).await
     }
 }
 

@@ -144,3 +144,16 @@ pub async fn self_metric(sv: &Sqlvigil, name: &str) -> f64 {
 pub fn error_message(body: &Value) -> String {
     body["error"].as_str().unwrap_or_default().to_string()
 }
+
+/// POST one OTLP/HTTP protobuf metrics request; the HTTP status (0 when it never answered).
+pub async fn post_metrics(sv: &Sqlvigil, body: Vec<u8>) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/v1/metrics", sv.http_endpoint()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}

@@ -368,6 +368,10 @@ impl Bus for KafkaBus {
     fn pending(&self, _topic: &str, _group: &str) -> u64 {
         0
     }
+
+    fn durable(&self) -> bool {
+        true
+    }
 }
 
 impl KafkaBus {

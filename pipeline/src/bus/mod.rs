@@ -63,6 +63,13 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Records published but not yet acknowledged by `group` (for drain on shutdown).
     fn pending(&self, topic: &str, group: &str) -> u64;
+
+    /// Whether records outlive this process. Then acknowledgements of stateful consumers
+    /// wait for their state checkpoint (a restart resumes the state and is redelivered
+    /// what came after it); on an in-process bus they follow each flush.
+    fn durable(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
