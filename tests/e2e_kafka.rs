@@ -328,3 +328,23 @@ async fn kill9_under_load_loses_nothing_and_serves_each_point_once() {
         );
     }
 }
+
+/// Without topic creation, a missing topic stops the start with an error naming the
+/// topic and the broker.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_topic_is_named_with_its_broker() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path()).expect("dir");
+    let cfg = dir.path().join("sqlvigil.yaml");
+    std::fs::write(&cfg, kafka_config(&broker, "    create_topics: false\n")).expect("config");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let err = match Sqlvigil::start(&common::bin(), &["run", "--config", &cfg], dir.path()) {
+        Ok(_) => panic!("sqlvigil started without its topics"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("topic `otlp_metrics` does not exist") && err.contains(&broker.bootstrap()),
+        "{err}"
+    );
+}
