@@ -89,3 +89,140 @@ fn an_unreadable_ca_file_is_named() {
     .expect_err("must fail");
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }
+
+/// `openssl` run with `args` in `dir`; panics naming the command when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl command (Debian package openssl) is needed for the TLS test");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A cluster whose certificate is signed by a private CA: trusted with `ca_cert`,
+/// refused without it.
+#[test]
+fn a_custom_ca_is_trusted_and_required() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sqlvigil test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &port.to_string(),
+            "-cert",
+            "srv.pem",
+            "-key",
+            "srv.key",
+        ])
+        .current_dir(d)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let get = |ca: Option<std::path::PathBuf>| {
+        let es = Elastic::connect(&Connection {
+            url: format!("https://127.0.0.1:{port}"),
+            auth: Auth::None,
+            ca_cert: ca,
+            timeout: Duration::from_secs(5),
+        })
+        .expect("client");
+        rt.block_on(es.send(Method::Get, "/", &[], None))
+    };
+    let trusted = get(Some(d.join("ca.pem")));
+    let untrusted = get(None);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(trusted.expect("TLS with the custom CA").0, 200);
+    let err = untrusted.expect_err("an unknown CA must be refused");
+    assert!(
+        err.is_retryable() && err.to_string().contains("unreachable"),
+        "{err}"
+    );
+}
