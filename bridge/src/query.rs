@@ -214,17 +214,36 @@ fn hits_of(answer: &Value) -> &[Value] {
     answer["hits"]["hits"].as_array().map_or(&[], Vec::as_slice)
 }
 
+/// What a scan could not read, and whether it stopped at `max_docs`.
+struct Scanned {
+    malformed: Vec<Malformed>,
+    truncated: bool,
+}
+
+impl Scanned {
+    fn new(malformed: Vec<Malformed>, truncated: bool) -> Self {
+        Scanned {
+            malformed,
+            truncated,
+        }
+    }
+
+    fn answer<T>(self, rows: Vec<T>) -> Answer<T> {
+        Answer::new(rows, self.malformed, self.truncated)
+    }
+}
+
 /// Scan hits in `@timestamp` order with `search_after`, normalizing each page, until
-/// `keep` says stop or `max_docs` were read. Returns whether it stopped at `max_docs`.
+/// `keep` says stop or `max_docs` were read.
 async fn scan(
     es: &Elastic,
     patterns: &[String],
     query: Value,
     ascending: bool,
     max_docs: usize,
-    malformed: &mut Vec<Malformed>,
     mut keep: impl FnMut(Document) -> bool,
-) -> Result<bool> {
+) -> Result<Scanned> {
+    let mut malformed = Vec::new();
     let order = if ascending { "asc" } else { "desc" };
     let mut after: Option<Value> = None;
     let mut read = 0;
@@ -244,7 +263,7 @@ async fn scan(
         malformed.extend(bad);
         for d in docs {
             if !keep(d) {
-                return Ok(false);
+                return Ok(Scanned::new(malformed, false));
             }
         }
         match hits.last() {
@@ -254,10 +273,10 @@ async fn scan(
                     break;
                 }
             }
-            _ => return Ok(false),
+            _ => return Ok(Scanned::new(malformed, false)),
         }
     }
-    Ok(read >= max_docs)
+    Ok(Scanned::new(malformed, read >= max_docs))
 }
 
 fn metric_query(f: &MetricFilter) -> Value {
@@ -295,61 +314,43 @@ fn sample_matches(s: &Sample, f: &MetricFilter) -> bool {
 pub async fn metrics(es: &Elastic, o: &ReadOptions, f: &MetricFilter) -> Result<Answer<Sample>> {
     let limit = f.limit.unwrap_or(o.max_docs);
     let mut rows = Vec::new();
-    let mut malformed = Vec::new();
-    let truncated = scan(
-        es,
-        &o.metrics,
-        metric_query(f),
-        true,
-        o.max_docs,
-        &mut malformed,
-        |d| {
-            rows.extend(d.samples.into_iter().filter(|s| sample_matches(s, f)));
-            rows.len() < limit
-        },
-    )
+    let scanned = scan(es, &o.metrics, metric_query(f), true, o.max_docs, |d| {
+        rows.extend(d.samples.into_iter().filter(|s| sample_matches(s, f)));
+        rows.len() < limit
+    })
     .await?;
     rows.sort_by_key(|s| s.time_ns);
     rows.truncate(limit);
-    Ok(Answer::new(rows, malformed, truncated))
+    Ok(scanned.answer(rows))
 }
 
 /// Distinct series among the newest `max_docs` documents matching `f`.
 pub async fn series(es: &Elastic, o: &ReadOptions, f: &MetricFilter) -> Result<Answer<SeriesInfo>> {
     let mut by_id: BTreeMap<u64, SeriesInfo> = BTreeMap::new();
-    let mut malformed = Vec::new();
-    let truncated = scan(
-        es,
-        &o.metrics,
-        metric_query(f),
-        false,
-        o.max_docs,
-        &mut malformed,
-        |d| {
-            for s in d.samples.iter().filter(|s| sample_matches(s, f)) {
-                let time = sqlvigil_model::ns_to_datetime(s.time_ns);
-                let e = by_id.entry(s.key.id()).or_insert_with(|| SeriesInfo {
-                    id: s.key.id_hex(),
-                    instance: s.key.instance.clone(),
-                    host: s.key.host.clone(),
-                    database: s.key.database.clone(),
-                    metric: s.key.metric.clone(),
-                    attributes: s.key.attributes.clone(),
-                    unit: s.unit.clone(),
-                    kind: s.kind.as_str().into(),
-                    points: 0,
-                    last_time: time,
-                });
-                e.points += 1;
-                e.last_time = e.last_time.max(time);
-            }
-            true
-        },
-    )
+    let scanned = scan(es, &o.metrics, metric_query(f), false, o.max_docs, |d| {
+        for s in d.samples.iter().filter(|s| sample_matches(s, f)) {
+            let time = sqlvigil_model::ns_to_datetime(s.time_ns);
+            let e = by_id.entry(s.key.id()).or_insert_with(|| SeriesInfo {
+                id: s.key.id_hex(),
+                instance: s.key.instance.clone(),
+                host: s.key.host.clone(),
+                database: s.key.database.clone(),
+                metric: s.key.metric.clone(),
+                attributes: s.key.attributes.clone(),
+                unit: s.unit.clone(),
+                kind: s.kind.as_str().into(),
+                points: 0,
+                last_time: time,
+            });
+            e.points += 1;
+            e.last_time = e.last_time.max(time);
+        }
+        true
+    })
     .await?;
     let mut rows: Vec<SeriesInfo> = by_id.into_values().collect();
     rows.sort_by(|a, b| (&a.metric, &a.instance, &a.id).cmp(&(&b.metric, &b.instance, &b.id)));
-    Ok(Answer::new(rows, malformed, truncated))
+    Ok(scanned.answer(rows))
 }
 
 fn bucket_list<'a>(v: &'a Value, name: &str) -> &'a [Value] {
@@ -665,45 +666,36 @@ pub async fn top_queries(
 ) -> Result<Answer<TopQuery>> {
     let query = filters(range, instance, vec![any_exists(&QUERY_HASH_FIELDS)]);
     let mut merged: BTreeMap<(String, String), TopQuery> = BTreeMap::new();
-    let mut malformed = Vec::new();
-    let truncated = scan(
-        es,
-        &all_patterns(o),
-        query,
-        false,
-        o.max_docs,
-        &mut malformed,
-        |d| {
-            for q in d.top_queries {
-                let e = merged
-                    .entry((q.instance.clone(), q.query_hash.clone()))
-                    .or_insert_with(|| TopQuery {
-                        instance: q.instance.clone(),
-                        query_hash: q.query_hash.clone(),
-                        executions: 0.0,
-                        total_cpu_ms: 0.0,
-                        total_elapsed_ms: 0.0,
-                        total_logical_reads: 0.0,
-                        statement: String::new(),
-                        last_seen: q.time,
-                    });
-                e.executions += q.executions;
-                e.total_cpu_ms += q.total_cpu_ms;
-                e.total_elapsed_ms += q.total_elapsed_ms;
-                e.total_logical_reads += q.total_logical_reads;
-                if e.statement.is_empty() {
-                    e.statement = q.statement;
-                }
-                e.last_seen = e.last_seen.max(q.time);
+    let scanned = scan(es, &all_patterns(o), query, false, o.max_docs, |d| {
+        for q in d.top_queries {
+            let e = merged
+                .entry((q.instance.clone(), q.query_hash.clone()))
+                .or_insert_with(|| TopQuery {
+                    instance: q.instance.clone(),
+                    query_hash: q.query_hash.clone(),
+                    executions: 0.0,
+                    total_cpu_ms: 0.0,
+                    total_elapsed_ms: 0.0,
+                    total_logical_reads: 0.0,
+                    statement: String::new(),
+                    last_seen: q.time,
+                });
+            e.executions += q.executions;
+            e.total_cpu_ms += q.total_cpu_ms;
+            e.total_elapsed_ms += q.total_elapsed_ms;
+            e.total_logical_reads += q.total_logical_reads;
+            if e.statement.is_empty() {
+                e.statement = q.statement;
             }
-            true
-        },
-    )
+            e.last_seen = e.last_seen.max(q.time);
+        }
+        true
+    })
     .await?;
     let mut rows: Vec<TopQuery> = merged.into_values().collect();
     rows.sort_by(|a, b| b.total_cpu_ms.total_cmp(&a.total_cpu_ms));
     rows.truncate(limit);
-    Ok(Answer::new(rows, malformed, truncated))
+    Ok(scanned.answer(rows))
 }
 
 /// Blocked sessions seen within the range, newest first.
@@ -716,26 +708,17 @@ pub async fn blocking(
 ) -> Result<Answer<BlockingEvent>> {
     let query = filters(range, instance, vec![any_exists(&BLOCKER_FIELDS)]);
     let mut rows = Vec::new();
-    let mut malformed = Vec::new();
-    let truncated = scan(
-        es,
-        &all_patterns(o),
-        query,
-        false,
-        o.max_docs,
-        &mut malformed,
-        |d| {
-            rows.extend(
-                d.blocking
-                    .into_iter()
-                    .filter(|b| b.blocking_session_id != 0),
-            );
-            rows.len() < limit
-        },
-    )
+    let scanned = scan(es, &all_patterns(o), query, false, o.max_docs, |d| {
+        rows.extend(
+            d.blocking
+                .into_iter()
+                .filter(|b| b.blocking_session_id != 0),
+        );
+        rows.len() < limit
+    })
     .await?;
     rows.truncate(limit);
-    Ok(Answer::new(rows, malformed, truncated))
+    Ok(scanned.answer(rows))
 }
 
 /// Deserialize the `_source` of each hit, counting those that do not fit the model.
@@ -814,13 +797,12 @@ pub async fn logs(
 ) -> Result<Answer<sqlvigil_model::LogRecord>> {
     let query = filters(range, Some(instance), vec![]);
     let mut rows = Vec::new();
-    let mut malformed = Vec::new();
-    let truncated = scan(es, &o.logs, query, false, o.max_docs, &mut malformed, |d| {
+    let scanned = scan(es, &o.logs, query, false, o.max_docs, |d| {
         rows.extend(d.logs.into_iter().filter(|l| l.instance == instance));
         rows.len() < limit
     })
     .await?;
     rows.truncate(limit);
     rows.reverse();
-    Ok(Answer::new(rows, malformed, truncated))
+    Ok(scanned.answer(rows))
 }
