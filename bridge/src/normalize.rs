@@ -39,7 +39,7 @@
 //!   histogram-kind sample whose value is the approximate sum Σ count·midpoint and whose
 //!   [`HistogramPoint`] keeps only the count: the exporter does not keep the bucket
 //!   bounds. Summary-like values (`{"sum", "value_count"}`) are read the same way.
-//! - The receiver's events become [`TopQueryObservation`]s and [`BlockingEvent`]s, not
+//! - The receiver's events become [`TopQuery`]s and [`BlockingEvent`]s, not
 //!   log records. Their counters are what the receiver reports: **deltas since its
 //!   previous scrape**, in seconds for `sqlserver.total_worker_time`,
 //!   `sqlserver.total_elapsed_time` and `sqlserver.wait_time` (converted to ms here);
@@ -54,7 +54,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlvigil_model::catalogue::{self, MetricDef};
-use sqlvigil_model::{BlockingEvent, HistogramPoint, LogRecord, MetricKind, Sample, SeriesKey};
+use sqlvigil_model::{
+    BlockingEvent, HistogramPoint, LogRecord, MetricKind, Sample, SeriesKey, TopQuery,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -84,23 +86,6 @@ impl fmt::Display for Malformed {
     }
 }
 
-/// One top-query observation (cumulative counters as the document carried them).
-///
-/// Flat documents carry `sys.dm_exec_query_stats` totals since the plan was compiled;
-/// the Collector's `db.server.top_query` events carry deltas since its previous scrape
-/// (see the module docs).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TopQueryObservation {
-    pub time: DateTime<Utc>,
-    pub instance: String,
-    pub query_hash: String,
-    pub executions: f64,
-    pub total_cpu_ms: f64,
-    pub total_elapsed_ms: f64,
-    pub total_logical_reads: f64,
-    pub statement: String,
-}
-
 /// Everything one hit yields.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Document {
@@ -112,7 +97,10 @@ pub struct Document {
     pub samples: Vec<Sample>,
     pub logs: Vec<LogRecord>,
     pub blocking: Vec<BlockingEvent>,
-    pub top_queries: Vec<TopQueryObservation>,
+    /// Top-query observations, `last_seen` = the document's time. Flat documents carry
+    /// `sys.dm_exec_query_stats` totals since the plan was compiled; the Collector's
+    /// `db.server.top_query` events carry deltas since its previous scrape.
+    pub top_queries: Vec<TopQuery>,
     /// Fields the normalizer did not understand, kept as they were (top-level key → value).
     pub extra: Map<String, Value>,
 }
@@ -581,7 +569,7 @@ struct Parts {
     samples: Vec<Sample>,
     logs: Vec<LogRecord>,
     blocking: Vec<BlockingEvent>,
-    top_queries: Vec<TopQueryObservation>,
+    top_queries: Vec<TopQuery>,
 }
 
 /// Where a document's telemetry comes from.
@@ -847,12 +835,12 @@ fn flat_top_query(
     f: &mut Fields,
     origin: &Origin,
     time: DateTime<Utc>,
-) -> Result<Option<TopQueryObservation>, String> {
+) -> Result<Option<TopQuery>, String> {
     let Some(query_hash) = f.text("query_hash")?.filter(|h| !h.is_empty()) else {
         return Ok(None);
     };
-    Ok(Some(TopQueryObservation {
-        time,
+    Ok(Some(TopQuery {
+        last_seen: time,
         instance: origin.instance.clone(),
         query_hash,
         executions: f.number("execution_count")?.unwrap_or(0.0),
@@ -1205,13 +1193,13 @@ fn otel_top_query(
     attrs: &BTreeMap<String, &Value>,
     origin: &Origin,
     time: DateTime<Utc>,
-) -> Result<TopQueryObservation, String> {
+) -> Result<TopQuery, String> {
     let query_hash = attr_text(attrs, "sqlserver.query_hash");
     if query_hash.is_empty() {
         return Err("top_query event without `sqlserver.query_hash`".into());
     }
-    Ok(TopQueryObservation {
-        time,
+    Ok(TopQuery {
+        last_seen: time,
         instance: origin.instance.clone(),
         query_hash,
         executions: attr_number(attrs, "sqlserver.execution_count")?,
@@ -1504,8 +1492,8 @@ mod tests {
         assert!(doc.samples.is_empty() && doc.blocking.is_empty());
         assert_eq!(
             doc.top_queries,
-            vec![TopQueryObservation {
-                time: doc.time,
+            vec![TopQuery {
+                last_seen: doc.time,
                 instance: "sql2".into(),
                 query_hash: "0x77".into(),
                 executions: 1500.0,
@@ -1662,8 +1650,8 @@ mod tests {
         assert!(doc.logs.is_empty() && doc.blocking.is_empty());
         assert_eq!(
             doc.top_queries,
-            vec![TopQueryObservation {
-                time: DateTime::from_timestamp_nanos(T0 + 40 * SEC),
+            vec![TopQuery {
+                last_seen: DateTime::from_timestamp_nanos(T0 + 40 * SEC),
                 instance: "sql1".into(),
                 query_hash: "307833373834394538373431373145334633".into(),
                 executions: 5.0,

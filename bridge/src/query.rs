@@ -671,14 +671,12 @@ pub async fn top_queries(
             let e = merged
                 .entry((q.instance.clone(), q.query_hash.clone()))
                 .or_insert_with(|| TopQuery {
-                    instance: q.instance.clone(),
-                    query_hash: q.query_hash.clone(),
                     executions: 0.0,
                     total_cpu_ms: 0.0,
                     total_elapsed_ms: 0.0,
                     total_logical_reads: 0.0,
                     statement: String::new(),
-                    last_seen: q.time,
+                    ..q.clone()
                 });
             e.executions += q.executions;
             e.total_cpu_ms += q.total_cpu_ms;
@@ -687,7 +685,7 @@ pub async fn top_queries(
             if e.statement.is_empty() {
                 e.statement = q.statement;
             }
-            e.last_seen = e.last_seen.max(q.time);
+            e.last_seen = e.last_seen.max(q.last_seen);
         }
         true
     })
