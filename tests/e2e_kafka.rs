@@ -286,6 +286,131 @@ async fn two_consumers_share_partitions_and_hand_over_on_death() {
     );
 }
 
+/// Anomalies of `instance` a process serves: (rule, state, opened_at in ns).
+async fn anomalies(sv: &Sqlvigil, token: &str, instance: &str) -> Vec<(String, String, i64)> {
+    let path = format!("/api/v1/anomalies?instance={instance}&limit=100");
+    let Ok((200, body)) = sv.get_json(&path, Some(token)).await else {
+        return Vec::new();
+    };
+    body["anomalies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let opened = a["opened_at"].as_str().unwrap_or_default();
+            let opened = chrono::DateTime::parse_from_rfc3339(opened)
+                .map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0));
+            let text = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            (text("rule"), text("state"), opened)
+        })
+        .collect()
+}
+
+/// Post `values` (one every 30 s of event time from `t0 + from_s`) for each instance.
+async fn post_cpu(sv: &Sqlvigil, instances: &[String], t0: u64, from_s: u64, values: &[f64]) {
+    for inst in instances {
+        let at = t0 + from_s * 1_000_000_000;
+        let req = gauge_request_at(
+            inst,
+            "sqlserver.cpu.utilization",
+            at,
+            30_000_000_000,
+            values,
+        );
+        assert_eq!(common::post_metrics(sv, req.encode_to_vec()).await, 200);
+    }
+}
+
+/// Operator state moves with its partition. `cpu_storm` (`cpu_percent > 85 for 5m`)
+/// starts breaching on A; B joins and takes some partitions, A is killed and B takes the
+/// rest. Every anomaly must open exactly 5 minutes (event time) after its breach began,
+/// whichever process held the partition by then, and resolve on B although A opened it:
+/// a cold start would open it 5 minutes after the handover and never resolve A's.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_state_moves_with_its_partition() {
+    let broker = KafkaBroker::start();
+    let cfg = format!("{}  checkpoint_interval: 1s\n", kafka_config(&broker, ""));
+    let (da, db) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (mut a, ta) = start_config(da.path(), &cfg);
+    let instances: Vec<String> = (0..16).map(|i| format!("k-move{i:02}")).collect();
+    let t0 = now_ns() - 3_600_000_000_000;
+    let minute = 60_000_000_000i64;
+    // 0 s … 150 s: breaching on A, which snapshots each partition's state.
+    post_cpu(&a, &instances, t0, 0, &[95.0; 6]).await;
+    for inst in &instances {
+        common::wait_values(&a, &ta, "sqlserver.cpu.utilization", inst, 6).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(self_metric(&a, "sqlvigil_operator_checkpoints").await >= 1.0);
+
+    // B joins: the group rebalances and some partitions move to B.
+    let (mut b, tb) = start_config(db.path(), &cfg);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // 180 s … 330 s: the breach reaches 5 minutes at 300 s on whoever owns the series.
+    post_cpu(&a, &instances, t0, 180, &[95.0; 6]).await;
+    let opened = wait_for(Duration::from_secs(60), || async {
+        let mut on_b = 0;
+        for inst in &instances {
+            let (on_a, here_b) = (
+                anomalies(&a, &ta, inst).await,
+                anomalies(&b, &tb, inst).await,
+            );
+            let all: Vec<_> = on_a.iter().chain(&here_b).collect();
+            if all.is_empty() {
+                return None;
+            }
+            for (rule, _, at) in &all {
+                assert_eq!(rule, "cpu_storm");
+                assert_eq!(
+                    *at,
+                    t0 as i64 + 5 * minute,
+                    "{inst}: opened at the wrong time (cold state after the move?)"
+                );
+            }
+            on_b += usize::from(!here_b.is_empty());
+        }
+        Some(on_b)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "not every instance opened cpu_storm; A: {}\nB: {}",
+            a.stderr_tail(),
+            b.stderr_tail()
+        )
+    });
+    assert!(opened > 0, "no partition moved to B when it joined");
+    assert!(self_metric(&b, "sqlvigil_operator_state_restored").await >= 1.0);
+
+    // A dies: B takes the rest. 360 s … 480 s below the threshold resolves every
+    // anomaly, including those A opened — B must have restored them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a.kill9();
+    post_cpu(&b, &instances, t0, 360, &[20.0; 5]).await;
+    let resolved = wait_for(Duration::from_secs(60), || async {
+        for inst in &instances {
+            let got = anomalies(&b, &tb, inst).await;
+            let ok = got
+                .iter()
+                .any(|(_, state, at)| state == "resolved" && *at == t0 as i64 + 5 * minute);
+            if !ok {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert!(
+        resolved.is_some(),
+        "B did not resolve every anomaly opened before the handover; B: {}",
+        b.stderr_tail()
+    );
+    b.kill9();
+}
+
 /// Under a steady load, `kill -9` the consumer at random points three times and
 /// restart it: afterwards every point the receiver acknowledged is served exactly once.
 #[tokio::test(flavor = "multi_thread")]

@@ -99,6 +99,8 @@ pub struct Topics {
     pub logs: String,
     pub anomalies: String,
     pub insights: String,
+    /// Operator state per metrics partition (compacted; Kafka bus only).
+    pub checkpoints: String,
 }
 
 impl Default for Topics {
@@ -108,6 +110,7 @@ impl Default for Topics {
             logs: "otlp_logs".into(),
             anomalies: "sqlvigil.anomalies".into(),
             insights: "sqlvigil.insights".into(),
+            checkpoints: "sqlvigil.checkpoints".into(),
         }
     }
 }
@@ -167,6 +170,10 @@ pub struct OperatorsConfig {
     /// anomaly is open on them.
     #[serde(with = "duration_str")]
     pub idle_series_after: Duration,
+    /// How often operator state is snapshotted per partition (and bus offsets committed
+    /// on a durable bus): a crash or a partition handover replays at most this much.
+    #[serde(with = "duration_str")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for OperatorsConfig {
@@ -177,6 +184,7 @@ impl Default for OperatorsConfig {
             baseline: BaselineConfig::default(),
             allowed_lateness: Duration::from_secs(300),
             idle_series_after: crate::operators::DEFAULT_IDLE_AFTER,
+            checkpoint_interval: Duration::from_secs(10),
         }
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod analytics;
 pub mod bus;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod operators;

@@ -10,6 +10,8 @@ use crate::analytics::AnalyticsService;
 use crate::bus::kafka::KafkaBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, Delivery, Record, Subscription};
+use crate::checkpoint::kafka::KafkaCheckpoints;
+use crate::checkpoint::{ChainFactory, CheckpointStore, PartitionChains, SqliteCheckpoints};
 use crate::config::{parse_addr, Backend, BusKind, Config};
 use crate::error::{PipelineError, Result};
 use crate::operators::rate::RateOperator;
@@ -27,6 +29,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use sqlvigil_model::AnomalyEvent;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,9 +39,6 @@ use tokio::task::JoinHandle;
 
 const OPERATORS_GROUP: &str = "sqlvigil-operators";
 pub(crate) const ANALYTICS_GROUP: &str = "sqlvigil-analytics";
-const CHECKPOINT: &str = "operators";
-/// Operator state is checkpointed at most this often (and at shutdown).
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 /// At shutdown, how long the Elastic queue may take to empty (the rest stays on disk).
 const ELASTIC_DRAIN: Duration = Duration::from_secs(5);
 
@@ -162,18 +162,21 @@ impl Pipeline {
         let logs_sub = bus.subscribe(&topics.logs, OPERATORS_GROUP).await?;
         let anomalies_sub = bus.subscribe(&topics.anomalies, ANALYTICS_GROUP).await?;
 
-        let mut operators: Vec<Box<dyn Operator>> = vec![
-            Box::new(
-                RateOperator::new(stats.clone())
-                    .with_idle_after(config.operators.idle_series_after),
-            ),
-            Box::new(
-                RuleOperator::new(&rules, config.operators.baseline.clone(), stats.clone())?
-                    .with_allowed_lateness(config.operators.allowed_lateness)
-                    .with_idle_after(config.operators.idle_series_after),
-            ),
-        ];
-        restore_operators(&state, &mut operators)?;
+        let build = chain_factory(&config, rules.clone(), stats.clone());
+        build()?; // a rule that does not compile stops start-up here
+        let checkpoints: Arc<dyn CheckpointStore> = match config.bus.kind {
+            BusKind::Memory => Arc::new(SqliteCheckpoints(state.clone())),
+            BusKind::Kafka => {
+                Arc::new(KafkaCheckpoints::connect(&config.bus.kafka, &topics.checkpoints).await?)
+            }
+        };
+        let chains = PartitionChains::new(
+            &topics.metrics,
+            build,
+            checkpoints,
+            bus.durable(),
+            stats.clone(),
+        );
 
         let grpc_listener = bind("receiver.grpc_addr", &config.receiver.grpc_addr).await?;
         let http_listener = bind("receiver.http_addr", &config.receiver.http_addr).await?;
@@ -214,12 +217,16 @@ impl Pipeline {
             stats: stats.clone(),
             config: config.clone(),
         };
-        let metrics_task = tokio::spawn(worker.clone().run_metrics(
-            metrics_sub,
-            operators,
-            rx_telemetry.clone(),
+        let metrics_task = tokio::spawn(logged(
+            "metrics worker",
+            worker
+                .clone()
+                .run_metrics(metrics_sub, chains, rx_telemetry.clone()),
         ));
-        let logs_task = tokio::spawn(worker.run_logs(logs_sub, rx_telemetry));
+        let logs_task = tokio::spawn(logged(
+            "logs worker",
+            worker.run_logs(logs_sub, rx_telemetry),
+        ));
         let analytics_service = Arc::new(AnalyticsService::new(
             &config,
             reader.clone(),
@@ -291,6 +298,15 @@ impl Pipeline {
     }
 }
 
+/// Run a worker, logging its failure when it happens (not only at shutdown's join).
+async fn logged(name: &str, work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    let r = work.await;
+    if let Err(e) = &r {
+        tracing::error!("{name} stopped: {e}");
+    }
+    r
+}
+
 /// Whether shutdown was requested (read without holding the lock across an await).
 fn stopping(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow()
@@ -301,26 +317,24 @@ async fn join(h: JoinHandle<Result<()>>) -> Result<()> {
         .map_err(|e| PipelineError::Transport(format!("worker task failed: {e}")))?
 }
 
-fn restore_operators(state: &StateStore, ops: &mut [Box<dyn Operator>]) -> Result<()> {
-    let Some(saved) = state.load_checkpoint(CHECKPOINT)? else {
-        return Ok(());
-    };
-    for op in ops.iter_mut() {
-        if let Some(s) = saved.get(op.name()) {
-            if let Err(e) = op.restore(s.clone()) {
-                tracing::warn!("ignoring unreadable {} checkpoint: {e}", op.name());
-            }
-        }
-    }
-    Ok(())
-}
-
-fn save_operators(state: &StateStore, ops: &[Box<dyn Operator>]) -> Result<()> {
-    let mut map = serde_json::Map::new();
-    for op in ops {
-        map.insert(op.name().to_string(), op.checkpoint()?);
-    }
-    state.save_checkpoint(CHECKPOINT, &serde_json::Value::Object(map))
+/// One partition's operator chain: rates, then the rules.
+fn chain_factory(
+    config: &Config,
+    rules: Vec<crate::operators::rules::RuleConfig>,
+    stats: Arc<Stats>,
+) -> ChainFactory {
+    let ops = config.operators.clone();
+    Arc::new(move || {
+        Ok(vec![
+            Box::new(RateOperator::new(stats.clone()).with_idle_after(ops.idle_series_after))
+                as Box<dyn Operator>,
+            Box::new(
+                RuleOperator::new(&rules, ops.baseline.clone(), stats.clone())?
+                    .with_allowed_lateness(ops.allowed_lateness)
+                    .with_idle_after(ops.idle_series_after),
+            ),
+        ])
+    })
 }
 
 /// Consumes a telemetry topic into the operators and the store.
@@ -414,39 +428,29 @@ impl TelemetryWorker {
     async fn run_metrics(
         self,
         mut sub: Box<dyn Subscription>,
-        mut operators: Vec<Box<dyn Operator>>,
+        mut chains: PartitionChains,
         stop: watch::Receiver<bool>,
     ) -> Result<()> {
         let topic = self.config.bus.topics.metrics.clone();
         let mut pending = PendingAcks::new();
         // On a durable bus, flushed positions wait here for the next operator checkpoint,
-        // so the committed offsets never run ahead of the saved state: a restart resumes
-        // from the checkpoint and the bus redelivers everything after it.
+        // so the committed offsets never run ahead of the saved state: a restart (or the
+        // partition's next owner) resumes from the snapshot and is redelivered the rest.
         let mut held: Vec<Delivery> = Vec::new();
         let durable = self.bus.durable();
         let mut last_checkpoint = Instant::now();
         while let Some(batch) = self.next(&mut sub, &topic, &stop).await? {
+            let revoked = sub.revoked();
+            if !revoked.is_empty() {
+                // Not ours to acknowledge any more: the next owner reads them again.
+                chains.drop_partitions(&revoked);
+                held.retain(|d| !revoked.contains(&d.partition));
+                pending
+                    .deliveries
+                    .retain(|d| !revoked.contains(&d.partition));
+            }
             if !batch.is_empty() {
-                let mut mb = MicroBatch::default();
-                for d in &batch {
-                    match ExportMetricsServiceRequest::decode(d.record.payload.as_ref()) {
-                        Ok(req) => decode::metrics_to_samples(&req, &mut mb.samples),
-                        Err(e) => {
-                            Stats::add(&self.stats.decode_errors, 1);
-                            tracing::warn!(
-                                partition = d.partition,
-                                offset = d.offset,
-                                "undecodable metrics record skipped: {e}"
-                            );
-                        }
-                    }
-                }
-                Stats::add(&self.stats.processed_points, mb.samples.len() as u64);
-                for op in operators.iter_mut() {
-                    op.process(&mut mb)?;
-                }
-                self.sink.write_samples(&mb.samples)?;
-                self.publish_events(&mb.events).await?;
+                self.process_metrics(&batch, &mut chains).await?;
                 pending.deliveries.extend(batch);
             }
             let Some(flushed) = self.maybe_flush(&mut pending, stopping(&stop)).await? else {
@@ -457,17 +461,71 @@ impl TelemetryWorker {
             } else {
                 held.extend(flushed);
             }
-            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                save_operators(&self.state, &operators)?;
-                sub.ack(&std::mem::take(&mut held)).await?;
+            if last_checkpoint.elapsed() >= self.config.operators.checkpoint_interval {
+                // Without a saved snapshot the offsets stay uncommitted: the next attempt
+                // (or the partition's next owner) covers them.
+                match chains.checkpoint(sub.assignment().as_ref()).await {
+                    Ok(()) => sub.ack(&std::mem::take(&mut held)).await?,
+                    Err(e) => tracing::warn!("operator checkpoint not saved, will retry: {e}"),
+                }
                 last_checkpoint = Instant::now();
             }
         }
         if let Some(flushed) = self.maybe_flush(&mut pending, true).await? {
             held.extend(flushed);
         }
-        save_operators(&self.state, &operators)?;
+        chains.checkpoint(sub.assignment().as_ref()).await?;
         sub.ack(&held).await.map_err(Into::into)
+    }
+
+    /// Decode a batch, run each partition's records through that partition's operators,
+    /// store the samples and publish the anomaly events. Records a restored snapshot
+    /// already covers are stored (idempotently) but not judged twice.
+    async fn process_metrics(
+        &self,
+        batch: &[Delivery],
+        chains: &mut PartitionChains,
+    ) -> Result<()> {
+        let mut by_partition: BTreeMap<u32, Vec<&Delivery>> = BTreeMap::new();
+        for d in batch {
+            by_partition.entry(d.partition).or_default().push(d);
+        }
+        let (mut samples, mut events) = (Vec::new(), Vec::new());
+        for (partition, records) in by_partition {
+            let judged_below = chains.judged_below(partition).await?;
+            let mut mb = MicroBatch::default();
+            let mut last = None;
+            for d in records {
+                if d.offset < judged_below {
+                    self.decode_metrics(d, &mut samples);
+                } else {
+                    self.decode_metrics(d, &mut mb.samples);
+                    last = Some(d.offset);
+                }
+            }
+            if let Some(last) = last {
+                Stats::add(&self.stats.processed_points, mb.samples.len() as u64);
+                chains.process(partition, last, &mut mb).await?;
+            }
+            samples.append(&mut mb.samples);
+            events.append(&mut mb.events);
+        }
+        self.sink.write_samples(&samples)?;
+        self.publish_events(&events).await
+    }
+
+    fn decode_metrics(&self, d: &Delivery, out: &mut Vec<sqlvigil_model::Sample>) {
+        match ExportMetricsServiceRequest::decode(d.record.payload.as_ref()) {
+            Ok(req) => decode::metrics_to_samples(&req, out),
+            Err(e) => {
+                Stats::add(&self.stats.decode_errors, 1);
+                tracing::warn!(
+                    partition = d.partition,
+                    offset = d.offset,
+                    "undecodable metrics record skipped: {e}"
+                );
+            }
+        }
     }
 
     /// Store anomaly events and hand them to analytics through the bus.

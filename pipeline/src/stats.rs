@@ -53,6 +53,8 @@ counters {
     elastic_dead_letter_docs: "Documents Elasticsearch refused for good (written to the dead-letter file).",
     bridge_malformed_docs: "Elasticsearch documents the bridge could not normalize.",
     kafka_produce_errors: "Records Kafka did not take (the OTLP client was told to retry).",
+    operator_checkpoints: "Per-partition operator state snapshots saved.",
+    operator_state_restored: "Partitions whose operator state was restored from a snapshot.",
 }
 gauges {
     elastic_queue_bytes: "Bytes in the on-disk queue waiting for Elasticsearch.",

@@ -683,11 +683,20 @@ pub fn create_token(bin: &Path, data_dir: &Path, role: &str) -> Result<String, T
 /// OpenTelemetry SDK and both OTLP exporters. The error names the exact
 /// `python3 -m pip install ...` command that is missing.
 pub fn python_otlp_client() -> Result<PathBuf, TestkitError> {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tests_dir = manifest_dir
-        .parent()
-        .map(|root| root.join("tests"))
-        .unwrap_or_else(|| manifest_dir.join("../tests"));
+    // The running test's package first (cargo sets it at run time): a build shared by
+    // two checkouts of the repository may carry the other checkout's compile-time path.
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .flat_map(|dir| [dir.join("tests"), dir.join("../tests")])
+        .collect();
+    candidates.push(compiled.join("../tests"));
+    let tests_dir = candidates
+        .iter()
+        .find(|d| d.join("otlp_client.py").is_file())
+        .unwrap_or(&candidates[candidates.len() - 1])
+        .clone();
     let script = tests_dir.join("otlp_client.py");
     let requirements = tests_dir.join("requirements.txt");
     let all_fix = format!("python3 -m pip install -r {}", requirements.display());

@@ -16,16 +16,18 @@ use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// `bus.kafka`: brokers, topic creation, producer tuning and any librdkafka setting.
@@ -91,7 +93,7 @@ impl KafkaConfig {
         Ok(())
     }
 
-    fn client(&self) -> ClientConfig {
+    pub(crate) fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.client_id)
@@ -99,6 +101,13 @@ impl KafkaConfig {
         for (k, v) in &self.options {
             c.set(k, v);
         }
+        c
+    }
+
+    /// A client whose statistics nobody reads (rdkafka's default context would log them).
+    pub(crate) fn quiet_client(&self) -> ClientConfig {
+        let mut c = self.client();
+        c.set("statistics.interval.ms", "0");
         c
     }
 
@@ -158,7 +167,42 @@ impl ClientContext for MetricsContext {
     }
 }
 
-impl ConsumerContext for MetricsContext {}
+/// A consumer's context: self metrics, and the partitions rebalances took away (read by
+/// the worker, which drops their operator state: the next owner restores it).
+#[derive(Clone)]
+pub struct GroupContext {
+    metrics: MetricsContext,
+    revoked: Arc<Mutex<Vec<u32>>>,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, s: Statistics) {
+        self.metrics.stats(s)
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let gone: Vec<u32> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition().max(0) as u32)
+                    .collect();
+                self.revoked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(gone);
+            }
+            Rebalance::Assign(tpl) => tracing::info!(
+                partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(),
+                "kafka partitions assigned"
+            ),
+            Rebalance::Error(e) => tracing::warn!("kafka rebalance failed: {e}"),
+        }
+    }
+}
 
 pub struct KafkaBus {
     config: KafkaConfig,
@@ -228,7 +272,7 @@ impl KafkaBus {
     async fn create_topics(&self, topics: &[&str]) -> Result<(), BusError> {
         let admin: AdminClient<_> = self
             .config
-            .client()
+            .quiet_client()
             .create()
             .map_err(|e| other("kafka admin client", e))?;
         let new: Vec<NewTopic> = topics
@@ -298,11 +342,15 @@ impl KafkaBus {
         &self,
         topic: &str,
         group: &str,
-    ) -> Result<StreamConsumer<MetricsContext>, BusError> {
-        let consumer: StreamConsumer<MetricsContext> = self
+    ) -> Result<StreamConsumer<GroupContext>, BusError> {
+        let context = GroupContext {
+            metrics: self.context.clone(),
+            revoked: Arc::default(),
+        };
+        let consumer: StreamConsumer<GroupContext> = self
             .config
             .consumer(&format!("{group}.{topic}"))
-            .create_with_context(self.context.clone())
+            .create_with_context(context)
             .map_err(|e| other("kafka consumer", e))?;
         consumer
             .subscribe(&[topic])
@@ -423,7 +471,7 @@ impl KafkaBus {
 }
 
 struct KafkaSubscription {
-    consumer: StreamConsumer<MetricsContext>,
+    consumer: StreamConsumer<GroupContext>,
     topic: String,
 }
 
@@ -486,5 +534,20 @@ impl Subscription for KafkaSubscription {
             tracing::warn!(topic = %self.topic, "kafka commit refused: {e}");
         }
         Ok(())
+    }
+
+    fn revoked(&mut self) -> Vec<u32> {
+        let revoked = &self.consumer.context().revoked;
+        std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn assignment(&self) -> Option<BTreeSet<u32>> {
+        let tpl = self.consumer.assignment().ok()?;
+        Some(
+            tpl.elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition().max(0) as u32)
+                .collect(),
+        )
     }
 }

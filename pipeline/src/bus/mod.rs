@@ -12,6 +12,7 @@ pub mod memory;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,4 +80,15 @@ pub trait Subscription: Send {
 
     /// Acknowledge everything delivered so far up to and including these records.
     async fn ack(&mut self, deliveries: &[Delivery]) -> Result<(), BusError>;
+
+    /// Partitions taken away from this subscriber since the last call (a consumer
+    /// joined or left the group). Their state belongs to the next owner now.
+    fn revoked(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
+
+    /// The partitions currently assigned, when the bus shares them out (`None`: all).
+    fn assignment(&self) -> Option<BTreeSet<u32>> {
+        None
+    }
 }

@@ -1,0 +1,254 @@
+//! Snapshots in a compacted Kafka topic (`bus.topics.checkpoints`), so whichever process
+//! of the group receives a partition finds its operator state.
+//!
+//! A snapshot of topic partition `p` is keyed `<topic>/<p>` and written to partition
+//! `p mod n` of the checkpoint topic (n: its partition count), so loading one means
+//! reading the tail of one partition, not the whole topic; compaction keeps the latest
+//! per key. Loading takes the snapshot with the highest offset among the key's newest
+//! records, so a late write from a process that had already lost the partition cannot
+//! move its state backwards.
+
+use super::{CheckpointStore, Snapshot};
+use crate::bus::kafka::KafkaConfig;
+use crate::bus::BusError;
+use crate::error::Result;
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// Largest snapshot, set on the topic (`max.message.bytes`) and the producer.
+const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
+/// Records read per step when scanning a checkpoint partition backwards.
+const SCAN_STEP: i64 = 16;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct KafkaCheckpoints {
+    config: KafkaConfig,
+    topic: String,
+    partitions: u32,
+    producer: FutureProducer,
+}
+
+fn unavailable(what: &str, brokers: &str, e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(format!("kafka {what} at {brokers}: {e}"))
+}
+
+impl KafkaCheckpoints {
+    /// Create (when allowed) or check the checkpoint topic and open a producer for it.
+    pub async fn connect(config: &KafkaConfig, topic: &str) -> Result<KafkaCheckpoints> {
+        if config.create_topics {
+            create(config, topic).await?;
+        }
+        let producer: FutureProducer = config
+            .quiet_client()
+            .set("compression.type", "zstd")
+            .set("acks", "all")
+            .set("message.max.bytes", MAX_SNAPSHOT_BYTES.to_string())
+            .set("message.timeout.ms", TIMEOUT.as_millis().to_string())
+            .create()
+            .map_err(|e| BusError::Other(format!("kafka checkpoint producer: {e}")))?;
+        let partitions = partition_count(config, &producer, topic).await?;
+        Ok(KafkaCheckpoints {
+            config: config.clone(),
+            topic: topic.to_string(),
+            partitions,
+            producer,
+        })
+    }
+
+    fn key(topic: &str, partition: u32) -> String {
+        format!("{topic}/{partition}")
+    }
+
+    fn home(&self, partition: u32) -> i32 {
+        (partition % self.partitions) as i32
+    }
+}
+
+async fn create(config: &KafkaConfig, topic: &str) -> Result<()> {
+    let brokers = &config.brokers;
+    let admin: AdminClient<_> = config
+        .quiet_client()
+        .create()
+        .map_err(|e| BusError::Other(format!("kafka admin client: {e}")))?;
+    let max = MAX_SNAPSHOT_BYTES.to_string();
+    let new = NewTopic::new(
+        topic,
+        config.partitions,
+        TopicReplication::Fixed(config.replication),
+    )
+    .set("cleanup.policy", "compact")
+    .set("max.message.bytes", &max);
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .map_err(|e| unavailable("creating the checkpoint topic", brokers, e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(BusError::Other(format!(
+                    "kafka: cannot create checkpoint topic `{t}` on {brokers}: {code}"
+                ))
+                .into())
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn partition_count(
+    config: &KafkaConfig,
+    producer: &FutureProducer,
+    topic: &str,
+) -> Result<u32> {
+    let client = producer.clone();
+    let name = topic.to_string();
+    let md =
+        tokio::task::spawn_blocking(move || client.client().fetch_metadata(Some(&name), TIMEOUT))
+            .await
+            .map_err(|e| BusError::Other(format!("kafka metadata: {e}")))?
+            .map_err(|e| unavailable(&format!("reading topic `{topic}`"), &config.brokers, e))?;
+    let n = md
+        .topics()
+        .iter()
+        .find(|m| m.name() == topic && m.error().is_none())
+        .map_or(0, |m| m.partitions().len() as u32);
+    if n == 0 {
+        return Err(BusError::Other(format!(
+            "kafka: checkpoint topic `{topic}` does not exist on {} (create it compacted, or set bus.kafka.create_topics: true)",
+            config.brokers
+        ))
+        .into());
+    }
+    Ok(n)
+}
+
+#[async_trait]
+impl CheckpointStore for KafkaCheckpoints {
+    async fn save(&self, snapshots: &[Snapshot]) -> Result<()> {
+        let mut bodies = Vec::with_capacity(snapshots.len());
+        for s in snapshots {
+            bodies.push((
+                Self::key(&s.topic, s.partition),
+                self.home(s.partition),
+                serde_json::to_vec(s)?,
+            ));
+        }
+        let mut pending = Vec::with_capacity(bodies.len());
+        for (key, partition, body) in &bodies {
+            let record = FutureRecord::to(&self.topic)
+                .key(key)
+                .partition(*partition)
+                .payload(body);
+            pending.push(self.producer.send(record, TIMEOUT));
+        }
+        for (sent, (key, _, body)) in futures::future::join_all(pending)
+            .await
+            .into_iter()
+            .zip(&bodies)
+        {
+            if let Err((e, _)) = sent {
+                return Err(BusError::Unavailable(format!(
+                    "kafka did not take the operator checkpoint `{key}` ({} bytes) for `{}`: {e}",
+                    body.len(),
+                    self.topic
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(&self, topic: &str, partition: u32) -> Result<Option<Snapshot>> {
+        let consumer: BaseConsumer = self
+            .config
+            .quiet_client()
+            // librdkafka wants a group for `assign`; it never joins or commits here.
+            .set("group.id", "sqlvigil-checkpoint-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| BusError::Other(format!("kafka checkpoint reader: {e}")))?;
+        let (ck, home, key) = (
+            self.topic.clone(),
+            self.home(partition),
+            Self::key(topic, partition),
+        );
+        let brokers = self.config.brokers.clone();
+        tokio::task::spawn_blocking(move || latest(&consumer, &ck, home, &key))
+            .await
+            .map_err(|e| BusError::Other(format!("kafka checkpoint reader: {e}")))?
+            .map_err(|e| unavailable("reading operator checkpoints", &brokers, e).into())
+    }
+}
+
+/// The newest snapshot for `key` in partition `home` of `topic`: scan back from the end
+/// in steps until one is found or the partition's start is reached.
+fn latest(
+    consumer: &BaseConsumer,
+    topic: &str,
+    home: i32,
+    key: &str,
+) -> std::result::Result<Option<Snapshot>, String> {
+    let (low, high) = consumer
+        .fetch_watermarks(topic, home, TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let mut end = high;
+    while end > low {
+        let start = (end - SCAN_STEP).max(low);
+        let found = read_range(consumer, topic, home, start, end, key)?;
+        if let Some(best) = found.into_iter().max_by_key(|s| s.next_offset) {
+            return Ok(Some(best));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// The snapshots for `key` among the records at offsets `start..end`.
+fn read_range(
+    consumer: &BaseConsumer,
+    topic: &str,
+    home: i32,
+    start: i64,
+    end: i64,
+    key: &str,
+) -> std::result::Result<Vec<Snapshot>, String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, home, Offset::Offset(start))
+        .map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + TIMEOUT;
+    let mut out = Vec::new();
+    while Instant::now() < deadline {
+        // Compaction may have removed offset end-1: any later record also ends the range.
+        let Some(next) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = next.map_err(|e| e.to_string())?;
+        if m.key() == Some(key.as_bytes()) {
+            match m.payload().map(serde_json::from_slice::<Snapshot>) {
+                Some(Ok(s)) => out.push(s),
+                Some(Err(e)) => tracing::warn!(
+                    key,
+                    offset = m.offset(),
+                    "unreadable operator checkpoint skipped: {e}"
+                ),
+                None => {} // a tombstone
+            }
+        }
+        if m.offset() >= end - 1 {
+            return Ok(out);
+        }
+    }
+    Err(format!(
+        "timed out reading offsets {start}..{end} of `{topic}` partition {home}"
+    ))
+}

@@ -1,0 +1,324 @@
+//! Operator state per bus partition, so it moves with the partition.
+//!
+//! Records are keyed by instance, so each partition carries a disjoint set of series.
+//! The metrics worker therefore runs one operator chain per partition it owns
+//! ([`PartitionChains`]) and checkpoints each chain on its own, as a [`Snapshot`] that
+//! names the bus offset it covers. When a partition moves to another process (a
+//! consumer joins or leaves the group), the new owner loads that partition's latest
+//! snapshot before judging its first record, so baselines, threshold-for-duration
+//! clocks and open anomalies carry on there instead of starting cold.
+//!
+//! Where snapshots live depends on the bus: a compacted Kafka topic
+//! ([`kafka::KafkaCheckpoints`], reachable from every process of the group) or the local
+//! SQLite state ([`SqliteCheckpoints`], for the in-process bus).
+//!
+//! Depends on: the operators (their `checkpoint`/`restore`), the state store. Must not
+//! touch the sinks: the worker orders flush → snapshot → offset commit.
+
+pub mod kafka;
+
+use crate::error::Result;
+use crate::operators::{MicroBatch, Operator};
+use crate::sinks::state::StateStore;
+use crate::stats::Stats;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// The operator state of one partition of one topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub topic: String,
+    pub partition: u32,
+    /// The state reflects every record of the partition before this offset (and none
+    /// after). Only meaningful on a durable bus, whose offsets outlive the process.
+    pub next_offset: u64,
+    /// Each operator's [`Operator::checkpoint`], by operator name.
+    pub operators: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where snapshots are kept.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// Make the snapshots durable (all of them, or an error).
+    async fn save(&self, snapshots: &[Snapshot]) -> Result<()>;
+    /// The latest snapshot of `topic`/`partition`, if any.
+    async fn load(&self, topic: &str, partition: u32) -> Result<Option<Snapshot>>;
+}
+
+/// Snapshots in the local SQLite state (the in-process bus: one process owns everything).
+pub struct SqliteCheckpoints(pub Arc<StateStore>);
+
+fn sqlite_name(topic: &str, partition: u32) -> String {
+    format!("operators/{topic}/{partition}")
+}
+
+#[async_trait]
+impl CheckpointStore for SqliteCheckpoints {
+    async fn save(&self, snapshots: &[Snapshot]) -> Result<()> {
+        for s in snapshots {
+            self.0.save_checkpoint(
+                &sqlite_name(&s.topic, s.partition),
+                &serde_json::to_value(s)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn load(&self, topic: &str, partition: u32) -> Result<Option<Snapshot>> {
+        let Some(v) = self.0.load_checkpoint(&sqlite_name(topic, partition))? else {
+            return Ok(None);
+        };
+        Ok(Some(serde_json::from_value(v)?))
+    }
+}
+
+/// Builds a fresh operator chain (the same for every partition).
+pub type ChainFactory = Arc<dyn Fn() -> Result<Vec<Box<dyn Operator>>> + Send + Sync>;
+
+/// One partition's operators and how far they have read.
+struct Chain {
+    ops: Vec<Box<dyn Operator>>,
+    /// Records before this offset are already in the restored state: they are stored
+    /// again (harmlessly) but not judged twice.
+    judged_below: u64,
+    /// Offset after the last record processed, once any was.
+    next_offset: Option<u64>,
+    /// Processed something since the last snapshot.
+    dirty: bool,
+}
+
+/// The operator chains of the partitions this process owns.
+pub struct PartitionChains {
+    topic: String,
+    build: ChainFactory,
+    store: Arc<dyn CheckpointStore>,
+    /// Whether bus offsets survive a restart (Kafka); else snapshots carry state only.
+    durable_offsets: bool,
+    chains: HashMap<u32, Chain>,
+    stats: Arc<Stats>,
+}
+
+impl PartitionChains {
+    pub fn new(
+        topic: &str,
+        build: ChainFactory,
+        store: Arc<dyn CheckpointStore>,
+        durable_offsets: bool,
+        stats: Arc<Stats>,
+    ) -> Self {
+        PartitionChains {
+            topic: topic.to_string(),
+            build,
+            store,
+            durable_offsets,
+            chains: HashMap::new(),
+            stats,
+        }
+    }
+
+    /// The chain of `partition`, restored from its latest snapshot the first time.
+    async fn chain(&mut self, partition: u32) -> Result<&mut Chain> {
+        if !self.chains.contains_key(&partition) {
+            // Owned handles: `self` holds non-`Sync` operators and must not be borrowed
+            // shared across the await.
+            let (build, store) = (self.build.clone(), self.store.clone());
+            let (topic, stats) = (self.topic.clone(), self.stats.clone());
+            let chain = load(build, store, topic, partition, self.durable_offsets, stats).await?;
+            self.chains.insert(partition, chain);
+        }
+        self.chains
+            .get_mut(&partition)
+            .ok_or_else(|| crate::PipelineError::Transport("partition chain vanished".into()))
+    }
+}
+
+/// A broker that is briefly away should not stop the worker: try a few times.
+async fn load_retrying(
+    store: &dyn CheckpointStore,
+    topic: &str,
+    partition: u32,
+) -> Result<Option<Snapshot>> {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match store.load(topic, partition).await {
+            Err(e) if delay < std::time::Duration::from_secs(16) => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    "loading the operator checkpoint failed, retrying: {e}"
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A fresh chain for `partition`, restored from its latest snapshot if there is one.
+async fn load(
+    build: ChainFactory,
+    store: Arc<dyn CheckpointStore>,
+    topic: String,
+    partition: u32,
+    durable_offsets: bool,
+    stats: Arc<Stats>,
+) -> Result<Chain> {
+    let mut ops = build()?;
+    let mut judged_below = 0;
+    if let Some(snap) = load_retrying(store.as_ref(), &topic, partition).await? {
+        for op in ops.iter_mut() {
+            if let Some(s) = snap.operators.get(op.name()) {
+                if let Err(e) = op.restore(s.clone()) {
+                    tracing::warn!("ignoring unreadable {} checkpoint: {e}", op.name());
+                }
+            }
+        }
+        if durable_offsets {
+            judged_below = snap.next_offset;
+        }
+        Stats::add(&stats.operator_state_restored, 1);
+        tracing::info!(
+            topic = %topic, partition, offset = snap.next_offset,
+            "operator state restored from the partition's checkpoint"
+        );
+    }
+    Ok(Chain {
+        ops,
+        judged_below,
+        next_offset: None,
+        dirty: false,
+    })
+}
+
+impl PartitionChains {
+    /// Run `partition`'s operators over `batch`, whose last record is at `last_offset`.
+    /// Records the restored state already covers must not reach here (see
+    /// [`PartitionChains::judged_below`]).
+    pub async fn process(
+        &mut self,
+        partition: u32,
+        last_offset: u64,
+        batch: &mut MicroBatch,
+    ) -> Result<()> {
+        let chain = self.chain(partition).await?;
+        for op in chain.ops.iter_mut() {
+            op.process(batch)?;
+        }
+        chain.next_offset = Some(last_offset + 1);
+        chain.dirty = true;
+        Ok(())
+    }
+
+    /// Records of `partition` before the returned offset are already judged by the
+    /// restored state (loading it on first use).
+    pub async fn judged_below(&mut self, partition: u32) -> Result<u64> {
+        Ok(self.chain(partition).await?.judged_below)
+    }
+
+    /// Forget partitions this process no longer owns: their new owner restores them.
+    pub fn drop_partitions(&mut self, partitions: &[u32]) {
+        for p in partitions {
+            if self.chains.remove(p).is_some() {
+                tracing::info!(topic = %self.topic, partition = p, "partition moved away; its operator state was dropped");
+            }
+        }
+    }
+
+    /// Snapshot every chain that changed, keeping only `owned` partitions when the bus
+    /// says which it assigns (a chain of a partition already given away must not
+    /// overwrite its new owner's snapshot).
+    pub async fn checkpoint(&mut self, owned: Option<&BTreeSet<u32>>) -> Result<()> {
+        if let Some(owned) = owned {
+            let gone: Vec<u32> = self
+                .chains
+                .keys()
+                .filter(|p| !owned.contains(p))
+                .copied()
+                .collect();
+            self.drop_partitions(&gone);
+        }
+        let mut snapshots = Vec::new();
+        for (p, chain) in self.chains.iter().filter(|(_, c)| c.dirty) {
+            let mut operators = serde_json::Map::new();
+            for op in &chain.ops {
+                operators.insert(op.name().to_string(), op.checkpoint()?);
+            }
+            snapshots.push(Snapshot {
+                topic: self.topic.clone(),
+                partition: *p,
+                next_offset: chain.next_offset.unwrap_or(chain.judged_below),
+                operators,
+            });
+        }
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        self.store.save(&snapshots).await?;
+        Stats::add(&self.stats.operator_checkpoints, snapshots.len() as u64);
+        for chain in self.chains.values_mut() {
+            chain.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::rules::{RuleConfig, RuleOperator};
+    use sqlvigil_model::{AnomalyEventKind, Sample, SeriesKey};
+    use std::time::Duration;
+
+    fn factory(stats: Arc<Stats>) -> ChainFactory {
+        Arc::new(move || {
+            let rule =
+                RuleConfig::threshold("cpu_storm", "cpu_percent > 85", Duration::from_secs(60));
+            let op = RuleOperator::new(&[rule], Default::default(), stats.clone())?;
+            Ok(vec![Box::new(op) as Box<dyn Operator>])
+        })
+    }
+
+    fn cpu(t_s: i64, v: f64) -> Sample {
+        let key = SeriesKey::new("sql1", "h", "", "sqlserver.cpu.utilization");
+        Sample::gauge(key, t_s * 1_000_000_000, v, "%")
+    }
+
+    async fn feed(chains: &mut PartitionChains, offset: u64, t_s: i64) -> Vec<AnomalyEventKind> {
+        let mut mb = MicroBatch {
+            samples: vec![cpu(t_s, 95.0)],
+            events: vec![],
+        };
+        chains.process(0, offset, &mut mb).await.unwrap();
+        mb.events.into_iter().map(|e| e.event).collect()
+    }
+
+    #[tokio::test]
+    async fn a_breach_clock_continues_in_the_next_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateStore::open(dir.path()).unwrap());
+        let store: Arc<dyn CheckpointStore> = Arc::new(SqliteCheckpoints(state));
+        let stats = Arc::new(Stats::default());
+        let mut a = PartitionChains::new(
+            "m",
+            factory(stats.clone()),
+            store.clone(),
+            true,
+            stats.clone(),
+        );
+        for (offset, t) in [(0, 0), (1, 30)] {
+            assert!(feed(&mut a, offset, t).await.is_empty());
+        }
+        a.checkpoint(None).await.unwrap();
+        assert_eq!(Stats::get(&stats.operator_checkpoints), 1);
+        // A second owner picks the partition up: 30 s of breach are already behind it.
+        let mut b = PartitionChains::new("m", factory(stats.clone()), store, true, stats.clone());
+        assert_eq!(b.judged_below(0).await.unwrap(), 2);
+        assert_eq!(feed(&mut b, 2, 60).await, vec![AnomalyEventKind::Open]);
+        // A partition given away is dropped and not snapshotted again.
+        b.checkpoint(Some(&BTreeSet::new())).await.unwrap();
+        assert!(b.chains.is_empty());
+    }
+}
