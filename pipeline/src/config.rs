@@ -174,6 +174,9 @@ pub struct OperatorsConfig {
     /// on a durable bus): a crash or a partition handover replays at most this much.
     #[serde(with = "duration_str")]
     pub checkpoint_interval: Duration,
+    /// Event-time windows (tumbling or sliding) that turn chosen metrics into aggregate
+    /// series (`<metric>.<stat>_<name>`); none by default.
+    pub windows: Vec<crate::operators::window::WindowConfig>,
 }
 
 impl Default for OperatorsConfig {
@@ -185,6 +188,7 @@ impl Default for OperatorsConfig {
             allowed_lateness: Duration::from_secs(300),
             idle_series_after: crate::operators::DEFAULT_IDLE_AFTER,
             checkpoint_interval: Duration::from_secs(10),
+            windows: Vec::new(),
         }
     }
 }
@@ -302,6 +306,9 @@ impl Config {
         positive("bus.partitions", self.bus.partitions as usize)?;
         positive("store.flush_rows", self.store.flush_rows)?;
         positive("operators.batch_records", self.operators.batch_records)?;
+        for w in &self.operators.windows {
+            w.validate()?;
+        }
         positive(
             "analytics.prompt_budget_chars",
             self.analytics.prompt_budget_chars,

@@ -16,6 +16,7 @@ use crate::config::{parse_addr, Backend, BusKind, Config};
 use crate::error::{PipelineError, Result};
 use crate::operators::rate::RateOperator;
 use crate::operators::rules::RuleOperator;
+use crate::operators::window::WindowOperator;
 use crate::operators::{MicroBatch, Operator};
 use crate::receiver::{decode, grpc, http, Ingest};
 use crate::sinks::elastic::reader::ElasticReader;
@@ -317,7 +318,8 @@ async fn join(h: JoinHandle<Result<()>>) -> Result<()> {
         .map_err(|e| PipelineError::Transport(format!("worker task failed: {e}")))?
 }
 
-/// One partition's operator chain: rates, then the rules.
+/// One partition's operator chain: rates, windows, then the rules (which may watch
+/// rates and window aggregates).
 fn chain_factory(
     config: &Config,
     rules: Vec<crate::operators::rules::RuleConfig>,
@@ -328,6 +330,7 @@ fn chain_factory(
         Ok(vec![
             Box::new(RateOperator::new(stats.clone()).with_idle_after(ops.idle_series_after))
                 as Box<dyn Operator>,
+            Box::new(WindowOperator::new(&ops.windows, stats.clone())?),
             Box::new(
                 RuleOperator::new(&rules, ops.baseline.clone(), stats.clone())?
                     .with_allowed_lateness(ops.allowed_lateness)

@@ -53,6 +53,8 @@ counters {
     elastic_dead_letter_docs: "Documents Elasticsearch refused for good (written to the dead-letter file).",
     bridge_malformed_docs: "Elasticsearch documents the bridge could not normalize.",
     kafka_produce_errors: "Records Kafka did not take (the OTLP client was told to retry).",
+    window_points: "Aggregate points emitted by closed event-time windows.",
+    window_late_points: "Points that arrived after every window containing them was emitted (not used).",
     operator_checkpoints: "Per-partition operator state snapshots saved.",
     operator_state_restored: "Partitions whose operator state was restored from a snapshot.",
 }
