@@ -411,6 +411,87 @@ async fn operator_state_moves_with_its_partition() {
     b.kill9();
 }
 
+/// Run `sqlvigil replay ARGS…` and return its stdout (the events), failing on error.
+fn replay(args: &[&str]) -> String {
+    let out = std::process::Command::new(common::bin())
+        .arg("replay")
+        .args(args)
+        .output()
+        .expect("sqlvigil replay runs");
+    assert!(
+        out.status.success(),
+        "replay {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `sqlvigil replay --from kafka://…/otlp_metrics` re-runs a topic through the rules:
+/// the same events whatever the batch size, and the same as a replay of the data
+/// directory that consumed the topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_of_a_topic_matches_the_stored_replay() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut sv, token) = start_config(dir.path(), &kafka_config(&broker, ""));
+    let t0 = now_ns() - 3_600_000_000_000;
+    // 7 minutes above 85 %, then 3 below: cpu_storm opens and resolves.
+    let mut values = vec![97.0; 15];
+    values.extend([20.0; 6]);
+    for inst in ["k-replay1", "k-replay2"] {
+        let req = gauge_request_at(
+            inst,
+            "sqlserver.cpu.utilization",
+            t0,
+            30_000_000_000,
+            &values,
+        );
+        assert_eq!(common::post_metrics(&sv, req.encode_to_vec()).await, 200);
+        common::wait_values(&sv, &token, "sqlserver.cpu.utilization", inst, values.len()).await;
+    }
+    assert!(sv.stop().expect("stops").success());
+
+    let from = format!("kafka://{}/otlp_metrics", broker.bootstrap());
+    let first = replay(&["--from", &from]);
+    assert_eq!(
+        first,
+        replay(&["--from", &from, "--batch", "7"]),
+        "batch size changed the events"
+    );
+    let stored = replay(&["--from", &dir.path().to_string_lossy()]);
+    assert_eq!(first, stored, "the topic and the store disagree");
+    let events: Vec<(String, String)> = first
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|e| {
+            let a = &e["anomaly"];
+            (
+                format!("{}/{}", a["rule"], a["series"]["instance"]),
+                e["event"].to_string(),
+            )
+        })
+        .collect();
+    for inst in ["k-replay1", "k-replay2"] {
+        let key = format!("\"cpu_storm\"/\"{inst}\"");
+        let kinds: Vec<&str> = events
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, e)| e.as_str())
+            .collect();
+        assert_eq!(kinds, ["\"open\"", "\"resolve\""], "{inst}: {first}");
+    }
+    let err = std::process::Command::new(common::bin())
+        .args([
+            "replay",
+            "--from",
+            &format!("kafka://{}/no_such_topic", broker.bootstrap()),
+        ])
+        .output()
+        .expect("runs");
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("topic `no_such_topic` does not exist"));
+}
+
 /// Under a steady load, `kill -9` the consumer at random points three times and
 /// restart it: afterwards every point the receiver acknowledged is served exactly once.
 #[tokio::test(flavor = "multi_thread")]

@@ -359,6 +359,86 @@ impl KafkaBus {
     }
 }
 
+/// Every record of `topic` from each partition's start to its end as of now, partition
+/// by partition, without joining a group (nothing is committed): `sqlvigil replay`.
+pub fn read_topic(
+    config: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<Delivery>, BusError> {
+    let unavailable = |what: &str, e: KafkaError| {
+        BusError::Unavailable(format!("kafka {what} `{topic}` at {}: {e}", config.brokers))
+    };
+    let consumer: BaseConsumer = config
+        .quiet_client()
+        .set("group.id", "sqlvigil-replay")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| other("kafka replay reader", e))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| unavailable("reading", e))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(BusError::Other(format!(
+            "kafka: topic `{topic}` does not exist on {}",
+            config.brokers
+        )));
+    }
+    // Where each partition ends now: records produced later are not part of the replay.
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| unavailable("reading offsets of", e))?;
+        if high > low {
+            remaining.insert(p, high - 1);
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                .map_err(|e| other("kafka offsets", e))?;
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| unavailable("assigning", e))?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(BusError::Unavailable(format!(
+                "kafka: reading `{topic}` at {} timed out with partitions {:?} unfinished",
+                config.brokers,
+                remaining.keys().collect::<BTreeSet<_>>()
+            )));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.map_err(|e| unavailable("reading", e))?;
+        let (p, offset) = (m.partition(), m.offset());
+        if remaining.get(&p).is_some_and(|last| offset <= *last) {
+            out.push(Delivery {
+                partition: p.max(0) as u32,
+                offset: offset.max(0) as u64,
+                record: Record {
+                    key: Bytes::copy_from_slice(m.key().unwrap_or_default()),
+                    payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                },
+            });
+        }
+        if remaining.get(&p).is_some_and(|last| offset >= *last) {
+            remaining.remove(&p);
+        }
+    }
+    Ok(out)
+}
+
 /// An idempotent producer never sends again after librdkafka declares a fatal error, or
 /// once the broker fenced its producer id (a broker without epoch bumps — tansu 0.6 —
 /// does that after an outage): it has to be replaced.

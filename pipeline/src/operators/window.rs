@@ -175,6 +175,21 @@ struct Panes {
     emitted_until: i64,
 }
 
+/// Whether `metric` names a window output (`<metric>.<stat>_<name>`), which replays
+/// leave out like other derived series.
+pub fn is_window_output(metric: &str) -> bool {
+    let Some((_, last)) = metric.rsplit_once('.') else {
+        return false;
+    };
+    let Some((stat, name)) = last.split_once('_') else {
+        return false;
+    };
+    let stats = ["count", "avg", "min", "max", "p50", "p95", "p99"];
+    stats.contains(&stat)
+        && !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// One configured window over every series it selects.
 struct Window {
     config: WindowConfig,
@@ -466,6 +481,19 @@ mod tests {
         let got = run(&mut b, vec![cpu("a", 30, 1.0), cpu("a", 60, 1.0)]);
         let m = "sqlserver.cpu.utilization.count_w".to_string();
         assert_eq!(got, vec![("a".into(), m, 60, 3.0)]);
+    }
+
+    #[test]
+    fn window_outputs_are_recognised_by_name() {
+        assert!(is_window_output("sqlserver.cpu.utilization.p95_5m"));
+        assert!(is_window_output(
+            "sqlserver.os.wait.duration.per_second.avg_1h_x"
+        ));
+        assert!(!is_window_output("sqlserver.cpu.utilization"));
+        assert!(!is_window_output(
+            "sqlserver.database.latency.per_operation"
+        ));
+        assert!(!is_window_output("sqlserver.page.life_expectancy"));
     }
 
     #[test]
