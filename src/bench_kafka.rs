@@ -180,6 +180,8 @@ async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Du
     for t in tasks {
         t.await??;
     }
+    let produced = start.elapsed();
+    let consumed_then = Stats::get(&p.stats.processed_points);
     while Stats::get(&p.stats.processed_points) < points {
         if start.elapsed() > Duration::from_secs(600) {
             bail!("the operators did not see every point in 600 s");
@@ -187,6 +189,11 @@ async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Du
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let took = start.elapsed();
+    println!(
+        "  (all requests acknowledged after {:.2} s, the operators had {consumed_then} points then; all {points} after {:.2} s)",
+        produced.as_secs_f64(),
+        took.as_secs_f64()
+    );
     p.shutdown().await?;
     Ok(took)
 }

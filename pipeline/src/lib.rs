@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! receiver (gRPC 4317, HTTP 4318) ─publish─> bus (otlp_metrics, otlp_logs)
-//!     ─> consumer: decode → rate operator → rules → store sink (Parquet) + state (SQLite)
+//!     ─> consumer, one operator chain per partition (in parallel):
+//!        decode → rates → windows → rules → sink (Parquet or Elasticsearch)
 //!     ─> anomalies topic ─> analyzer ─> insights
 //! ```
+//!
+//! Operator state is snapshotted per partition ([`checkpoint`]) so it follows the
+//! partition to whichever process of the consumer group owns it.
 //!
 //! Components follow one pattern: a serde config struct (validated at load, errors name
 //! the field) builds the running piece behind a small trait — [`bus::Bus`],
@@ -22,6 +26,7 @@ pub mod bus;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+mod flusher;
 pub mod operators;
 pub mod receiver;
 pub mod runtime;

@@ -11,9 +11,10 @@ use crate::bus::kafka::KafkaBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, Delivery, Record, Subscription};
 use crate::checkpoint::kafka::KafkaCheckpoints;
-use crate::checkpoint::{ChainFactory, CheckpointStore, PartitionChains, SqliteCheckpoints};
+use crate::checkpoint::{Chain, ChainFactory, CheckpointStore, PartitionChains, SqliteCheckpoints};
 use crate::config::{parse_addr, Backend, BusKind, Config};
 use crate::error::{PipelineError, Result};
+use crate::flusher::Flusher;
 use crate::operators::rate::RateOperator;
 use crate::operators::rules::RuleOperator;
 use crate::operators::window::WindowOperator;
@@ -340,6 +341,51 @@ fn chain_factory(
     })
 }
 
+/// One partition's share of a batch: decode, operators, sink. Returns the chain (to be
+/// put back whatever happened) and the anomaly events.
+fn run_partition(
+    mut chain: Chain,
+    records: &[Delivery],
+    sink: &dyn Sink,
+    stats: &Stats,
+) -> (Chain, Result<Vec<AnomalyEvent>>) {
+    let mut stored = Vec::new();
+    let mut mb = MicroBatch::default();
+    let mut last = None;
+    for d in records {
+        if d.offset < chain.judged_below() {
+            decode_metrics(d, &mut stored, stats);
+        } else {
+            decode_metrics(d, &mut mb.samples, stats);
+            last = Some(d.offset);
+        }
+    }
+    let result = (|| {
+        if let Some(last) = last {
+            Stats::add(&stats.processed_points, mb.samples.len() as u64);
+            chain.process(last, &mut mb)?;
+        }
+        stored.append(&mut mb.samples);
+        sink.write_samples(&stored)?;
+        Ok(mb.events)
+    })();
+    (chain, result)
+}
+
+fn decode_metrics(d: &Delivery, out: &mut Vec<sqlvigil_model::Sample>, stats: &Stats) {
+    match ExportMetricsServiceRequest::decode(d.record.payload.as_ref()) {
+        Ok(req) => decode::metrics_to_samples(&req, out),
+        Err(e) => {
+            Stats::add(&stats.decode_errors, 1);
+            tracing::warn!(
+                partition = d.partition,
+                offset = d.offset,
+                "undecodable metrics record skipped: {e}"
+            );
+        }
+    }
+}
+
 /// Consumes a telemetry topic into the operators and the store.
 #[derive(Clone)]
 struct TelemetryWorker {
@@ -348,21 +394,6 @@ struct TelemetryWorker {
     state: Arc<StateStore>,
     stats: Arc<Stats>,
     config: Config,
-}
-
-/// Deliveries waiting for the store to flush before they may be acknowledged.
-struct PendingAcks {
-    deliveries: Vec<Delivery>,
-    since: Instant,
-}
-
-impl PendingAcks {
-    fn new() -> Self {
-        PendingAcks {
-            deliveries: Vec::new(),
-            since: Instant::now(),
-        }
-    }
 }
 
 impl TelemetryWorker {
@@ -383,51 +414,6 @@ impl TelemetryWorker {
         Ok(Some(batch))
     }
 
-    /// Flush the sink when due, or when `force` (while shutting down, so the drain does
-    /// not wait for the next flush interval). Returns the positions now durable in the
-    /// sink (records without their payloads), ready to be acknowledged.
-    async fn maybe_flush(
-        &self,
-        pending: &mut PendingAcks,
-        force: bool,
-    ) -> Result<Option<Vec<Delivery>>> {
-        let due = pending.since.elapsed() >= self.config.store.flush_interval
-            || self.sink.buffered_rows() >= self.config.store.flush_rows;
-        if !(force || due) {
-            return Ok(None);
-        }
-        let sink = self.sink.clone();
-        tokio::task::spawn_blocking(move || sink.flush())
-            .await
-            .map_err(|e| PipelineError::Transport(format!("flush task failed: {e}")))??;
-        let flushed = std::mem::replace(pending, PendingAcks::new()).deliveries;
-        Ok(Some(
-            flushed
-                .into_iter()
-                .map(|d| Delivery {
-                    record: Record {
-                        key: Default::default(),
-                        payload: Default::default(),
-                    },
-                    ..d
-                })
-                .collect(),
-        ))
-    }
-
-    /// Flush when due and acknowledge what was flushed.
-    async fn maybe_commit(
-        &self,
-        sub: &mut Box<dyn Subscription>,
-        pending: &mut PendingAcks,
-        force: bool,
-    ) -> Result<()> {
-        if let Some(flushed) = self.maybe_flush(pending, force).await? {
-            sub.ack(&flushed).await?;
-        }
-        Ok(())
-    }
-
     async fn run_metrics(
         self,
         mut sub: Box<dyn Subscription>,
@@ -435,7 +421,7 @@ impl TelemetryWorker {
         stop: watch::Receiver<bool>,
     ) -> Result<()> {
         let topic = self.config.bus.topics.metrics.clone();
-        let mut pending = PendingAcks::new();
+        let mut flusher = Flusher::new(self.sink.clone(), self.config.store.clone());
         // On a durable bus, flushed positions wait here for the next operator checkpoint,
         // so the committed offsets never run ahead of the saved state: a restart (or the
         // partition's next owner) resumes from the snapshot and is redelivered the rest.
@@ -448,25 +434,24 @@ impl TelemetryWorker {
                 // Not ours to acknowledge any more: the next owner reads them again.
                 chains.drop_partitions(&revoked);
                 held.retain(|d| !revoked.contains(&d.partition));
-                pending
-                    .deliveries
-                    .retain(|d| !revoked.contains(&d.partition));
+                flusher.forget(&revoked);
             }
             if !batch.is_empty() {
                 self.process_metrics(&batch, &mut chains).await?;
-                pending.deliveries.extend(batch);
+                flusher.processed(batch);
             }
-            let Some(flushed) = self.maybe_flush(&mut pending, stopping(&stop)).await? else {
-                continue;
-            };
-            if !durable {
-                sub.ack(&flushed).await?;
-            } else {
-                held.extend(flushed);
+            if let Some(flushed) = flusher.poll(stopping(&stop)).await? {
+                if durable {
+                    held.extend(flushed);
+                } else {
+                    sub.ack(&flushed).await?;
+                }
             }
             if last_checkpoint.elapsed() >= self.config.operators.checkpoint_interval {
-                // Without a saved snapshot the offsets stay uncommitted: the next attempt
-                // (or the partition's next owner) covers them.
+                // Snapshots may cover records not flushed yet: a restart stores those
+                // again without judging them twice. Without a saved snapshot the offsets
+                // stay uncommitted: the next attempt (or the partition's next owner)
+                // covers them. (`held` stays empty on an in-process bus.)
                 match chains.checkpoint(sub.assignment().as_ref()).await {
                     Ok(()) => sub.ack(&std::mem::take(&mut held)).await?,
                     Err(e) => tracing::warn!("operator checkpoint not saved, will retry: {e}"),
@@ -474,61 +459,64 @@ impl TelemetryWorker {
                 last_checkpoint = Instant::now();
             }
         }
-        if let Some(flushed) = self.maybe_flush(&mut pending, true).await? {
-            held.extend(flushed);
-        }
+        held.extend(flusher.drain().await?);
         chains.checkpoint(sub.assignment().as_ref()).await?;
         sub.ack(&held).await.map_err(Into::into)
     }
 
-    /// Decode a batch, run each partition's records through that partition's operators,
-    /// store the samples and publish the anomaly events. Records a restored snapshot
-    /// already covers are stored (idempotently) but not judged twice.
+    /// Decode a batch and run each partition's records through that partition's
+    /// operators into the sink — partitions in parallel, each on its own thread, since
+    /// they share no state — then publish the anomaly events. Records a restored
+    /// snapshot already covers are stored (idempotently) but not judged twice.
     async fn process_metrics(
         &self,
         batch: &[Delivery],
         chains: &mut PartitionChains,
     ) -> Result<()> {
-        let mut by_partition: BTreeMap<u32, Vec<&Delivery>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<u32, Vec<Delivery>> = BTreeMap::new();
         for d in batch {
-            by_partition.entry(d.partition).or_default().push(d);
+            by_partition.entry(d.partition).or_default().push(d.clone());
         }
-        let (mut samples, mut events) = (Vec::new(), Vec::new());
+        let mut jobs = Vec::with_capacity(by_partition.len());
         for (partition, records) in by_partition {
-            let judged_below = chains.judged_below(partition).await?;
-            let mut mb = MicroBatch::default();
-            let mut last = None;
-            for d in records {
-                if d.offset < judged_below {
-                    self.decode_metrics(d, &mut samples);
-                } else {
-                    self.decode_metrics(d, &mut mb.samples);
-                    last = Some(d.offset);
+            jobs.push((partition, chains.take(partition).await?, records));
+        }
+        let (sink, stats) = (self.sink.clone(), self.stats.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = jobs
+                    .into_iter()
+                    .map(|(p, chain, records)| {
+                        let (sink, stats) = (sink.as_ref(), stats.as_ref());
+                        scope.spawn(move || (p, run_partition(chain, &records, sink, stats)))
+                    })
+                    .collect();
+                running.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|e| PipelineError::Transport(format!("operator task failed: {e}")))?;
+        let mut events = Vec::new();
+        let mut failed = None;
+        for outcome in done {
+            let Ok((p, (chain, result))) = outcome else {
+                failed.get_or_insert(PipelineError::Transport(
+                    "an operator thread panicked".into(),
+                ));
+                continue;
+            };
+            chains.put(p, chain);
+            match result {
+                Ok(mut evs) => events.append(&mut evs),
+                Err(e) => {
+                    failed.get_or_insert(e);
                 }
             }
-            if let Some(last) = last {
-                Stats::add(&self.stats.processed_points, mb.samples.len() as u64);
-                chains.process(partition, last, &mut mb).await?;
-            }
-            samples.append(&mut mb.samples);
-            events.append(&mut mb.events);
         }
-        self.sink.write_samples(&samples)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         self.publish_events(&events).await
-    }
-
-    fn decode_metrics(&self, d: &Delivery, out: &mut Vec<sqlvigil_model::Sample>) {
-        match ExportMetricsServiceRequest::decode(d.record.payload.as_ref()) {
-            Ok(req) => decode::metrics_to_samples(&req, out),
-            Err(e) => {
-                Stats::add(&self.stats.decode_errors, 1);
-                tracing::warn!(
-                    partition = d.partition,
-                    offset = d.offset,
-                    "undecodable metrics record skipped: {e}"
-                );
-            }
-        }
     }
 
     /// Store anomaly events and hand them to analytics through the bus.
@@ -564,8 +552,9 @@ impl TelemetryWorker {
         stop: watch::Receiver<bool>,
     ) -> Result<()> {
         let topic = self.config.bus.topics.logs.clone();
-        let mut pending = PendingAcks::new();
+        let mut flusher = Flusher::new(self.sink.clone(), self.config.store.clone());
         while let Some(batch) = self.next(&mut sub, &topic, &stop).await? {
+            flusher.forget(&sub.revoked());
             let mut logs = Vec::new();
             for d in &batch {
                 match ExportLogsServiceRequest::decode(d.record.payload.as_ref()) {
@@ -577,11 +566,12 @@ impl TelemetryWorker {
                 }
             }
             self.sink.write_logs(&logs)?;
-            pending.deliveries.extend(batch);
-            self.maybe_commit(&mut sub, &mut pending, stopping(&stop))
-                .await?;
+            flusher.processed(batch);
+            if let Some(flushed) = flusher.poll(stopping(&stop)).await? {
+                sub.ack(&flushed).await?;
+            }
         }
-        self.maybe_commit(&mut sub, &mut pending, true).await
+        sub.ack(&flusher.drain().await?).await.map_err(Into::into)
     }
 }
 

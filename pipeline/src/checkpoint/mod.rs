@@ -77,8 +77,9 @@ impl CheckpointStore for SqliteCheckpoints {
 /// Builds a fresh operator chain (the same for every partition).
 pub type ChainFactory = Arc<dyn Fn() -> Result<Vec<Box<dyn Operator>>> + Send + Sync>;
 
-/// One partition's operators and how far they have read.
-struct Chain {
+/// One partition's operators and how far they have read. Taken out of
+/// [`PartitionChains`] to run on its own thread, then put back.
+pub struct Chain {
     ops: Vec<Box<dyn Operator>>,
     /// Records before this offset are already in the restored state: they are stored
     /// again (harmlessly) but not judged twice.
@@ -131,6 +132,24 @@ impl PartitionChains {
         self.chains
             .get_mut(&partition)
             .ok_or_else(|| crate::PipelineError::Transport("partition chain vanished".into()))
+    }
+}
+
+impl Chain {
+    /// Records before this offset are already judged by the restored state: store them,
+    /// but do not run them through the operators again.
+    pub fn judged_below(&self) -> u64 {
+        self.judged_below
+    }
+
+    /// Run the operators over `batch`, whose last record is at `last_offset`.
+    pub fn process(&mut self, last_offset: u64, batch: &mut MicroBatch) -> Result<()> {
+        for op in self.ops.iter_mut() {
+            op.process(batch)?;
+        }
+        self.next_offset = Some(last_offset + 1);
+        self.dirty = true;
+        Ok(())
     }
 }
 
@@ -194,28 +213,17 @@ async fn load(
 }
 
 impl PartitionChains {
-    /// Run `partition`'s operators over `batch`, whose last record is at `last_offset`.
-    /// Records the restored state already covers must not reach here (see
-    /// [`PartitionChains::judged_below`]).
-    pub async fn process(
-        &mut self,
-        partition: u32,
-        last_offset: u64,
-        batch: &mut MicroBatch,
-    ) -> Result<()> {
-        let chain = self.chain(partition).await?;
-        for op in chain.ops.iter_mut() {
-            op.process(batch)?;
-        }
-        chain.next_offset = Some(last_offset + 1);
-        chain.dirty = true;
-        Ok(())
+    /// `partition`'s chain (restored from its snapshot the first time), taken out to be
+    /// run; [`PartitionChains::put`] it back.
+    pub async fn take(&mut self, partition: u32) -> Result<Chain> {
+        self.chain(partition).await?;
+        self.chains
+            .remove(&partition)
+            .ok_or_else(|| crate::PipelineError::Transport("partition chain vanished".into()))
     }
 
-    /// Records of `partition` before the returned offset are already judged by the
-    /// restored state (loading it on first use).
-    pub async fn judged_below(&mut self, partition: u32) -> Result<u64> {
-        Ok(self.chain(partition).await?.judged_below)
+    pub fn put(&mut self, partition: u32, chain: Chain) {
+        self.chains.insert(partition, chain);
     }
 
     /// Forget partitions this process no longer owns: their new owner restores them.
@@ -291,7 +299,9 @@ mod tests {
             samples: vec![cpu(t_s, 95.0)],
             events: vec![],
         };
-        chains.process(0, offset, &mut mb).await.unwrap();
+        let mut chain = chains.take(0).await.unwrap();
+        chain.process(offset, &mut mb).unwrap();
+        chains.put(0, chain);
         mb.events.into_iter().map(|e| e.event).collect()
     }
 
@@ -315,7 +325,9 @@ mod tests {
         assert_eq!(Stats::get(&stats.operator_checkpoints), 1);
         // A second owner picks the partition up: 30 s of breach are already behind it.
         let mut b = PartitionChains::new("m", factory(stats.clone()), store, true, stats.clone());
-        assert_eq!(b.judged_below(0).await.unwrap(), 2);
+        let chain = b.take(0).await.unwrap();
+        assert_eq!(chain.judged_below(), 2);
+        b.put(0, chain);
         assert_eq!(feed(&mut b, 2, 60).await, vec![AnomalyEventKind::Open]);
         // A partition given away is dropped and not snapshotted again.
         b.checkpoint(Some(&BTreeSet::new())).await.unwrap();

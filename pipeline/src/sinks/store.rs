@@ -39,6 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 struct Buffer {
     batches: Vec<RecordBatch>,
     rows: usize,
+    /// Taken by the flush in progress: still visible to queries until its file is.
+    flushing: Vec<RecordBatch>,
 }
 
 pub use sqlvigil_model::query::{AggregateRow, GroupBy, MetricFilter, SeriesInfo};
@@ -59,6 +61,8 @@ pub struct Store {
     metrics: Mutex<Buffer>,
     logs: Mutex<Buffer>,
     seq: AtomicU64,
+    /// Serializes flushes (the runtime's workers may flush at the same time).
+    flushing: Mutex<()>,
     stats: Arc<Stats>,
 }
 
@@ -89,14 +93,21 @@ impl Store {
             metrics: Mutex::new(Buffer::default()),
             logs: Mutex::new(Buffer::default()),
             seq: AtomicU64::new(0),
+            flushing: Mutex::new(()),
             stats,
         })
     }
 
-    /// Write `batches` as one Parquet file in the hour directory of its first row.
-    fn write_file(&self, table: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    /// Write `batches` as one Parquet file in the hour directory of its first row, under
+    /// a temporary name. Returns (temporary, final) names: renaming publishes it.
+    fn write_file(
+        &self,
+        table: &str,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<Option<(PathBuf, PathBuf)>> {
         let Some(first) = batches.iter().find(|b| b.num_rows() > 0) else {
-            return Ok(());
+            return Ok(None);
         };
         let t0 = first
             .column(0)
@@ -125,8 +136,7 @@ impl Store {
             writer.write(b)?;
         }
         writer.into_inner()?.sync_all()?;
-        std::fs::rename(&tmp, dir.join(format!("{name}.parquet")))?;
-        Ok(())
+        Ok(Some((tmp, dir.join(format!("{name}.parquet")))))
     }
 
     fn flush_buffer(
@@ -135,14 +145,33 @@ impl Store {
         buffer: &Mutex<Buffer>,
         schema: SchemaRef,
     ) -> Result<usize> {
-        // Hold the lock across the write so queries never miss rows between buffer and file.
+        // One flush per table at a time; appends go on meanwhile (the file is written
+        // without the buffer lock), and queries see the batches being flushed until the
+        // file that holds them appears: the rename and the hand-over happen under the lock.
+        let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let (batches, rows) = {
+            let mut buf = lock(buffer);
+            if buf.rows == 0 {
+                return Ok(0);
+            }
+            buf.flushing = std::mem::take(&mut buf.batches);
+            (buf.flushing.clone(), std::mem::take(&mut buf.rows))
+        };
+        let written = self.write_file(table, schema, &batches);
         let mut buf = lock(buffer);
-        if buf.rows == 0 {
-            return Ok(0);
+        let published = written.and_then(|names| match names {
+            Some((tmp, name)) => std::fs::rename(tmp, name).map_err(Into::into),
+            None => Ok(()),
+        });
+        if let Err(e) = published {
+            // Keep the rows buffered for the next flush.
+            let mut back = std::mem::take(&mut buf.flushing);
+            back.append(&mut buf.batches);
+            buf.batches = back;
+            buf.rows += rows;
+            return Err(e);
         }
-        self.write_file(table, schema, &buf.batches)?;
-        let rows = buf.rows;
-        *buf = Buffer::default();
+        buf.flushing.clear();
         Ok(rows)
     }
 
@@ -162,7 +191,14 @@ impl Store {
             .with_listing_options(options)
             .with_schema(schema.clone());
         ctx.register_table("files", Arc::new(ListingTable::try_new(config)?))?;
-        let buffered = lock(buffer).batches.clone();
+        let buffered = {
+            let buf = lock(buffer);
+            buf.flushing
+                .iter()
+                .chain(&buf.batches)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         ctx.register_table(
             "buffer",
             Arc::new(MemTable::try_new(schema, vec![buffered])?),
