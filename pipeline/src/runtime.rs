@@ -41,6 +41,8 @@ use tokio::task::JoinHandle;
 
 const OPERATORS_GROUP: &str = "sqlvigil-operators";
 pub(crate) const ANALYTICS_GROUP: &str = "sqlvigil-analytics";
+/// Idle partitions are moved on to the event time of the others in steps of this much.
+const TICK_STEP: Duration = Duration::from_secs(1);
 /// At shutdown, how long the Elastic queue may take to empty (the rest stays on disk).
 const ELASTIC_DRAIN: Duration = Duration::from_secs(5);
 
@@ -428,6 +430,7 @@ impl TelemetryWorker {
         let mut held: Vec<Delivery> = Vec::new();
         let durable = self.bus.durable();
         let mut last_checkpoint = Instant::now();
+        let mut newest = i64::MIN;
         while let Some(batch) = self.next(&mut sub, &topic, &stop).await? {
             let revoked = sub.revoked();
             if !revoked.is_empty() {
@@ -437,7 +440,8 @@ impl TelemetryWorker {
                 flusher.forget(&revoked);
             }
             if !batch.is_empty() {
-                self.process_metrics(&batch, &mut chains).await?;
+                self.process_metrics(&batch, &mut chains, &mut newest)
+                    .await?;
                 flusher.processed(batch);
             }
             if let Some(flushed) = flusher.poll(stopping(&stop)).await? {
@@ -472,6 +476,7 @@ impl TelemetryWorker {
         &self,
         batch: &[Delivery],
         chains: &mut PartitionChains,
+        newest: &mut i64,
     ) -> Result<()> {
         let mut by_partition: BTreeMap<u32, Vec<Delivery>> = BTreeMap::new();
         for d in batch {
@@ -498,6 +503,7 @@ impl TelemetryWorker {
         .map_err(|e| PipelineError::Transport(format!("operator task failed: {e}")))?;
         let mut events = Vec::new();
         let mut failed = None;
+        let mut busy = Vec::new();
         for outcome in done {
             let Ok((p, (chain, result))) = outcome else {
                 failed.get_or_insert(PipelineError::Transport(
@@ -505,6 +511,8 @@ impl TelemetryWorker {
                 ));
                 continue;
             };
+            busy.push(p);
+            *newest = (*newest).max(chain.seen_until());
             chains.put(p, chain);
             match result {
                 Ok(mut evs) => events.append(&mut evs),
@@ -516,6 +524,10 @@ impl TelemetryWorker {
         if let Some(e) = failed {
             return Err(e);
         }
+        // Partitions that got nothing follow the event time of the others.
+        let mut idle = chains.tick_idle(*newest, TICK_STEP.as_nanos() as i64, &busy)?;
+        self.sink.write_samples(&idle.samples)?;
+        events.append(&mut idle.events);
         self.publish_events(&events).await
     }
 

@@ -89,7 +89,8 @@ impl MemoryBus {
     }
 }
 
-fn partition_for(key: &[u8], n: usize) -> usize {
+/// The partition of `n` that records keyed `key` go to.
+pub fn partition_for(key: &[u8], n: usize) -> usize {
     // FNV-1a: stable, so a key always maps to the same partition.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in key {

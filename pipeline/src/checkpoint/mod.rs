@@ -88,6 +88,8 @@ pub struct Chain {
     next_offset: Option<u64>,
     /// Processed something since the last snapshot.
     dirty: bool,
+    /// Newest event time this chain has been told about (its own points or a tick).
+    seen_until: i64,
 }
 
 /// The operator chains of the partitions this process owns.
@@ -149,7 +151,29 @@ impl Chain {
         }
         self.next_offset = Some(last_offset + 1);
         self.dirty = true;
+        if let Some(t) = batch.samples.iter().map(|s| s.time_ns).max() {
+            self.seen_until = self.seen_until.max(t);
+        }
         Ok(())
+    }
+
+    /// Tell the operators event time reached `watermark` elsewhere, if that is at least
+    /// `step` past what this chain last saw.
+    fn tick(&mut self, watermark: i64, step: i64, out: &mut MicroBatch) -> Result<()> {
+        if watermark < self.seen_until.saturating_add(step) {
+            return Ok(());
+        }
+        self.seen_until = watermark;
+        for op in self.ops.iter_mut() {
+            op.advance(watermark, out)?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Newest event time this chain has seen.
+    pub fn seen_until(&self) -> i64 {
+        self.seen_until
     }
 }
 
@@ -209,6 +233,7 @@ async fn load(
         judged_below,
         next_offset: None,
         dirty: false,
+        seen_until: i64::MIN,
     })
 }
 
@@ -224,6 +249,20 @@ impl PartitionChains {
 
     pub fn put(&mut self, partition: u32, chain: Chain) {
         self.chains.insert(partition, chain);
+    }
+
+    /// Move every chain not in `busy` (they just processed points) on to `watermark`, the
+    /// newest event time of this process, at most once per `step` of event time: an
+    /// instance alone in its partition that falls silent is still judged (absence) and
+    /// its windows close. Returns what the operators emitted.
+    pub fn tick_idle(&mut self, watermark: i64, step: i64, busy: &[u32]) -> Result<MicroBatch> {
+        let mut out = MicroBatch::default();
+        for (p, chain) in self.chains.iter_mut() {
+            if !busy.contains(p) {
+                chain.tick(watermark, step, &mut out)?;
+            }
+        }
+        Ok(out)
     }
 
     /// Forget partitions this process no longer owns: their new owner restores them.

@@ -44,4 +44,10 @@ pub trait Operator: Send {
     /// State to checkpoint (JSON), restored by [`Operator::restore`].
     fn checkpoint(&self) -> Result<serde_json::Value>;
     fn restore(&mut self, state: serde_json::Value) -> Result<()>;
+    /// Event time moved on to `watermark` elsewhere (other partitions) while this chain
+    /// received nothing: do what silence should do (absence rules fire, windows close),
+    /// adding samples or events to `out`. Default: nothing.
+    fn advance(&mut self, _watermark: i64, _out: &mut MicroBatch) -> Result<()> {
+        Ok(())
+    }
 }

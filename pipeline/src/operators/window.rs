@@ -304,6 +304,20 @@ impl Operator for WindowOperator {
         "windows"
     }
 
+    fn advance(&mut self, watermark: i64, out: &mut MicroBatch) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        let mut closed = Vec::new();
+        for w in &mut self.windows {
+            w.close(watermark.saturating_sub(w.lateness), &mut closed);
+        }
+        Stats::add(&self.stats.window_points, closed.len() as u64);
+        out.samples.extend(closed);
+        Ok(())
+    }
+
     fn process(&mut self, batch: &mut MicroBatch) -> Result<()> {
         if self.windows.is_empty() {
             return Ok(());
@@ -481,6 +495,21 @@ mod tests {
         let got = run(&mut b, vec![cpu("a", 30, 1.0), cpu("a", 60, 1.0)]);
         let m = "sqlserver.cpu.utilization.count_w".to_string();
         assert_eq!(got, vec![("a".into(), m, 60, 3.0)]);
+    }
+
+    #[test]
+    fn event_time_from_elsewhere_closes_windows() {
+        let mut op = op(config(60, None, vec![Stat::Count]));
+        run(&mut op, vec![cpu("a", 10, 1.0)]);
+        let mut out = MicroBatch::default();
+        op.advance(30 * S, &mut out).unwrap();
+        assert!(out.samples.is_empty());
+        op.advance(61 * S, &mut out).unwrap();
+        assert_eq!(out.samples.len(), 1);
+        assert_eq!(
+            (out.samples[0].time_ns, out.samples[0].value),
+            (60 * S, 1.0)
+        );
     }
 
     #[test]

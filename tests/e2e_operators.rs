@@ -1,6 +1,7 @@
-//! Event-time windows through the binary: OTLP points in, window aggregates served by
-//! the API as their own series, a rule watching a window's p95, and a straggler behind
-//! an emitted window counted instead of used.
+//! Operators through the binary. Event-time windows: OTLP points in, window aggregates
+//! served by the API as their own series, a rule watching a window's p95, and a
+//! straggler behind an emitted window counted instead of used. Absence: an instance that
+//! falls silent is noticed although its partition receives nothing more.
 
 mod common;
 
@@ -75,4 +76,61 @@ async fn window_aggregates_are_served_and_watched_by_rules() {
         vec![6.0, 1.0],
         "the emitted first window must not change"
     );
+}
+
+/// An instance that stops reporting opens an absence anomaly, measured against the event
+/// time the rest of the fleet reached, although nothing arrives on its partition any more.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_instance_alone_in_its_partition_is_noticed() {
+    let config = "\
+bus:
+  partitions: 4
+operators:
+  batch_interval: 100ms
+rules:
+  - name: gone
+    metric: cpu_percent
+    absent_for: 2m
+store:
+  flush_interval: 200ms
+";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sv, token) = start_config(dir.path(), config);
+    let partition = |i: &str| sqlvigil_pipeline::bus::memory::partition_for(i.as_bytes(), 4);
+    let silent = "abs-silent";
+    let alive = (0..)
+        .map(|i| format!("abs-alive{i}"))
+        .find(|a| partition(a) != partition(silent))
+        .expect("some name lands elsewhere");
+    let metric = "sqlserver.cpu.utilization";
+    let t0 = now_s() - 3600;
+    let step = 10_000_000_000;
+    let first = gauge_request_at(silent, metric, t0 * 1_000_000_000, step, &[30.0; 7]);
+    assert_eq!(post_metrics(&sv, first.encode_to_vec()).await, 200);
+    wait_values(&sv, &token, metric, silent, 7).await;
+    // Only the other instance goes on, for 5 more minutes of event time.
+    let rest = gauge_request_at(&alive, metric, t0 * 1_000_000_000, step, &[30.0; 37]);
+    assert_eq!(post_metrics(&sv, rest.encode_to_vec()).await, 200);
+    let found = wait_for(Duration::from_secs(20), || async {
+        let (_, b) = sv
+            .get_json(
+                &format!("/api/v1/anomalies?instance={silent}"),
+                Some(&token),
+            )
+            .await
+            .ok()?;
+        b["anomalies"].as_array()?.first().cloned()
+    })
+    .await
+    .unwrap_or_else(|| panic!("the silent instance was not noticed; {}", sv.stderr_tail()));
+    assert_eq!(found["rule"], "gone");
+    let (_, b) = sv
+        .get_json(&format!("/api/v1/anomalies?instance={alive}"), Some(&token))
+        .await
+        .expect("anomalies");
+    assert_eq!(b["anomalies"].as_array().map(Vec::len), Some(0), "{b}");
+}
+
+fn now_s() -> u64 {
+    chrono::Utc::now().timestamp() as u64
 }
