@@ -11,6 +11,7 @@
 pub mod baseline;
 pub mod rate;
 pub mod rules;
+pub mod series;
 
 use crate::error::Result;
 use sqlvigil_model::{AnomalyEvent, Sample};
