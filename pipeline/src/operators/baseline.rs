@@ -691,6 +691,36 @@ mod tests {
     }
 
     #[test]
+    fn ewma_cell_matches_the_baseline_ewma() {
+        let cfg = BaselineConfig {
+            warmup_points: 5,
+            ..BaselineConfig::default()
+        };
+        let p = Params::from_config(&cfg);
+        let mut b = Baseline::for_kind(&cfg, BaselineKind::Ewma);
+        let mut cell = EwmaCell::default();
+        let mut noise = Noise(3);
+        for i in 0..300 {
+            let v = if i == 40 {
+                f64::NAN
+            } else {
+                50.0 + noise.normal()
+            };
+            let learn = i % 7 != 0;
+            assert_eq!(cell.expect(&p), ewma(&b, i), "point {i}");
+            b.update(i, v, learn);
+            cell.update(&p, v, learn);
+        }
+        assert_eq!(
+            cell.to_baseline(&p, Some(299))
+                .expect(BaselineKind::Ewma, 0),
+            ewma(&b, 0)
+        );
+        assert_eq!(EwmaCell::from_baseline(&b), cell);
+        assert_eq!(std::mem::size_of::<EwmaCell>(), 24);
+    }
+
+    #[test]
     fn hour_of_week_starts_monday_utc() {
         assert_eq!(hour_of_week(MONDAY), 0);
         assert_eq!(hour_of_week(MONDAY + HOUR - 1), 0);

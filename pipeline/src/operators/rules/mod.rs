@@ -1112,4 +1112,69 @@ mod tests {
         let ev = run(&mut op, vec![cpu(70, 10.0)]);
         assert_eq!(kinds(&ev), vec![AnomalyEventKind::Resolve]);
     }
+
+    fn wait_spike() -> RuleConfig {
+        RuleConfig {
+            name: "wait_spike".into(),
+            when: None,
+            metric: Some("wait_seconds_per_sec".into()),
+            deviation: Some(4.0),
+            baseline: Some(BaselineKind::Ewma),
+            ..rule("", 0)
+        }
+    }
+
+    fn wait(series: &str, t_s: i64, v: f64) -> Sample {
+        Sample::gauge(
+            key("sqlserver.os.wait.duration.per_second").with_attr("wait.type", series),
+            t_s * 1_000_000_000,
+            v,
+            "s/s",
+        )
+    }
+
+    #[test]
+    fn columnar_ewma_state_round_trips_through_the_checkpoint_format() {
+        let rules = [wait_spike(), rule("cpu_percent > 85", 0)];
+        let mut a = op(&rules);
+        let warm: Vec<Sample> = (0..100)
+            .flat_map(|i| [wait("a", i * 10, 1.0 + (i % 4) as f64), cpu(i * 10, 10.0)])
+            .collect();
+        assert!(run(&mut a, warm).is_empty());
+        let json = a.checkpoint().unwrap();
+        // The JSON keeps the old per-(rule, series) shape: the EWMA as a full baseline.
+        let states = json["states"].as_array().unwrap();
+        assert_eq!(states.len(), 2);
+        let dev = states.iter().find(|s| s[0] == "wait_spike").unwrap();
+        assert_eq!(dev[2]["baseline"]["only"], "ewma");
+        assert_eq!(dev[2]["baseline"]["learned"], 100);
+        let mut b = op(&rules);
+        b.restore(json.clone()).unwrap();
+        assert_eq!(
+            b.checkpoint().unwrap()["states"].as_array().unwrap().len(),
+            2
+        );
+        // Both judge the next points identically.
+        let next = vec![wait("a", 1000, 2.0), wait("a", 1010, 40.0)];
+        let (ea, eb) = (run(&mut a, next.clone()), run(&mut b, next));
+        assert_eq!(kinds(&ea), vec![AnomalyEventKind::Open]);
+        assert_eq!(ea[0].anomaly.score, eb[0].anomaly.score);
+        assert_eq!(ea[0].anomaly.expected, eb[0].anomaly.expected);
+    }
+
+    #[test]
+    fn expired_series_give_their_slots_back() {
+        let mut op = op(&[wait_spike()]).with_idle_after(Duration::from_secs(600));
+        for round in 0..5 {
+            // 100 new series every round, each round 2 h after the previous one.
+            let t = round * 7200;
+            let batch = (0..100)
+                .map(|i| wait(&format!("{round}-{i}"), t, 1.0))
+                .collect();
+            run(&mut op, batch);
+            assert_eq!(op.series_count(), 100, "round {round}");
+        }
+        let group = &op.groups[op.group_of[0]];
+        assert_eq!(group.registry.slots(), 200, "freed slots are reused");
+    }
 }

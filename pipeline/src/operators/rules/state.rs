@@ -243,3 +243,40 @@ impl RuleColumns {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// Keeps the table in the module doc honest.
+    #[test]
+    fn column_bytes_per_series_match_the_documented_table() {
+        assert_eq!(size_of::<i64>() * 2 + size_of::<Option<Box<Episode>>>(), 24);
+        assert_eq!(size_of::<EwmaCell>(), 24);
+        assert_eq!(size_of::<Option<Box<Baseline>>>(), 8);
+        assert_eq!(size_of::<VecDeque<(i64, f64)>>(), 32);
+        assert_eq!(size_of::<Option<CompactKey>>(), 16);
+    }
+
+    #[test]
+    fn a_calm_state_has_no_episode_and_clearing_frees_everything() {
+        let mut c = RuleColumns::new(KindColumn::History(Vec::new()));
+        c.resize(3);
+        assert_eq!(c.count(), 0);
+        let mut s = SeriesState {
+            last_seen: Some(5),
+            history: VecDeque::from([(1, 2.0)]),
+            ..SeriesState::default()
+        };
+        c.load(1, s.clone());
+        assert!(c.has(1) && c.episode[1].is_none());
+        s.breach_since = Some(4);
+        c.load(2, s);
+        assert!(c.episode[2].is_some());
+        assert_eq!(c.to_wire(2, &Params::default()).breach_since, Some(4));
+        c.clear(2);
+        assert!(!c.has(2) && c.episode[2].is_none());
+        assert_eq!(c.count(), 1);
+    }
+}
