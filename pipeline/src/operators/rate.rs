@@ -58,9 +58,9 @@ impl<T: Clone> Memo<T> {
     }
 }
 
-/// Differentiates counters. State: one [`Last`] (24 B) per counter series in a column
-/// indexed by the series' slot in a [`SeriesRegistry`] (27–47 B per series), i.e.
-/// about 51–71 B per counter series; slots of idle series are reused.
+/// Differentiates counters. State: one `Last` (24 B) per counter series in a column
+/// indexed by the series' slot in a [`SeriesRegistry`] (28–48 B per series), i.e.
+/// about 52–72 B per counter series; slots of idle series are reused.
 pub struct RateOperator {
     registry: SeriesRegistry,
     last: Vec<Last>,

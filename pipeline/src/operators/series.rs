@@ -57,7 +57,8 @@ pub type FastMap<K, V> = HashMap<K, V, FastBuild>;
 /// Interns series ids into dense slots; released slots are reused first.
 ///
 /// Memory: 8 B (id) + 1 B (live flag) per slot, plus the index — a hashbrown table of
-/// `(u64, u32)` entries (16 B + 1 control byte, load ≤ 7/8, so 18–36 B per series).
+/// `(u64, u32)` entries (16 B + 1 control byte per bucket at a load between 7/16 and
+/// 7/8, so 19–39 B per series): 28–48 B per series in all.
 #[derive(Debug, Default)]
 pub struct SeriesRegistry {
     index: FastMap<u64, u32>,

@@ -444,7 +444,7 @@ impl MetricGroup {
 /// Runs every rule over each micro-batch.
 ///
 /// State is columnar: each metric group interns series ids into dense slots and each
-/// rule keeps its per-series state in [`RuleColumns`] indexed by slot (see
+/// rule keeps its per-series state in columns indexed by slot (see
 /// [`state`] for the bytes per series).
 pub struct RuleOperator {
     rules: Vec<CompiledRule>,

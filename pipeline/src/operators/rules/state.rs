@@ -2,13 +2,13 @@
 //! in its metric group's [`SeriesRegistry`](crate::operators::series::SeriesRegistry).
 //!
 //! The hot scalars every point touches (last judged time, cooldown, a pointer to the
-//! episode) are plain `Vec`s; the rare, heavy parts — the breach/open [`Episode`] with
+//! episode) are plain `Vec`s; the rare, heavy parts — the breach/open `Episode` with
 //! its evidence and anomaly, a median/MAD or seasonal [`Baseline`], rate-of-change
 //! history, the packed key of absence rules — exist only for the slots and rule kinds
 //! that need them. [`SeriesState`] is the checkpoint (JSON) form, unchanged from when
 //! the state was one struct per (rule, series) in a hash map, so old checkpoints restore.
 //!
-//! **Bytes per (rule, series)** on a 64-bit target, on top of the registry's 27–47 B
+//! **Bytes per (rule, series)** on a 64-bit target, on top of the registry's 28–48 B
 //! per series and metric group (see `SeriesRegistry`):
 //!
 //! | rule kind | columns | heap |
