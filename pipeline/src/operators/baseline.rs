@@ -178,7 +178,7 @@ pub fn hour_of_week(t_ns: i64) -> usize {
 /// The parameters a series needs (a compact, already-clamped copy of [`BaselineConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-struct Params {
+pub(crate) struct Params {
     ewma_alpha: f64,
     seasonal_alpha: f64,
     min_scale_fraction: f64,
@@ -191,7 +191,7 @@ struct Params {
 impl Params {
     /// Out-of-range values are clamped into range (configs are validated up front; this only
     /// keeps a bad or hand-edited value from breaking the arithmetic).
-    fn from_config(cfg: &BaselineConfig) -> Self {
+    pub(crate) fn from_config(cfg: &BaselineConfig) -> Self {
         let unit = |v: f64, d: f64| {
             if v.is_finite() && v > 0.0 {
                 v.min(1.0)
@@ -241,6 +241,78 @@ impl Default for Params {
 struct Ewma {
     mean: f64,
     var: f64,
+}
+
+impl Ewma {
+    /// West/Finch step with weight `max(alpha, 1/learned)` (`learned` counts this point),
+    /// kept only when the result is finite.
+    fn learn(&mut self, p: &Params, learned: u32, value: f64) {
+        let w = p.ewma_alpha.max(1.0 / learned as f64);
+        let diff = value - self.mean;
+        let incr = w * diff;
+        let mean = self.mean + incr;
+        let var = (1.0 - w) * (self.var + diff * incr);
+        if mean.is_finite() && var.is_finite() {
+            *self = Ewma { mean, var };
+        }
+    }
+}
+
+/// The EWMA estimator alone: what a deviation rule with `baseline: ewma` keeps per
+/// series, inline in a column (24 B: learned count, mean, variance) with the parameters
+/// shared by the rule — instead of a whole [`Baseline`] (216 B inline, with its own
+/// parameter copy). Same arithmetic as [`Baseline`]'s EWMA (the code is shared), and
+/// converted to and from a [`Baseline`] for checkpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EwmaCell {
+    learned: u32,
+    ewma: Ewma,
+}
+
+impl EwmaCell {
+    /// As [`Baseline::expect`] for [`BaselineKind::Ewma`].
+    pub(crate) fn expect(&self, p: &Params) -> Option<Expectation> {
+        if self.learned < p.warmup_points {
+            return None;
+        }
+        let expected = self.ewma.mean;
+        if !expected.is_finite() {
+            return None;
+        }
+        Some(Expectation {
+            expected,
+            scale: p.floor(expected, self.ewma.var.max(0.0).sqrt()),
+        })
+    }
+
+    /// As [`Baseline::update`] (minus the last-seen time, which the rule keeps).
+    pub(crate) fn update(&mut self, p: &Params, value: f64, learn: bool) {
+        if !learn || !value.is_finite() {
+            return;
+        }
+        self.learned = self.learned.saturating_add(1);
+        self.ewma.learn(p, self.learned, value);
+    }
+
+    /// The EWMA part of a (checkpointed) baseline.
+    pub(crate) fn from_baseline(b: &Baseline) -> Self {
+        EwmaCell {
+            learned: b.learned,
+            ewma: b.ewma,
+        }
+    }
+
+    /// An EWMA-only [`Baseline`] holding this state (the checkpoint form).
+    pub(crate) fn to_baseline(self, p: &Params, last_seen_ns: Option<i64>) -> Baseline {
+        Baseline {
+            params: *p,
+            learned: self.learned,
+            only: Some(BaselineKind::Ewma),
+            last_seen_ns,
+            ewma: self.ewma,
+            ..Baseline::default()
+        }
+    }
 }
 
 /// Ring buffer of recent values for median/MAD.
@@ -447,10 +519,7 @@ impl Baseline {
         let p = &self.params;
         let (expected, raw_scale) = match kind {
             BaselineKind::Ewma => {
-                if self.learned < p.warmup_points {
-                    return None;
-                }
-                (self.ewma.mean, self.ewma.var.max(0.0).sqrt())
+                return EwmaCell::from_baseline(self).expect(p);
             }
             BaselineKind::MedianMad => {
                 if self.learned < p.warmup_points {
@@ -497,14 +566,7 @@ impl Baseline {
         let p = self.params;
 
         // EWMA, West/Finch, with 1/n weights while n < 1/alpha.
-        let w = p.ewma_alpha.max(1.0 / self.learned as f64);
-        let diff = value - self.ewma.mean;
-        let incr = w * diff;
-        let mean = self.ewma.mean + incr;
-        let var = (1.0 - w) * (self.ewma.var + diff * incr);
-        if mean.is_finite() && var.is_finite() {
-            self.ewma = Ewma { mean, var };
-        }
+        self.ewma.learn(&p, self.learned, value);
 
         // Median/MAD ring.
         let window = p.mad_window as usize;
@@ -626,6 +688,36 @@ mod tests {
 
     fn ewma(b: &Baseline, t: i64) -> Option<Expectation> {
         b.expect(BaselineKind::Ewma, t)
+    }
+
+    #[test]
+    fn ewma_cell_matches_the_baseline_ewma() {
+        let cfg = BaselineConfig {
+            warmup_points: 5,
+            ..BaselineConfig::default()
+        };
+        let p = Params::from_config(&cfg);
+        let mut b = Baseline::for_kind(&cfg, BaselineKind::Ewma);
+        let mut cell = EwmaCell::default();
+        let mut noise = Noise(3);
+        for i in 0..300 {
+            let v = if i == 40 {
+                f64::NAN
+            } else {
+                50.0 + noise.normal()
+            };
+            let learn = i % 7 != 0;
+            assert_eq!(cell.expect(&p), ewma(&b, i), "point {i}");
+            b.update(i, v, learn);
+            cell.update(&p, v, learn);
+        }
+        assert_eq!(
+            cell.to_baseline(&p, Some(299))
+                .expect(BaselineKind::Ewma, 0),
+            ewma(&b, 0)
+        );
+        assert_eq!(EwmaCell::from_baseline(&b), cell);
+        assert_eq!(std::mem::size_of::<EwmaCell>(), 24);
     }
 
     #[test]

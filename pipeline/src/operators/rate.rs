@@ -7,14 +7,16 @@
 //! means the counter restarted (SQL Server restart, stats cleared): the new value is
 //! then the increase since the restart, as Prometheus' `rate()` treats it.
 
+use super::series::SeriesRegistry;
 use super::{MicroBatch, Operator};
 use crate::error::Result;
 use crate::stats::Stats;
 use serde::{Deserialize, Serialize};
-use sqlvigil_model::{catalogue, MetricKind, Sample};
+use sqlvigil_model::{catalogue, MetricKind, Sample, SeriesKey};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// A counter's previous point.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 struct Last {
     time_ns: i64,
@@ -22,22 +24,70 @@ struct Last {
     value: f64,
 }
 
+/// `Last::time_ns` of a free slot.
+const FREE: i64 = i64::MIN;
+
+impl Last {
+    const EMPTY: Last = Last {
+        time_ns: FREE,
+        start_ns: 0,
+        value: 0.0,
+    };
+}
+
+/// A one-entry memo of a per-metric-name computation: points of one metric come
+/// together (OTLP groups them), so this avoids re-deriving names and units per point.
+#[derive(Debug, Default)]
+struct Memo<T> {
+    input: String,
+    output: Option<T>,
+}
+
+impl<T: Clone> Memo<T> {
+    fn get(&mut self, input: &str, f: impl FnOnce(&str) -> T) -> T {
+        match &self.output {
+            Some(out) if self.input == input => out.clone(),
+            _ => {
+                let out = f(input);
+                self.input.clear();
+                self.input.push_str(input);
+                self.output = Some(out.clone());
+                out
+            }
+        }
+    }
+}
+
+/// Differentiates counters. State: one `Last` (24 B) per counter series in a column
+/// indexed by the series' slot in a [`SeriesRegistry`] (28–48 B per series), i.e.
+/// about 52–72 B per counter series; slots of idle series are reused.
 pub struct RateOperator {
-    last: HashMap<u64, Last>,
+    registry: SeriesRegistry,
+    last: Vec<Last>,
     stats: Arc<Stats>,
     watermark: i64,
     last_sweep: i64,
     idle_ns: i64,
+    /// Metric name → whether it is a raw-counter gauge (catalogue lookup).
+    raw_counter: Memo<bool>,
+    /// Metric name → its rate series' name.
+    rate_name: Memo<String>,
+    /// Unit → the rate's unit.
+    rate_unit: Memo<String>,
 }
 
 impl RateOperator {
     pub fn new(stats: Arc<Stats>) -> Self {
         RateOperator {
-            last: HashMap::new(),
+            registry: SeriesRegistry::default(),
+            last: Vec::new(),
             stats,
             watermark: 0,
             last_sweep: 0,
             idle_ns: super::DEFAULT_IDLE_AFTER.as_nanos() as i64,
+            raw_counter: Memo::default(),
+            rate_name: Memo::default(),
+            rate_unit: Memo::default(),
         }
     }
 
@@ -47,30 +97,48 @@ impl RateOperator {
         self
     }
 
-    fn is_counter(s: &Sample) -> bool {
+    /// Counter series with state.
+    pub fn series_count(&self) -> usize {
+        self.registry.live_count()
+    }
+
+    fn is_counter(&mut self, s: &Sample) -> bool {
         match s.kind {
             MetricKind::CumulativeSum => s.monotonic,
-            MetricKind::Gauge => catalogue::metric(&s.key.metric).is_some_and(|m| m.raw_counter),
+            MetricKind::Gauge => self.raw_counter.get(&s.key.metric, |m| {
+                catalogue::metric(m).is_some_and(|m| m.raw_counter)
+            }),
             _ => false,
         }
     }
 
+    /// The counter's previous point, recording `now` as the new one; None for a new series.
+    fn swap_last(&mut self, id: u64, now: Last) -> Option<&mut Last> {
+        let slot = self.registry.intern(id).slot() as usize;
+        if slot >= self.last.len() {
+            self.last.resize(slot + 1, Last::EMPTY);
+        }
+        let last = &mut self.last[slot];
+        if last.time_ns == FREE {
+            *last = now;
+            return None;
+        }
+        Some(last)
+    }
+
     fn rate(&mut self, s: &Sample) -> Option<Sample> {
-        let id = s.key.id();
         let now = Last {
             time_ns: s.time_ns,
             start_ns: s.start_time_ns,
             value: s.value,
         };
-        let Some(prev) = self.last.get(&id).copied() else {
-            self.last.insert(id, now);
-            return None;
-        };
+        let last = self.swap_last(s.key.id(), now)?;
+        let prev = *last;
         if s.time_ns <= prev.time_ns {
             Stats::add(&self.stats.late_points, 1);
             return None;
         }
-        self.last.insert(id, now);
+        *last = now;
         let restarted =
             s.value < prev.value || (s.start_time_ns != 0 && s.start_time_ns > prev.start_ns);
         let (delta, from_ns) = if restarted {
@@ -89,17 +157,36 @@ impl RateOperator {
         if secs <= 0.0 {
             return None;
         }
-        let unit = if s.unit.ends_with("/s") {
-            s.unit.clone()
-        } else {
-            format!("{}/s", s.unit)
+        let unit = self.rate_unit.get(&s.unit, |u| {
+            if u.ends_with("/s") {
+                u.to_string()
+            } else {
+                format!("{u}/s")
+            }
+        });
+        let metric = self.rate_name.get(&s.key.metric, catalogue::rate_name);
+        // Built field by field: `SeriesKey::renamed` would clone the old name too.
+        let key = SeriesKey {
+            instance: s.key.instance.clone(),
+            host: s.key.host.clone(),
+            database: s.key.database.clone(),
+            metric,
+            attributes: s.key.attributes.clone(),
         };
-        Some(Sample::gauge(
-            s.key.renamed(&catalogue::rate_name(&s.key.metric)),
-            s.time_ns,
-            delta / secs,
-            &unit,
-        ))
+        Some(Sample {
+            unit,
+            ..Sample::gauge(key, s.time_ns, delta / secs, "")
+        })
+    }
+
+    /// Frees the slots of counters silent since before `horizon`.
+    fn expire(&mut self, horizon: i64) {
+        for (slot, last) in self.last.iter_mut().enumerate() {
+            if last.time_ns != FREE && last.time_ns < horizon {
+                *last = Last::EMPTY;
+                self.registry.release(slot as u32);
+            }
+        }
     }
 }
 
@@ -133,12 +220,12 @@ impl Operator for RateOperator {
     }
 
     fn process(&mut self, batch: &mut MicroBatch) -> Result<()> {
-        let mut derived: Vec<Sample> = batch
-            .samples
-            .iter()
-            .filter(|s| Self::is_counter(s))
-            .filter_map(|s| self.rate(s))
-            .collect();
+        let mut derived: Vec<Sample> = Vec::new();
+        for s in &batch.samples {
+            if self.is_counter(s) {
+                derived.extend(self.rate(s));
+            }
+        }
         derived.extend(latency_per_operation(&derived));
         Stats::add(&self.stats.derived_points, derived.len() as u64);
         if let Some(max) = batch.samples.iter().map(|s| s.time_ns).max() {
@@ -146,28 +233,38 @@ impl Operator for RateOperator {
         }
         let idle = self.idle_ns;
         if super::expiry_due(self.watermark, &mut self.last_sweep, idle) {
-            let horizon = self.watermark - idle;
-            self.last.retain(|_, l| l.time_ns >= horizon);
+            self.expire(self.watermark - idle);
         }
         batch.samples.extend(derived);
         Ok(())
     }
 
     fn checkpoint(&self) -> Result<serde_json::Value> {
-        Ok(serde_json::to_value(
-            self.last
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect::<HashMap<_, _>>(),
-        )?)
+        // A JSON object: series id (decimal string) → its previous point.
+        let map: HashMap<String, Last> = self
+            .registry
+            .live_slots()
+            .filter_map(|slot| {
+                let last = self.last.get(slot as usize)?;
+                (last.time_ns != FREE).then(|| (self.registry.id(slot).to_string(), *last))
+            })
+            .collect();
+        Ok(serde_json::to_value(map)?)
     }
 
     fn restore(&mut self, state: serde_json::Value) -> Result<()> {
         let map: HashMap<String, Last> = serde_json::from_value(state)?;
-        self.last = map
-            .into_iter()
-            .filter_map(|(k, v)| k.parse().ok().map(|k| (k, v)))
-            .collect();
+        for (id, last) in map {
+            let Ok(id) = id.parse::<u64>() else { continue };
+            if last.time_ns == FREE {
+                continue;
+            }
+            let slot = self.registry.intern(id).slot() as usize;
+            if slot >= self.last.len() {
+                self.last.resize(slot + 1, Last::EMPTY);
+            }
+            self.last[slot] = last;
+        }
         Ok(())
     }
 }
@@ -267,7 +364,7 @@ mod tests {
             events: vec![],
         })
         .unwrap();
-        assert_eq!(op.last.len(), 1);
+        assert_eq!(op.series_count(), 1);
         let other = |t: i64| Sample {
             key: SeriesKey::new("j", "h", "", "sqlserver.os.wait.duration"),
             ..counter(t, 1.0, 0)
@@ -278,7 +375,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            op.last.len(),
+            op.series_count(),
             1,
             "the series silent for 2 h is gone, the new one kept"
         );

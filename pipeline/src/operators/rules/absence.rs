@@ -3,10 +3,11 @@
 //! the wall clock, so replays behave the same) opens an anomaly; its next point
 //! resolves it.
 
-use super::{rule_err, Judgement, RuleConfig, SeriesState};
+use super::{rule_err, Judgement, RuleConfig};
 use crate::error::Result;
 use std::time::Duration;
 
+/// A compiled absence rule.
 pub struct Absence {
     pub after: Duration,
 }
@@ -25,12 +26,18 @@ impl Absence {
 
     /// Silence check after a micro-batch: returns the judgement and its event time when
     /// something changed (silence long enough while closed, or speaking again while open).
-    pub fn judge_silence(&self, st: &SeriesState, watermark: i64) -> Option<(Judgement, i64)> {
-        let last_seen = st.last_seen?;
+    /// `last_seen`: the series' last judged point; `open`: whether its anomaly is open.
+    pub fn judge_silence(
+        &self,
+        last_seen: Option<i64>,
+        open: bool,
+        watermark: i64,
+    ) -> Option<(Judgement, i64)> {
+        let last_seen = last_seen?;
         let silent_ns = watermark - last_seen;
         let after = self.after.as_nanos() as i64;
         let expected = Some(self.after.as_secs_f64());
-        if !st.is_open() && silent_ns >= after {
+        if !open && silent_ns >= after {
             let score = silent_ns as f64 / 1e9;
             return Some((
                 Judgement {
@@ -41,7 +48,7 @@ impl Absence {
                 watermark,
             ));
         }
-        if st.is_open() && silent_ns < after {
+        if open && silent_ns < after {
             // Reporting again: calm at the time of its last point.
             return Some((
                 Judgement {

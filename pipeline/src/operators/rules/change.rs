@@ -3,12 +3,14 @@
 //! breaches. History older than `over` is dropped, so memory per series is bounded by
 //! `over` / scrape interval points.
 
-use super::{rule_err, Judgement, RuleConfig, SeriesState};
+use super::{rule_err, Judgement, RuleConfig};
 use crate::error::Result;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 const DEFAULT_OVER: Duration = Duration::from_secs(300);
 
+/// A compiled rate-of-change rule.
 pub struct Change {
     /// Relative change that breaches: -0.6 for `-60%`.
     pub ratio: f64,
@@ -43,18 +45,17 @@ impl Change {
     }
 
     /// Compare with the oldest value still within `over` of this point.
-    pub fn judge(&self, st: &mut SeriesState, t: i64, v: f64) -> Judgement {
+    pub fn judge(&self, history: &mut VecDeque<(i64, f64)>, t: i64, v: f64) -> Judgement {
         let span = self.over.as_nanos() as i64;
-        while st.history.front().is_some_and(|(t0, _)| t - t0 > span) {
-            st.history.pop_front();
+        while history.front().is_some_and(|(t0, _)| t - t0 > span) {
+            history.pop_front();
         }
         // Judge only with a full span of history: its oldest point near `over` ago.
-        let base = st
-            .history
+        let base = history
             .front()
             .filter(|(t0, _)| t - t0 >= span * 9 / 10)
             .map(|(_, v0)| *v0);
-        st.history.push_back((t, v));
+        history.push_back((t, v));
         let Some(base) = base.filter(|b| *b != 0.0) else {
             return Judgement {
                 breach: false,

@@ -3,10 +3,11 @@
 //! The baseline does not learn from breaching points or while an anomaly is open, so an
 //! incident does not become the new normal; during warm-up nothing breaches.
 
-use super::{rule_err, Direction, Judgement, RuleConfig, SeriesState};
+use super::{rule_err, Direction, Judgement, RuleConfig};
 use crate::error::Result;
-use crate::operators::baseline::{Baseline, BaselineConfig, BaselineKind};
+use crate::operators::baseline::{Baseline, BaselineConfig, BaselineKind, EwmaCell, Params};
 
+/// A compiled baseline-deviation rule.
 pub struct Deviation {
     pub baseline: BaselineKind,
     pub k: f64,
@@ -43,22 +44,50 @@ impl Deviation {
         }
     }
 
-    /// Judge against the baseline as it was before this point, then let it learn.
-    pub fn judge(&self, st: &mut SeriesState, cfg: &BaselineConfig, t: i64, v: f64) -> Judgement {
-        let baseline = st
-            .baseline
-            .get_or_insert_with(|| Baseline::for_kind(cfg, self.baseline));
-        let expectation = baseline.expect(self.baseline, t);
-        let z = baseline.zscore(self.baseline, t, v);
-        let breach = z.is_some_and(|z| match self.direction {
+    fn breaches(&self, z: Option<f64>) -> bool {
+        z.is_some_and(|z| match self.direction {
             Direction::Above => z >= self.k,
             Direction::Below => -z >= self.k,
             Direction::Both => z.abs() >= self.k,
-        });
-        let learn = !breach && !st.is_open();
-        if let Some(b) = st.baseline.as_mut() {
-            b.update(t, v, learn);
+        })
+    }
+
+    /// Judge against the baseline as it was before this point, then let it learn
+    /// (not from a breach, nor while an anomaly is `open`).
+    pub fn judge(
+        &self,
+        baseline: &mut Option<Box<Baseline>>,
+        cfg: &BaselineConfig,
+        open: bool,
+        t: i64,
+        v: f64,
+    ) -> Judgement {
+        let baseline =
+            baseline.get_or_insert_with(|| Box::new(Baseline::for_kind(cfg, self.baseline)));
+        let expectation = baseline.expect(self.baseline, t);
+        let z = baseline.zscore(self.baseline, t, v);
+        let breach = self.breaches(z);
+        baseline.update(t, v, !breach && !open);
+        Judgement {
+            breach,
+            expected: expectation.map(|e| e.expected),
+            score: z.map(f64::abs).unwrap_or(0.0),
         }
+    }
+
+    /// [`Deviation::judge`] for the EWMA baseline kept inline in a column (the same
+    /// arithmetic as [`Baseline`]'s EWMA).
+    pub(crate) fn judge_ewma(
+        &self,
+        cell: &mut EwmaCell,
+        p: &Params,
+        open: bool,
+        v: f64,
+    ) -> Judgement {
+        let expectation = cell.expect(p);
+        let z = expectation.map(|e| (v - e.expected) / e.scale);
+        let breach = self.breaches(z);
+        cell.update(p, v, !breach && !open);
         Judgement {
             breach,
             expected: expectation.map(|e| e.expected),

@@ -28,9 +28,11 @@
 pub mod absence;
 pub mod change;
 pub mod deviation;
+pub mod state;
 pub mod threshold;
 
-use super::baseline::{Baseline, BaselineConfig, BaselineKind};
+use super::baseline::{BaselineConfig, BaselineKind, Params};
+use super::series::{CompactKey, FastMap, SeriesRegistry};
 use super::{MicroBatch, Operator};
 use crate::config::{duration_str, opt_duration_str};
 use crate::error::{PipelineError, Result};
@@ -40,12 +42,13 @@ use sqlvigil_model::{
     catalogue, ns_to_datetime, Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState,
     EvidencePoint, Sample, SeriesKey, Severity,
 };
-use std::collections::{HashMap, VecDeque};
+pub use state::SeriesState;
+use state::{Episode, KindColumn, RuleColumns, NO_STATE};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Evidence points kept per open or breaching series.
-const EVIDENCE_POINTS: usize = 30;
+pub(crate) const EVIDENCE_POINTS: usize = 30;
 const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(60);
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
 /// How far behind the watermark a point may arrive and still be judged.
@@ -276,68 +279,81 @@ impl CompiledRule {
     }
 }
 
-/// Per rule and series.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SeriesState {
-    /// The series (kept for rules that fire without a point: absence).
-    pub key: Option<SeriesKey>,
-    /// Event time of the last point judged (points at or before it are replays).
-    pub last_seen: Option<i64>,
-    breach_since: Option<i64>,
-    clear_since: Option<i64>,
-    /// Best (score, value) while breaching.
-    peak: Option<(f64, f64)>,
-    open: Option<Anomaly>,
-    evidence: VecDeque<EvidencePoint>,
-    cooldown_until: i64,
-    /// Deviation rules.
-    pub baseline: Option<Baseline>,
-    /// Rate-of-change rules: (time, value) over the comparison span.
-    pub history: VecDeque<(i64, f64)>,
-}
-
-impl SeriesState {
-    pub fn is_open(&self) -> bool {
-        self.open.is_some()
-    }
+/// Whether an episode is open (an anomaly on the series).
+fn is_open(ep: &Option<Box<Episode>>) -> bool {
+    ep.as_ref().is_some_and(|e| e.open.is_some())
 }
 
 /// The lifecycle: advance one series by one judged point; returns the event it caused.
+/// The episode is allocated when a breach starts and dropped when nothing is left in it.
 fn step(
     rule: &CompiledRule,
-    st: &mut SeriesState,
+    ep: &mut Option<Box<Episode>>,
+    cooldown_until: &mut i64,
+    key: &SeriesKey,
+    t: i64,
+    v: f64,
+    j: Judgement,
+) -> Option<AnomalyEvent> {
+    if !j.breach {
+        // Calm with no episode: nothing to clear, nothing open (the common case).
+        let e = ep.as_mut()?;
+        let event = calm(rule, e, cooldown_until, t);
+        if e.is_empty() {
+            *ep = None;
+        }
+        return event;
+    }
+    let e = ep.get_or_insert_with(Box::default);
+    breach(rule, e, *cooldown_until, key, t, v, j)
+}
+
+/// A calm point: the breach (if any) ends; an open anomaly resolves after `resolve_after`.
+fn calm(
+    rule: &CompiledRule,
+    st: &mut Episode,
+    cooldown_until: &mut i64,
+    t: i64,
+) -> Option<AnomalyEvent> {
+    st.breach_since = None;
+    st.peak = None;
+    st.evidence.clear();
+    let open = st.open.as_ref()?;
+    let since = *st.clear_since.get_or_insert(t);
+    let resolve_after = rule
+        .config
+        .resolve_after
+        .unwrap_or(DEFAULT_RESOLVE_AFTER)
+        .as_nanos() as i64;
+    if t - since < resolve_after {
+        return None;
+    }
+    let time = ns_to_datetime(t);
+    let mut anomaly = open.clone();
+    st.open = None;
+    st.clear_since = None;
+    *cooldown_until = t + rule.config.cooldown.unwrap_or(DEFAULT_COOLDOWN).as_nanos() as i64;
+    anomaly.state = AnomalyState::Resolved;
+    anomaly.updated_at = time;
+    anomaly.resolved_at = Some(time);
+    Some(AnomalyEvent {
+        event: AnomalyEventKind::Resolve,
+        anomaly,
+    })
+}
+
+/// A breaching point: held for `for` (and past the cooldown) it opens an anomaly; a
+/// worse score updates the open one.
+fn breach(
+    rule: &CompiledRule,
+    st: &mut Episode,
+    cooldown_until: i64,
     key: &SeriesKey,
     t: i64,
     v: f64,
     j: Judgement,
 ) -> Option<AnomalyEvent> {
     let time = ns_to_datetime(t);
-    if !j.breach {
-        st.breach_since = None;
-        st.peak = None;
-        st.evidence.clear();
-        let open = st.open.as_ref()?;
-        let since = *st.clear_since.get_or_insert(t);
-        let resolve_after = rule
-            .config
-            .resolve_after
-            .unwrap_or(DEFAULT_RESOLVE_AFTER)
-            .as_nanos() as i64;
-        if t - since < resolve_after {
-            return None;
-        }
-        let mut anomaly = open.clone();
-        st.open = None;
-        st.clear_since = None;
-        st.cooldown_until = t + rule.config.cooldown.unwrap_or(DEFAULT_COOLDOWN).as_nanos() as i64;
-        anomaly.state = AnomalyState::Resolved;
-        anomaly.updated_at = time;
-        anomaly.resolved_at = Some(time);
-        return Some(AnomalyEvent {
-            event: AnomalyEventKind::Resolve,
-            anomaly,
-        });
-    }
     st.clear_since = None;
     let since = *st.breach_since.get_or_insert(t);
     st.evidence.push_back(EvidencePoint { time, value: v });
@@ -359,7 +375,7 @@ fn step(
         }
         return None;
     }
-    if t - since < rule.config.for_.as_nanos() as i64 || t < st.cooldown_until {
+    if t - since < rule.config.for_.as_nanos() as i64 || t < cooldown_until {
         return None;
     }
     let (score, observed) = st.peak.unwrap_or((j.score, v));
@@ -396,18 +412,55 @@ fn count(stats: &Stats, ev: &AnomalyEvent) {
     }
 }
 
+/// One judged point of a micro-batch: its series id (hashed once per batch), time,
+/// position in the batch and slot in its metric group.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    id: u64,
+    time: i64,
+    index: u32,
+    slot: u32,
+}
+
+/// The rules reading one metric. They share one registry, so a point's series id is
+/// hashed and interned once per micro-batch whatever the number of rules.
+#[derive(Debug)]
+struct MetricGroup {
+    /// Indices of the rules (in rule order).
+    rules: Vec<usize>,
+    /// Whether some rule takes every series (no attribute filter).
+    selects_all: bool,
+    registry: SeriesRegistry,
+    /// This batch's points, sorted by (series id, time); reused across batches.
+    points: Vec<Point>,
+}
+
+impl MetricGroup {
+    fn selects(&self, rules: &[CompiledRule], key: &SeriesKey) -> bool {
+        self.selects_all || self.rules.iter().any(|r| rules[*r].config.selects(key))
+    }
+}
+
 /// Runs every rule over each micro-batch.
+///
+/// State is columnar: each metric group interns series ids into dense slots and each
+/// rule keeps its per-series state in columns indexed by slot (see
+/// [`state`] for the bytes per series).
 pub struct RuleOperator {
     rules: Vec<CompiledRule>,
-    /// (rule index, series id) → state.
-    states: HashMap<(usize, u64), SeriesState>,
+    /// Per rule: its metric group and its state columns.
+    group_of: Vec<usize>,
+    columns: Vec<RuleColumns>,
+    groups: Vec<MetricGroup>,
+    /// Metric name → group.
+    group_by_metric: FastMap<String, usize>,
     baseline: BaselineConfig,
+    params: Params,
     /// Highest event time seen: the clock absence rules measure silence against.
     watermark: i64,
-    /// States of absence rules (the only ones checked without a point), and when they
-    /// were last checked: silence is looked for a few times per `absent_for`, not on
-    /// every micro-batch, so the cost does not grow with batches × series.
-    absence_states: Vec<(usize, u64)>,
+    /// When absence rules (the only ones checked without a point) last looked for
+    /// silence: a few times per `absent_for`, not on every micro-batch, so the cost does
+    /// not grow with batches × series.
     absence_checked: i64,
     allowed_lateness_ns: i64,
     idle_sweep: i64,
@@ -421,12 +474,44 @@ impl RuleOperator {
             .iter()
             .map(CompiledRule::compile)
             .collect::<Result<Vec<_>>>()?;
+        let mut group_by_metric: FastMap<String, usize> = FastMap::default();
+        let mut groups: Vec<MetricGroup> = Vec::new();
+        let mut group_of = Vec::with_capacity(rules.len());
+        let mut columns = Vec::with_capacity(rules.len());
+        for (r, rule) in rules.iter().enumerate() {
+            let g = *group_by_metric
+                .entry(rule.metric.clone())
+                .or_insert_with(|| {
+                    groups.push(MetricGroup {
+                        rules: Vec::new(),
+                        selects_all: false,
+                        registry: SeriesRegistry::default(),
+                        points: Vec::new(),
+                    });
+                    groups.len() - 1
+                });
+            groups[g].rules.push(r);
+            groups[g].selects_all |= rule.config.attributes.is_empty();
+            group_of.push(g);
+            columns.push(RuleColumns::new(match &rule.kind {
+                RuleKind::Threshold(_) => KindColumn::Threshold,
+                RuleKind::Deviation(d) if d.baseline == BaselineKind::Ewma => {
+                    KindColumn::Ewma(Vec::new())
+                }
+                RuleKind::Deviation(_) => KindColumn::Baseline(Vec::new()),
+                RuleKind::Change(_) => KindColumn::History(Vec::new()),
+                RuleKind::Absence(_) => KindColumn::Absence(Vec::new()),
+            }));
+        }
         Ok(RuleOperator {
             rules,
-            states: HashMap::new(),
+            group_of,
+            columns,
+            groups,
+            group_by_metric,
+            params: Params::from_config(&baseline),
             baseline,
             watermark: 0,
-            absence_states: Vec::new(),
             absence_checked: i64::MIN,
             allowed_lateness_ns: DEFAULT_ALLOWED_LATENESS.as_nanos() as i64,
             idle_sweep: 0,
@@ -451,78 +536,104 @@ impl RuleOperator {
         &self.rules
     }
 
-    /// Judge `points` (this rule's metric, each with its series id) in series and time order.
-    fn apply_rule(
-        &mut self,
-        r: usize,
-        points: &[(u64, &Sample)],
-        events: &mut Vec<AnomalyEvent>,
-    ) -> Result<()> {
-        let rule = &self.rules[r];
-        let mut points: Vec<(u64, &Sample)> = points
-            .iter()
-            .filter(|(_, s)| rule.config.selects(&s.key))
-            .copied()
-            .collect();
-        if points.is_empty() {
-            return Ok(());
+    /// Number of (rule, series) states held.
+    pub fn state_count(&self) -> usize {
+        self.columns.iter().map(RuleColumns::count).sum()
+    }
+
+    /// Series holding a slot, summed over metric groups.
+    pub fn series_count(&self) -> usize {
+        self.groups.iter().map(|g| g.registry.live_count()).sum()
+    }
+
+    /// Buckets the judged points of `samples` by metric group, sorted by (series id,
+    /// time), and interns their series.
+    fn gather(&mut self, samples: &[Sample], horizon: i64) {
+        for g in &mut self.groups {
+            g.points.clear();
         }
-        points.sort_by_key(|(id, s)| (*id, s.time_ns));
-        // Threshold predicates are evaluated by DataFusion over the whole batch at once.
-        let precomputed = match &rule.kind {
-            RuleKind::Threshold(t) => {
-                let samples: Vec<&Sample> = points.iter().map(|(_, s)| *s).collect();
-                Some(t.judge_all(rule, &samples)?)
+        // Points of one metric usually come together (OTLP groups them): remember the
+        // last lookup instead of hashing every name.
+        let mut last: Option<(&str, Option<usize>)> = None;
+        for (i, s) in samples.iter().enumerate() {
+            if s.time_ns < horizon {
+                continue;
             }
-            _ => None,
-        };
-        for (i, (id, s)) in points.into_iter().enumerate() {
-            let rule = &self.rules[r];
-            let st = self.states.entry((r, id)).or_default();
-            if st.last_seen.is_some_and(|seen| s.time_ns <= seen) {
-                continue; // a replayed or late point: already judged
-            }
-            st.last_seen = Some(s.time_ns);
-            let judgement = match (&rule.kind, &precomputed) {
-                (RuleKind::Threshold(_), Some(all)) => all[i],
-                (RuleKind::Deviation(d), _) => d.judge(st, &self.baseline, s.time_ns, s.value),
-                (RuleKind::Change(c), _) => c.judge(st, s.time_ns, s.value),
-                (RuleKind::Absence(_), _) => {
-                    if st.key.is_none() {
-                        st.key = Some(s.key.clone());
-                        self.absence_states.push((r, id));
-                    }
-                    Judgement {
-                        breach: false,
-                        expected: None,
-                        score: 0.0,
-                    }
+            let metric = s.key.metric.as_str();
+            let g = match last {
+                Some((m, g)) if m == metric => g,
+                _ => {
+                    let g = self.group_by_metric.get(metric).copied();
+                    last = Some((metric, g));
+                    g
                 }
-                (RuleKind::Threshold(_), None) => continue,
             };
-            if let Some(ev) = step(rule, st, &s.key, s.time_ns, s.value, judgement) {
-                count(&self.stats, &ev);
-                events.push(ev);
+            let Some(g) = g else { continue };
+            if !self.groups[g].selects(&self.rules, &s.key) {
+                continue;
+            }
+            self.groups[g].points.push(Point {
+                id: s.key.id(),
+                time: s.time_ns,
+                index: i as u32,
+                slot: 0,
+            });
+        }
+        for g in &mut self.groups {
+            if g.points.is_empty() {
+                continue;
+            }
+            // The batch index breaks ties, so this equals a stable sort by (id, time).
+            g.points.sort_unstable_by_key(|p| (p.id, p.time, p.index));
+            let mut prev: Option<(u64, u32)> = None;
+            for p in g.points.iter_mut() {
+                p.slot = match prev {
+                    Some((id, slot)) if id == p.id => slot,
+                    _ => g.registry.intern(p.id).slot(),
+                };
+                prev = Some((p.id, p.slot));
+            }
+            for &r in &g.rules {
+                self.columns[r].resize(g.registry.slots());
             }
         }
-        Ok(())
     }
 
     /// Absence rules fire on silence, measured against the watermark after each batch.
     /// Drop the state of series silent for the idle period, unless an anomaly is open on
-    /// them (absence rules keep theirs: silence is what they watch).
+    /// them (absence rules keep theirs: silence is what they watch); a slot no rule holds
+    /// state for goes back to its registry for reuse.
     fn expire_idle(&mut self) {
         let idle = self.idle_ns;
         if !super::expiry_due(self.watermark, &mut self.idle_sweep, idle) {
             return;
         }
         let horizon = self.watermark - idle;
-        let rules = &self.rules;
-        self.states.retain(|(r, _), st| {
-            st.is_open()
-                || matches!(rules[*r].kind, RuleKind::Absence(_))
-                || st.last_seen.is_some_and(|t| t >= horizon)
-        });
+        for g in &mut self.groups {
+            for slot in 0..g.registry.slots() {
+                if !g.registry.is_live(slot as u32) {
+                    continue;
+                }
+                let mut kept = false;
+                for &r in &g.rules {
+                    let cols = &mut self.columns[r];
+                    if !cols.has(slot) {
+                        continue;
+                    }
+                    let keep = cols.is_open(slot)
+                        || matches!(self.rules[r].kind, RuleKind::Absence(_))
+                        || cols.last_seen[slot] >= horizon;
+                    if keep {
+                        kept = true;
+                    } else {
+                        cols.clear(slot);
+                    }
+                }
+                if !kept {
+                    g.registry.release(slot as u32);
+                }
+            }
+        }
     }
 
     fn check_absences(&mut self, events: &mut Vec<AnomalyEvent>) {
@@ -539,21 +650,118 @@ impl RuleOperator {
             return;
         }
         self.absence_checked = self.watermark;
-        for id in &self.absence_states {
-            let (Some(st), rule) = (self.states.get_mut(id), &self.rules[id.0]) else {
-                continue;
-            };
+        for (rule, cols) in self.rules.iter().zip(self.columns.iter_mut()) {
             let RuleKind::Absence(a) = &rule.kind else {
                 continue;
             };
-            let Some(key) = st.key.clone() else { continue };
-            if let Some((j, t)) = a.judge_silence(st, self.watermark) {
-                if let Some(ev) = step(rule, st, &key, t, j.score, j) {
-                    count(&self.stats, &ev);
-                    events.push(ev);
+            for slot in 0..cols.len() {
+                let last_seen = cols.last_seen_opt(slot);
+                let RuleColumns {
+                    kind: KindColumn::Absence(keys),
+                    episode,
+                    cooldown_until,
+                    ..
+                } = cols
+                else {
+                    continue;
+                };
+                let Some(key) = &keys[slot] else { continue };
+                let open = is_open(&episode[slot]);
+                if let Some((j, t)) = a.judge_silence(last_seen, open, self.watermark) {
+                    let key = key.key();
+                    let (ep, cd) = (&mut episode[slot], &mut cooldown_until[slot]);
+                    if let Some(ev) = step(rule, ep, cd, &key, t, j.score, j) {
+                        count(&self.stats, &ev);
+                        events.push(ev);
+                    }
                 }
             }
         }
+    }
+}
+
+/// Judge `points` (the rule's metric group, sorted by series and time) for rule `rule`.
+struct Apply<'a> {
+    rule: &'a CompiledRule,
+    cols: &'a mut RuleColumns,
+    params: &'a Params,
+    baseline: &'a BaselineConfig,
+    stats: &'a Stats,
+}
+
+impl Apply<'_> {
+    fn run(
+        self,
+        points: &[Point],
+        samples: &[Sample],
+        events: &mut Vec<AnomalyEvent>,
+    ) -> Result<()> {
+        let rule = self.rule;
+        let filtered: Vec<Point>;
+        let points = if rule.config.attributes.is_empty() {
+            points
+        } else {
+            filtered = points
+                .iter()
+                .filter(|p| rule.config.selects(&samples[p.index as usize].key))
+                .copied()
+                .collect();
+            &filtered
+        };
+        if points.is_empty() {
+            return Ok(());
+        }
+        // Threshold predicates are evaluated by DataFusion over the whole batch at once.
+        let precomputed = match &rule.kind {
+            RuleKind::Threshold(t) => {
+                let values: Vec<f64> = points
+                    .iter()
+                    .map(|p| samples[p.index as usize].value)
+                    .collect();
+                Some(t.judge_all(rule, &values)?)
+            }
+            _ => None,
+        };
+        let cols = self.cols;
+        for (i, p) in points.iter().enumerate() {
+            let slot = p.slot as usize;
+            let seen = cols.last_seen[slot];
+            if seen != NO_STATE && p.time <= seen {
+                continue; // a replayed or late point: already judged
+            }
+            cols.last_seen[slot] = p.time;
+            let s = &samples[p.index as usize];
+            let open = is_open(&cols.episode[slot]);
+            let judgement = match (&rule.kind, &mut cols.kind, &precomputed) {
+                (RuleKind::Threshold(_), _, Some(all)) => all[i],
+                (RuleKind::Deviation(d), KindColumn::Ewma(c), _) => {
+                    d.judge_ewma(&mut c[slot], self.params, open, s.value)
+                }
+                (RuleKind::Deviation(d), KindColumn::Baseline(c), _) => {
+                    d.judge(&mut c[slot], self.baseline, open, s.time_ns, s.value)
+                }
+                (RuleKind::Change(ch), KindColumn::History(h), _) => {
+                    ch.judge(&mut h[slot], s.time_ns, s.value)
+                }
+                (RuleKind::Absence(_), KindColumn::Absence(keys), _) => {
+                    if keys[slot].is_none() {
+                        keys[slot] = Some(CompactKey::new(&s.key));
+                    }
+                    Judgement {
+                        breach: false,
+                        expected: None,
+                        score: 0.0,
+                    }
+                }
+                _ => continue,
+            };
+            let (ep, cd) = (&mut cols.episode[slot], &mut cols.cooldown_until[slot]);
+            if let Some(ev) = step(rule, ep, cd, &s.key, s.time_ns, s.value, judgement) {
+                count(self.stats, &ev);
+                events.push(ev);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -572,22 +780,20 @@ impl Operator for RuleOperator {
         }
         let late = batch.samples.iter().filter(|s| s.time_ns < horizon).count();
         Stats::add(&self.stats.late_points, late as u64);
-        // One pass groups the points by metric (None: no rule reads it) and hashes each
-        // wanted series id once.
-        let mut by_metric: HashMap<&str, Option<Vec<(u64, &Sample)>>> = HashMap::new();
-        for s in batch.samples.iter().filter(|s| s.time_ns >= horizon) {
-            let metric = s.key.metric.as_str();
-            let slot = by_metric
-                .entry(metric)
-                .or_insert_with(|| self.rules.iter().any(|r| r.metric == metric).then(Vec::new));
-            if let Some(points) = slot {
-                points.push((s.key.id(), s));
-            }
-        }
+        self.gather(&batch.samples, horizon);
         for r in 0..self.rules.len() {
-            if let Some(Some(points)) = by_metric.get(self.rules[r].metric.as_str()) {
-                self.apply_rule(r, points, &mut batch.events)?;
+            let points = &self.groups[self.group_of[r]].points;
+            if points.is_empty() {
+                continue;
             }
+            Apply {
+                rule: &self.rules[r],
+                cols: &mut self.columns[r],
+                params: &self.params,
+                baseline: &self.baseline,
+                stats: &self.stats,
+            }
+            .run(points, &batch.samples, &mut batch.events)?;
         }
         self.check_absences(&mut batch.events);
         self.expire_idle();
@@ -595,12 +801,20 @@ impl Operator for RuleOperator {
     }
 
     fn checkpoint(&self) -> Result<serde_json::Value> {
-        // Keyed by rule name so a reordered rule file restores correctly.
-        let entries: Vec<(String, u64, &SeriesState)> = self
-            .states
-            .iter()
-            .map(|((r, id), s)| (self.rules[*r].config.name.clone(), *id, s))
-            .collect();
+        // Keyed by rule name so a reordered rule file restores correctly; series by id.
+        let mut entries: Vec<(&str, u64, SeriesState)> = Vec::new();
+        for (r, cols) in self.columns.iter().enumerate() {
+            let registry = &self.groups[self.group_of[r]].registry;
+            for slot in 0..cols.len() {
+                if cols.has(slot) && registry.is_live(slot as u32) {
+                    entries.push((
+                        self.rules[r].config.name.as_str(),
+                        registry.id(slot as u32),
+                        cols.to_wire(slot, &self.params),
+                    ));
+                }
+            }
+        }
         Ok(serde_json::json!({ "watermark": self.watermark, "states": entries }))
     }
 
@@ -613,12 +827,15 @@ impl Operator for RuleOperator {
         let saved: Saved = serde_json::from_value(state)?;
         self.watermark = saved.watermark;
         for (name, id, s) in saved.states {
-            if let Some(r) = self.rules.iter().position(|rule| rule.config.name == name) {
-                if matches!(self.rules[r].kind, RuleKind::Absence(_)) && s.key.is_some() {
-                    self.absence_states.push((r, id));
-                }
-                self.states.insert((r, id), s);
+            let Some(r) = self.rules.iter().position(|rule| rule.config.name == name) else {
+                continue;
+            };
+            let g = &mut self.groups[self.group_of[r]];
+            let slot = g.registry.intern(id).slot() as usize;
+            for &other in &g.rules {
+                self.columns[other].resize(g.registry.slots());
             }
+            self.columns[r].load(slot, s);
         }
         Ok(())
     }
@@ -738,10 +955,10 @@ mod tests {
             )
         };
         run(&mut op, vec![at("quiet", 0, 10.0), at("hot", 0, 99.0)]);
-        assert_eq!(op.states.len(), 2);
+        assert_eq!(op.state_count(), 2);
         run(&mut op, vec![at("new", 7200, 10.0)]);
         assert_eq!(
-            op.states.len(),
+            op.state_count(),
             2,
             "the idle quiet series went, the open one stayed"
         );
@@ -894,5 +1111,70 @@ mod tests {
         assert_eq!(ev[0].anomaly.series.metric, "sqlserver.cpu.utilization");
         let ev = run(&mut op, vec![cpu(70, 10.0)]);
         assert_eq!(kinds(&ev), vec![AnomalyEventKind::Resolve]);
+    }
+
+    fn wait_spike() -> RuleConfig {
+        RuleConfig {
+            name: "wait_spike".into(),
+            when: None,
+            metric: Some("wait_seconds_per_sec".into()),
+            deviation: Some(4.0),
+            baseline: Some(BaselineKind::Ewma),
+            ..rule("", 0)
+        }
+    }
+
+    fn wait(series: &str, t_s: i64, v: f64) -> Sample {
+        Sample::gauge(
+            key("sqlserver.os.wait.duration.per_second").with_attr("wait.type", series),
+            t_s * 1_000_000_000,
+            v,
+            "s/s",
+        )
+    }
+
+    #[test]
+    fn columnar_ewma_state_round_trips_through_the_checkpoint_format() {
+        let rules = [wait_spike(), rule("cpu_percent > 85", 0)];
+        let mut a = op(&rules);
+        let warm: Vec<Sample> = (0..100)
+            .flat_map(|i| [wait("a", i * 10, 1.0 + (i % 4) as f64), cpu(i * 10, 10.0)])
+            .collect();
+        assert!(run(&mut a, warm).is_empty());
+        let json = a.checkpoint().unwrap();
+        // The JSON keeps the old per-(rule, series) shape: the EWMA as a full baseline.
+        let states = json["states"].as_array().unwrap();
+        assert_eq!(states.len(), 2);
+        let dev = states.iter().find(|s| s[0] == "wait_spike").unwrap();
+        assert_eq!(dev[2]["baseline"]["only"], "ewma");
+        assert_eq!(dev[2]["baseline"]["learned"], 100);
+        let mut b = op(&rules);
+        b.restore(json.clone()).unwrap();
+        assert_eq!(
+            b.checkpoint().unwrap()["states"].as_array().unwrap().len(),
+            2
+        );
+        // Both judge the next points identically.
+        let next = vec![wait("a", 1000, 2.0), wait("a", 1010, 40.0)];
+        let (ea, eb) = (run(&mut a, next.clone()), run(&mut b, next));
+        assert_eq!(kinds(&ea), vec![AnomalyEventKind::Open]);
+        assert_eq!(ea[0].anomaly.score, eb[0].anomaly.score);
+        assert_eq!(ea[0].anomaly.expected, eb[0].anomaly.expected);
+    }
+
+    #[test]
+    fn expired_series_give_their_slots_back() {
+        let mut op = op(&[wait_spike()]).with_idle_after(Duration::from_secs(600));
+        for round in 0..5 {
+            // 100 new series every round, each round 2 h after the previous one.
+            let t = round * 7200;
+            let batch = (0..100)
+                .map(|i| wait(&format!("{round}-{i}"), t, 1.0))
+                .collect();
+            run(&mut op, batch);
+            assert_eq!(op.series_count(), 100, "round {round}");
+        }
+        let group = &op.groups[op.group_of[0]];
+        assert_eq!(group.registry.slots(), 200, "freed slots are reused");
     }
 }

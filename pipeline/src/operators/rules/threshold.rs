@@ -12,7 +12,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator as Op};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
-use sqlvigil_model::{catalogue, Sample};
+use sqlvigil_model::catalogue;
 use std::sync::Arc;
 
 /// Which way the threshold points, when the expression is a plain comparison.
@@ -143,11 +143,11 @@ impl Threshold {
     }
 
     /// Evaluate the predicate on `values`; null results count as false.
-    fn evaluate(&self, rule: &CompiledRule, values: Vec<f64>) -> Result<Vec<bool>> {
+    fn evaluate(&self, rule: &CompiledRule, values: &[f64]) -> Result<Vec<bool>> {
         let n = values.len();
         let batch = RecordBatch::try_new(
             self.schema.clone(),
-            vec![Arc::new(Float64Array::from(values))],
+            vec![Arc::new(Float64Array::from(values.to_vec()))],
         )?;
         let result = self.predicate.evaluate(&batch)?.into_array(n)?;
         let bools = result
@@ -169,17 +169,17 @@ impl Threshold {
         }
     }
 
-    /// Judge every point at once (one DataFusion evaluation per micro-batch and rule).
-    pub fn judge_all(&self, rule: &CompiledRule, points: &[&Sample]) -> Result<Vec<Judgement>> {
-        let breaches = self.evaluate(rule, points.iter().map(|s| s.value).collect())?;
+    /// Judge every point's value at once (one DataFusion evaluation per micro-batch and rule).
+    pub fn judge_all(&self, rule: &CompiledRule, values: &[f64]) -> Result<Vec<Judgement>> {
+        let breaches = self.evaluate(rule, values)?;
         let expected = self.threshold.map(|(_, t)| t);
-        Ok(points
+        Ok(values
             .iter()
             .zip(breaches)
-            .map(|(s, breach)| Judgement {
+            .map(|(v, breach)| Judgement {
                 breach,
                 expected,
-                score: self.score(s.value),
+                score: self.score(*v),
             })
             .collect())
     }
