@@ -524,10 +524,15 @@ impl TelemetryWorker {
         if let Some(e) = failed {
             return Err(e);
         }
-        // Partitions that got nothing follow the event time of the others.
-        let mut idle = chains.tick_idle(*newest, TICK_STEP.as_nanos() as i64, &busy)?;
-        self.sink.write_samples(&idle.samples)?;
-        events.append(&mut idle.events);
+        // Partitions that got nothing follow the event time of the others — once the
+        // consumer has caught up (a batch that is not full): while it works through a
+        // backlog, an idle-looking partition may just not have been fetched yet, and
+        // moving it on would make its own points late.
+        if batch.len() < self.config.operators.batch_records {
+            let mut idle = chains.tick_idle(*newest, TICK_STEP.as_nanos() as i64, &busy)?;
+            self.sink.write_samples(&idle.samples)?;
+            events.append(&mut idle.events);
+        }
         self.publish_events(&events).await
     }
 

@@ -800,6 +800,18 @@ impl Operator for RuleOperator {
         Ok(())
     }
 
+    /// Silence is measured against event time reached elsewhere too: an instance alone in
+    /// its partition that stops reporting still gets its absence anomaly.
+    fn advance(&mut self, watermark: i64, out: &mut MicroBatch) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        self.check_absences(&mut out.events);
+        self.expire_idle();
+        Ok(())
+    }
+
     fn checkpoint(&self) -> Result<serde_json::Value> {
         // Keyed by rule name so a reordered rule file restores correctly; series by id.
         let mut entries: Vec<(&str, u64, SeriesState)> = Vec::new();
@@ -1111,6 +1123,24 @@ mod tests {
         assert_eq!(ev[0].anomaly.series.metric, "sqlserver.cpu.utilization");
         let ev = run(&mut op, vec![cpu(70, 10.0)]);
         assert_eq!(kinds(&ev), vec![AnomalyEventKind::Resolve]);
+    }
+
+    #[test]
+    fn absence_fires_when_event_time_moves_on_elsewhere() {
+        let cfg = RuleConfig {
+            name: "cpu_absent".into(),
+            when: None,
+            metric: Some("cpu_percent".into()),
+            absent_for: Some(Duration::from_secs(60)),
+            ..rule("", 0)
+        };
+        let mut op = op(&[cfg]);
+        assert!(run(&mut op, vec![cpu(0, 10.0)]).is_empty());
+        let mut out = MicroBatch::default();
+        op.advance(30 * 1_000_000_000, &mut out).unwrap();
+        assert!(out.events.is_empty());
+        op.advance(61 * 1_000_000_000, &mut out).unwrap();
+        assert_eq!(kinds(&out.events), vec![AnomalyEventKind::Open]);
     }
 
     fn wait_spike() -> RuleConfig {
