@@ -69,6 +69,28 @@ fn start_tansu() -> Result<(Broker, String)> {
     Ok((broker, format!("127.0.0.1:{port}")))
 }
 
+/// (busy, total) jiffies of all CPUs from `/proc/stat` (zeros where unreadable).
+fn cpu_times() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
+fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1).max(1);
+    after.0.saturating_sub(before.0) as f64 / total as f64
+}
+
 fn rate(points: u64, d: Duration) -> f64 {
     points as f64 / d.as_secs_f64().max(1e-9)
 }
@@ -160,6 +182,7 @@ async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Du
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let queue = Arc::new(std::sync::Mutex::new(requests));
+    let cpu_before = cpu_times();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..IN_FLIGHT {
@@ -189,6 +212,11 @@ async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Du
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let took = start.elapsed();
+    let busy = busy_share(cpu_before, cpu_times());
+    println!(
+        "  (machine CPU busy during the run: {:.0} %, all processes)",
+        busy * 100.0
+    );
     println!(
         "  (all requests acknowledged after {:.2} s, the operators had {consumed_then} points then; all {points} after {:.2} s)",
         produced.as_secs_f64(),

@@ -134,6 +134,12 @@ impl KafkaConfig {
                 "session.timeout.ms",
                 self.session_timeout.as_millis().to_string(),
             );
+        // A fetch that finds nothing waits this long on the broker before it is asked
+        // again; brokers that do not answer as soon as data arrives (tansu) otherwise add
+        // up to librdkafka's default 500 ms to every quiet-to-busy transition.
+        if !self.options.contains_key("fetch.wait.max.ms") {
+            c.set("fetch.wait.max.ms", "100");
+        }
         c
     }
 }

@@ -166,28 +166,40 @@ struct MemorySubscription {
 
 impl MemorySubscription {
     fn take(&mut self, max: usize) -> Vec<Delivery> {
-        let n = self.next.len();
+        let n = self.next.len().max(1);
         let mut out = Vec::new();
-        for step in 0..n {
-            let i = (self.cursor + step) % n;
-            let p = self.topic.partition(i);
-            let start = self.next[i].max(p.base);
-            for offset in start..p.end() {
-                if out.len() >= max {
-                    break;
-                }
-                if let Some(record) = p.records.get((offset - p.base) as usize) {
-                    out.push(Delivery {
-                        partition: i as u32,
-                        offset,
-                        record: record.clone(),
-                    });
-                    self.next[i] = offset + 1;
-                }
+        // A fair share of every partition first (the consumer works on partitions in
+        // parallel), then whatever room is left, round-robin so none starves.
+        let share = max.div_ceil(n);
+        for limit in [share, max] {
+            for step in 0..n {
+                let i = (self.cursor + step) % n;
+                self.take_from(i, (out.len() + limit).min(max), &mut out);
             }
         }
-        self.cursor = (self.cursor + 1) % n.max(1);
+        self.cursor = (self.cursor + 1) % n;
         out
+    }
+
+    /// Deliver records of partition `i` until `out` holds `upto`.
+    fn take_from(&mut self, i: usize, upto: usize, out: &mut Vec<Delivery>) {
+        let Some(next) = self.next.get(i).copied() else {
+            return;
+        };
+        let p = self.topic.partition(i);
+        for offset in next.max(p.base)..p.end() {
+            if out.len() >= upto {
+                break;
+            }
+            if let Some(record) = p.records.get((offset - p.base) as usize) {
+                out.push(Delivery {
+                    partition: i as u32,
+                    offset,
+                    record: record.clone(),
+                });
+                self.next[i] = offset + 1;
+            }
+        }
     }
 }
 
