@@ -407,9 +407,14 @@ impl TelemetryWorker {
         stop: &watch::Receiver<bool>,
     ) -> Result<Option<Vec<Delivery>>> {
         let ops = &self.config.operators;
-        let batch = sub
-            .next_batch(ops.batch_records, ops.batch_interval)
-            .await?;
+        // While draining, do not sit out a whole batch interval on an empty topic: the
+        // loop only waits for the last flushes to be acknowledged.
+        let wait = if stopping(stop) {
+            ops.batch_interval.min(Duration::from_millis(20))
+        } else {
+            ops.batch_interval
+        };
+        let batch = sub.next_batch(ops.batch_records, wait).await?;
         if batch.is_empty() && *stop.borrow() && self.bus.pending(topic, OPERATORS_GROUP) == 0 {
             return Ok(None);
         }
