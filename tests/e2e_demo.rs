@@ -122,5 +122,30 @@ async fn a_quiet_run_of_the_same_length_yields_nothing() {
         Some(3),
         "three instances reported"
     );
+    // Wait time per second, grouped across the fleet by wait category.
+    let (status, agg) = sv
+        .get_json(
+            "/api/v1/aggregates?metric=sqlserver.os.wait.duration.per_second&window=1h&group_by=wait_category",
+            Some(&token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{agg}");
+    let groups: std::collections::BTreeSet<String> = agg["aggregates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["group"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        groups.len() >= 2 && groups.contains("Lock") && !groups.contains(""),
+        "{groups:?}"
+    );
+    let (status, bad) = sv
+        .get_json("/api/v1/aggregates?metric=x&group_by=wait", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(bad.to_string().contains("wait_category"), "{bad}");
     assert!(sv.stop().unwrap().success());
 }

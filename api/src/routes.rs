@@ -156,7 +156,8 @@ async fn aggregates(
     let group = p.string("group_by").unwrap_or_else(|| "instance".into());
     let group_by = GroupBy::parse(&group).ok_or_else(|| {
         ApiError::BadRequest(format!(
-            "`group_by` must be one of series, instance, database, host, all, got `{group}`"
+            "`group_by` must be one of {}, got `{group}`",
+            GroupBy::NAMES
         ))
     })?;
     let rows = app.reader.aggregates(&f, window_ns, group_by).await?;

@@ -397,11 +397,12 @@ pub async fn aggregates(
         });
         let hist = json!({"date_histogram": {"field": "@timestamp", "fixed_interval": interval, "min_doc_count": 1}, "aggs": stats});
         let group_field = match group_by {
-            GroupBy::Series if fam.name == "sqlvigil" => Some("series_id"),
-            GroupBy::Series | GroupBy::Instance => Some(fam.instance),
-            GroupBy::Database => Some(fam.database),
-            GroupBy::Host if fam.name == "otel" => Some("resource.attributes.host.name"),
-            GroupBy::Host => Some("host_name"),
+            GroupBy::Series if fam.name == "sqlvigil" => Some("series_id".to_string()),
+            GroupBy::Series | GroupBy::Instance => Some(fam.instance.to_string()),
+            GroupBy::Database => Some(fam.database.to_string()),
+            GroupBy::Host if fam.name == "otel" => Some("resource.attributes.host.name".into()),
+            GroupBy::Host => Some("host_name".to_string()),
+            GroupBy::WaitCategory | GroupBy::WaitType => group_by.attribute().map(fam.attr),
             GroupBy::All => None,
         };
         let inner = match group_field {

@@ -22,17 +22,36 @@ pub enum GroupBy {
     Instance,
     Database,
     Host,
+    /// The `wait.category` point attribute (wait metrics: CPU, Lock, Buffer IO, …).
+    WaitCategory,
+    /// The `wait.type` point attribute (`LCK_M_X`, `PAGEIOLATCH_SH`, …).
+    WaitType,
     /// One group: the whole fleet.
     All,
 }
 
 impl GroupBy {
+    /// The names [`GroupBy::parse`] accepts.
+    pub const NAMES: &'static str =
+        "series, instance, database, host, wait_category, wait_type, all";
+
+    /// The point attribute this groups by, if it is one.
+    pub fn attribute(self) -> Option<&'static str> {
+        match self {
+            GroupBy::WaitCategory => Some("wait.category"),
+            GroupBy::WaitType => Some("wait.type"),
+            _ => None,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<GroupBy> {
         Some(match s {
             "series" => GroupBy::Series,
             "instance" => GroupBy::Instance,
             "database" => GroupBy::Database,
             "host" => GroupBy::Host,
+            "wait_category" => GroupBy::WaitCategory,
+            "wait_type" => GroupBy::WaitType,
             "all" => GroupBy::All,
             _ => return None,
         })

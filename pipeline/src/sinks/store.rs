@@ -45,15 +45,21 @@ struct Buffer {
 
 pub use sqlvigil_model::query::{AggregateRow, GroupBy, MetricFilter, SeriesInfo};
 
-/// The column a [`GroupBy`] groups on.
-fn group_column(g: GroupBy) -> &'static str {
+/// The SQL expression a [`GroupBy`] groups on. Point attributes come out of the stored
+/// attributes JSON (compact, keys sorted) with string functions; only fixed attribute
+/// names are spliced in.
+fn group_column(g: GroupBy) -> String {
+    if let Some(attr) = g.attribute() {
+        return format!(r#"split_part(split_part(attributes, '"{attr}":"', 2), '"', 1)"#);
+    }
     match g {
         GroupBy::Series => "series_id",
         GroupBy::Instance => "instance",
         GroupBy::Database => "database",
         GroupBy::Host => "host",
-        GroupBy::All => "'all'",
+        _ => "'all'",
     }
+    .to_string()
 }
 
 pub struct Store {
@@ -697,6 +703,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((all.len(), all[0].points), (1, 120));
+    }
+
+    #[tokio::test]
+    async fn aggregates_per_wait_category() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Arc::new(Stats::default())).unwrap();
+        let metric = "sqlserver.os.wait.duration.per_second";
+        let w = |category: &str, ty: &str, v: f64| {
+            let key = SeriesKey::new("a", "h", "", metric)
+                .with_attr("wait.category", category)
+                .with_attr("wait.type", ty);
+            Sample::gauge(key, 1_000_000_000, v, "s/s")
+        };
+        let samples = [
+            w("Lock", "LCK_M_X", 2.0),
+            w("Lock", "LCK_M_S", 4.0),
+            w("Buffer IO", "PAGEIOLATCH_SH", 1.0),
+        ];
+        store.write_samples(&samples).unwrap();
+        let f = MetricFilter {
+            metric: Some(metric.into()),
+            ..Default::default()
+        };
+        let rows = store
+            .aggregates(&f, 60_000_000_000, GroupBy::WaitCategory)
+            .await
+            .unwrap();
+        let got: Vec<(&str, u64, f64)> = rows
+            .iter()
+            .map(|r| (r.group.as_str(), r.points, r.max))
+            .collect();
+        assert_eq!(got, vec![("Buffer IO", 1, 1.0), ("Lock", 2, 4.0)]);
+        let types = store
+            .aggregates(&f, 60_000_000_000, GroupBy::WaitType)
+            .await
+            .unwrap();
+        assert_eq!(types.len(), 3);
     }
 
     #[tokio::test]
