@@ -255,6 +255,24 @@ async fn bridge_endpoints_read_collector_and_seed_documents() {
     assert_eq!(find("otel1")["wait_time_ms"], 2500.0, "{body}");
     assert_eq!(find("otel1")["wait_category"], "Lock");
 
+    // Aggregates grouped by wait type across layouts (terms on each layout's attribute).
+    let (status, body) = sv
+        .get_json(
+            &format!("/api/v1/aggregates?metric=sqlserver.os.wait.duration&window=1h&group_by=wait_type&{range}"),
+            Some(&token),
+        )
+        .await
+        .expect("aggregates");
+    assert_eq!(status, 200, "{body}");
+    let groups: std::collections::BTreeMap<String, u64> = body["aggregates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["group"].as_str()?.to_string(), r["points"].as_u64()?)))
+        .collect();
+    assert_eq!(groups.get("LCK_M_X"), Some(&2), "{body}");
+    assert_eq!(groups.get("PAGEIOLATCH_SH"), Some(&2), "{body}");
+
     let (status, body) = sv
         .get_json(&format!("/api/v1/io?{range}"), Some(&token))
         .await

@@ -105,6 +105,8 @@ impl Range {
 /// Where one layout keeps what summaries group and measure.
 struct Family {
     name: &'static str,
+    /// The event-time field (seed 002 spells it `timestamp`).
+    time: &'static str,
     instance: &'static str,
     database: &'static str,
     /// Field of a point attribute (`wait.type`, `direction`, …).
@@ -117,6 +119,7 @@ struct Family {
 const FAMILIES: [Family; 3] = [
     Family {
         name: "sqlvigil",
+        time: "@timestamp",
         instance: "instance_name",
         database: "database_name",
         attr: |k| format!("attributes.{k}"),
@@ -130,6 +133,7 @@ const FAMILIES: [Family; 3] = [
     },
     Family {
         name: "otel",
+        time: "@timestamp",
         instance: "resource.attributes.sqlserver.instance.name",
         database: "resource.attributes.sqlserver.database.name",
         attr: |k| format!("attributes.{k}"),
@@ -140,6 +144,7 @@ const FAMILIES: [Family; 3] = [
     },
     Family {
         name: "flat",
+        time: "timestamp",
         instance: "instance_name",
         database: "database_name",
         attr: |k| match k {
@@ -395,7 +400,7 @@ pub async fn aggregates(
             "avg": {"avg": {"field": field}}, "min": {"min": {"field": field}}, "max": {"max": {"field": field}},
             "pct": {"percentiles": {"field": field, "percents": [50, 95, 99]}}
         });
-        let hist = json!({"date_histogram": {"field": "@timestamp", "fixed_interval": interval, "min_doc_count": 1}, "aggs": stats});
+        let hist = json!({"date_histogram": {"field": fam.time, "fixed_interval": interval, "min_doc_count": 1}, "aggs": stats});
         let group_field = match group_by {
             GroupBy::Series if fam.name == "sqlvigil" => Some("series_id".to_string()),
             GroupBy::Series | GroupBy::Instance => Some(fam.instance.to_string()),
