@@ -182,7 +182,7 @@ pub struct OperatorsConfig {
 impl Default for OperatorsConfig {
     fn default() -> Self {
         OperatorsConfig {
-            batch_interval: Duration::from_millis(500),
+            batch_interval: Duration::from_secs(1),
             batch_records: 512,
             baseline: BaselineConfig::default(),
             allowed_lateness: Duration::from_secs(300),
