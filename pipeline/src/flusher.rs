@@ -25,13 +25,14 @@ pub(crate) struct Flusher {
 }
 
 /// A position without its payload: all an acknowledgement needs.
-fn position(d: Delivery) -> Delivery {
+fn position(d: &Delivery) -> Delivery {
     Delivery {
+        partition: d.partition,
+        offset: d.offset,
         record: Record {
             key: Default::default(),
             payload: Default::default(),
         },
-        ..d
     }
 }
 
@@ -47,8 +48,8 @@ impl Flusher {
     }
 
     /// Deliveries processed (their data written to the sink's buffer).
-    pub(crate) fn processed(&mut self, batch: Vec<Delivery>) {
-        self.pending.extend(batch.into_iter().map(position));
+    pub(crate) fn processed(&mut self, batch: &[Delivery]) {
+        self.pending.extend(batch.iter().map(position));
     }
 
     /// Forget deliveries of partitions this process no longer owns: never acknowledged.

@@ -445,9 +445,10 @@ impl TelemetryWorker {
                 flusher.forget(&revoked);
             }
             if !batch.is_empty() {
-                self.process_metrics(&batch, &mut chains, &mut newest)
+                // Positions first: the batch itself moves to the partition threads.
+                flusher.processed(&batch);
+                self.process_metrics(batch, &mut chains, &mut newest)
                     .await?;
-                flusher.processed(batch);
             }
             if let Some(flushed) = flusher.poll(stopping(&stop)).await? {
                 if durable {
@@ -479,13 +480,14 @@ impl TelemetryWorker {
     /// snapshot already covers are stored (idempotently) but not judged twice.
     async fn process_metrics(
         &self,
-        batch: &[Delivery],
+        batch: Vec<Delivery>,
         chains: &mut PartitionChains,
         newest: &mut i64,
     ) -> Result<()> {
         let mut by_partition: BTreeMap<u32, Vec<Delivery>> = BTreeMap::new();
+        let full = batch.len() >= self.config.operators.batch_records;
         for d in batch {
-            by_partition.entry(d.partition).or_default().push(d.clone());
+            by_partition.entry(d.partition).or_default().push(d);
         }
         let mut jobs = Vec::with_capacity(by_partition.len());
         for (partition, records) in by_partition {
@@ -533,7 +535,7 @@ impl TelemetryWorker {
         // consumer has caught up (a batch that is not full): while it works through a
         // backlog, an idle-looking partition may just not have been fetched yet, and
         // moving it on would make its own points late.
-        if batch.len() < self.config.operators.batch_records {
+        if !full {
             let mut idle = chains.tick_idle(*newest, TICK_STEP.as_nanos() as i64, &busy)?;
             self.sink.write_samples(&idle.samples)?;
             events.append(&mut idle.events);
@@ -588,7 +590,7 @@ impl TelemetryWorker {
                 }
             }
             self.sink.write_logs(&logs)?;
-            flusher.processed(batch);
+            flusher.processed(&batch);
             if let Some(flushed) = flusher.poll(stopping(&stop)).await? {
                 sub.ack(&flushed).await?;
             }

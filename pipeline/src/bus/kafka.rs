@@ -398,37 +398,52 @@ pub fn read_topic(
         )));
     }
     // Where each partition ends now: records produced later are not part of the replay.
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
+    let mut ranges = Vec::new();
     for p in partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .map_err(|e| unavailable("reading offsets of", e))?;
-        if high > low {
-            remaining.insert(p, high - 1);
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))
-                .map_err(|e| other("kafka offsets", e))?;
-        }
+        ranges.push((p, low, high));
     }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| unavailable("assigning", e))?;
+    read_ranges(&consumer, topic, &ranges, timeout)
+        .map_err(|e| BusError::Unavailable(format!("kafka at {}: {e}", config.brokers)))
+}
+
+/// The records of `topic` at offsets `start..end` of each `(partition, start, end)`, read
+/// with `assign` (no group). Compaction may have removed a range's last offset: any later
+/// record of that partition also ends its range.
+pub(crate) fn read_ranges(
+    consumer: &BaseConsumer,
+    topic: &str,
+    ranges: &[(i32, i64, i64)],
+    timeout: Duration,
+) -> Result<Vec<Delivery>, String> {
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &(p, start, end) in ranges.iter().filter(|(_, start, end)| end > start) {
+        remaining.insert(p, end - 1);
+        tpl.add_partition_offset(topic, p, Offset::Offset(start))
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let deadline = std::time::Instant::now() + timeout;
     let mut out = Vec::new();
     while !remaining.is_empty() {
         if std::time::Instant::now() > deadline {
-            return Err(BusError::Unavailable(format!(
-                "kafka: reading `{topic}` at {} timed out with partitions {:?} unfinished",
-                config.brokers,
+            return Err(format!(
+                "reading `{topic}` timed out with partitions {:?} unfinished",
                 remaining.keys().collect::<BTreeSet<_>>()
-            )));
+            ));
         }
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let m = m.map_err(|e| unavailable("reading", e))?;
+        let m = m.map_err(|e| format!("reading `{topic}`: {e}"))?;
         let (p, offset) = (m.partition(), m.offset());
-        if remaining.get(&p).is_some_and(|last| offset <= *last) {
+        let Some(last) = remaining.get(&p).copied() else {
+            continue;
+        };
+        if offset <= last {
             out.push(Delivery {
                 partition: p.max(0) as u32,
                 offset: offset.max(0) as u64,
@@ -438,7 +453,7 @@ pub fn read_topic(
                 },
             });
         }
-        if remaining.get(&p).is_some_and(|last| offset >= *last) {
+        if offset >= last {
             remaining.remove(&p);
         }
     }

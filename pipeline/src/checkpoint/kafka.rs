@@ -9,17 +9,15 @@
 //! move its state backwards.
 
 use super::{CheckpointStore, Snapshot};
-use crate::bus::kafka::KafkaConfig;
+use crate::bus::kafka::{read_ranges, KafkaConfig};
 use crate::bus::BusError;
 use crate::error::Result;
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Largest snapshot, set on the topic (`max.message.bytes`) and the producer.
 const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
@@ -221,34 +219,20 @@ fn read_range(
     end: i64,
     key: &str,
 ) -> std::result::Result<Vec<Snapshot>, String> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, home, Offset::Offset(start))
-        .map_err(|e| e.to_string())?;
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + TIMEOUT;
+    let records = read_ranges(consumer, topic, &[(home, start, end)], TIMEOUT)?;
     let mut out = Vec::new();
-    while Instant::now() < deadline {
-        // Compaction may have removed offset end-1: any later record also ends the range.
-        let Some(next) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let m = next.map_err(|e| e.to_string())?;
-        if m.key() == Some(key.as_bytes()) {
-            match m.payload().map(serde_json::from_slice::<Snapshot>) {
-                Some(Ok(s)) => out.push(s),
-                Some(Err(e)) => tracing::warn!(
-                    key,
-                    offset = m.offset(),
-                    "unreadable operator checkpoint skipped: {e}"
-                ),
-                None => {} // a tombstone
-            }
+    for d in records.iter().filter(|d| d.record.key == key.as_bytes()) {
+        if d.record.payload.is_empty() {
+            continue; // a tombstone
         }
-        if m.offset() >= end - 1 {
-            return Ok(out);
+        match serde_json::from_slice::<Snapshot>(&d.record.payload) {
+            Ok(s) => out.push(s),
+            Err(e) => tracing::warn!(
+                key,
+                offset = d.offset,
+                "unreadable operator checkpoint skipped: {e}"
+            ),
         }
     }
-    Err(format!(
-        "timed out reading offsets {start}..{end} of `{topic}` partition {home}"
-    ))
+    Ok(out)
 }
