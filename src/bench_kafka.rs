@@ -86,9 +86,55 @@ fn cpu_times() -> (u64, u64) {
     (total.saturating_sub(idle), total)
 }
 
-fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
-    let total = after.1.saturating_sub(before.1).max(1);
-    after.0.saturating_sub(before.0) as f64 / total as f64
+/// CPU seconds (user + system, all threads) a process has used, from
+/// `/proc/PID/stat`; 0 where unreadable. Linux reports them in USER_HZ (100/s).
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: fields are counted after its closing paren.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// Where the CPU went during one part of the run: this process, the broker (when the
+/// bench started it) and the whole machine.
+struct CpuMeter {
+    broker: Option<u32>,
+    machine: (u64, u64),
+    own: f64,
+    broker_cpu: f64,
+}
+
+impl CpuMeter {
+    fn start(broker: Option<u32>) -> Self {
+        CpuMeter {
+            broker,
+            machine: cpu_times(),
+            own: process_cpu(std::process::id()),
+            broker_cpu: broker.map_or(0.0, process_cpu),
+        }
+    }
+
+    /// Prints the part's CPU per point; returns the CPU microseconds per point both
+    /// processes used.
+    fn report(&self, part: &str, points: u64) -> f64 {
+        let own = process_cpu(std::process::id()) - self.own;
+        let broker = self.broker.map_or(0.0, process_cpu) - self.broker_cpu;
+        let (busy, total) = cpu_times();
+        let share = busy.saturating_sub(self.machine.0) as f64
+            / total.saturating_sub(self.machine.1).max(1) as f64;
+        let per_point = (own + broker) * 1e6 / points.max(1) as f64;
+        println!(
+            "  ({part}: {own:.2} CPU s in sqlvigil, {broker:.2} in the broker = {per_point:.2} CPU µs per point; machine {:.0} % busy)",
+            share * 100.0
+        );
+        per_point
+    }
 }
 
 fn rate(points: u64, d: Duration) -> f64 {
@@ -153,7 +199,12 @@ async fn bare_consume(brokers: &str, topic: &str, count: usize) -> Result<Durati
 }
 
 /// The whole pipeline on the Kafka bus, fed through the receiver core.
-async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Duration> {
+async fn end_to_end(
+    brokers: &str,
+    broker: Option<u32>,
+    bodies: &[Vec<u8>],
+    points: u64,
+) -> Result<Duration> {
     let dir = tempfile::tempdir()?;
     let mut cfg = Config::default();
     cfg.store.data_dir = dir.path().to_path_buf();
@@ -162,6 +213,9 @@ async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Du
     cfg.bus.kind = BusKind::Kafka;
     cfg.bus.kafka.brokers = brokers.to_string();
     cfg.operators.batch_records = 4096;
+    if let Ok(ms) = std::env::var("XLINGER") {
+        cfg.bus.kafka.linger = Duration::from_millis(ms.parse()?);
+    }
     let p = Pipeline::start(cfg).await?;
     let mut requests: Vec<ExportMetricsServiceRequest> = bodies
         .iter()
@@ -182,7 +236,8 @@ async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Du
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let queue = Arc::new(std::sync::Mutex::new(requests));
-    let cpu_before = cpu_times();
+    tracing::info!("end-to-end part starts");
+    let cpu = CpuMeter::start(broker);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..IN_FLIGHT {
@@ -212,11 +267,7 @@ async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Du
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let took = start.elapsed();
-    let busy = busy_share(cpu_before, cpu_times());
-    println!(
-        "  (machine CPU busy during the run: {:.0} %, all processes)",
-        busy * 100.0
-    );
+    cpu.report("end to end", points - first_points);
     println!(
         "  (all requests acknowledged after {:.2} s, the operators had {consumed_then} points then; all {points} after {:.2} s)",
         produced.as_secs_f64(),
@@ -227,7 +278,7 @@ async fn end_to_end(brokers: &str, bodies: &[Vec<u8>], points: u64) -> Result<Du
 }
 
 pub async fn run(quick: bool, url: Option<String>) -> Result<()> {
-    let (_broker, brokers) = match url {
+    let (broker, brokers) = match url {
         Some(u) => (None, u),
         None => {
             let (b, u) = start_tansu()?;
@@ -252,10 +303,24 @@ pub async fn run(quick: bool, url: Option<String>) -> Result<()> {
         Arc::new(Stats::default()),
     )
     .await?;
+    let pid = broker.as_ref().map(|b| b.0.id());
+    let cpu = CpuMeter::start(pid);
     let produce = rate(points, bare_produce(&brokers, &topic, &bodies).await?);
     println!("bare rdkafka producer: {produce:.0} points/s");
+    let produce_cpu = cpu.report("bare producer", points);
+    let cpu = CpuMeter::start(pid);
     let consume = rate(points, bare_consume(&brokers, &topic, bodies.len()).await?);
     println!("bare rdkafka consumer: {consume:.0} points/s");
+    let consume_cpu = cpu.report("bare consumer", points);
+    // Every point the pipeline carries is produced and consumed once: what those two
+    // cost alone bounds the end-to-end rate on this machine's cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let ceiling = cores * 1e6 / (produce_cpu + consume_cpu).max(1e-9);
+    println!(
+        "  (producing and consuming alone: {:.2} CPU µs per point, so at most {ceiling:.0} points/s on {cores} cores = {:.2} of the bare producer)",
+        produce_cpu + consume_cpu,
+        ceiling / produce
+    );
     let last = bodies
         .last()
         .map(|b| ExportMetricsServiceRequest::decode(b.as_slice()))
@@ -263,7 +328,7 @@ pub async fn run(quick: bool, url: Option<String>) -> Result<()> {
     let warmup = last.map_or(0, |r| sqlvigil_simulator::count_points(&r) as u64);
     let e2e = rate(
         points - warmup,
-        end_to_end(&brokers, &bodies, points).await?,
+        end_to_end(&brokers, pid, &bodies, points).await?,
     );
     println!(
         "OTLP → Kafka → operators → store: {e2e:.0} points/s ({:.2} of the bare producer)",

@@ -9,6 +9,11 @@ mod demo;
 mod eval;
 mod replay;
 
+/// glibc's allocator spent about a quarter of `bench kafka` in malloc/free and page
+/// faults (every point owns its key strings); mimalloc's thread-local free lists don't.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use sqlvigil_pipeline::sinks::state::{Role, StateStore};

@@ -581,13 +581,13 @@ struct Origin {
 
 impl Origin {
     fn key(&self, metric: &str, attributes: BTreeMap<String, String>) -> SeriesKey {
-        SeriesKey {
-            instance: self.instance.clone(),
-            host: self.host.clone(),
-            database: self.database.clone(),
-            metric: metric.to_string(),
+        SeriesKey::from_parts(
+            self.instance.clone(),
+            self.host.clone(),
+            self.database.clone(),
+            metric.to_string(),
             attributes,
-        }
+        )
     }
 }
 

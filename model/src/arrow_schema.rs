@@ -202,13 +202,13 @@ pub fn batch_to_samples(batch: &RecordBatch) -> Result<Vec<Sample>, ModelError> 
         out.push(Sample {
             time_ns: time.value(i),
             start_time_ns: start.value(i),
-            key: SeriesKey {
-                instance: instance.value(i).to_string(),
-                host: host.value(i).to_string(),
-                database: database.value(i).to_string(),
-                metric: metric.value(i).to_string(),
-                attributes: serde_json::from_str(attributes.value(i)).unwrap_or_default(),
-            },
+            key: SeriesKey::from_parts(
+                instance.value(i).to_string(),
+                host.value(i).to_string(),
+                database.value(i).to_string(),
+                metric.value(i).to_string(),
+                serde_json::from_str(attributes.value(i)).unwrap_or_default(),
+            ),
             value: value.value(i),
             kind,
             monotonic: monotonic.value(i),

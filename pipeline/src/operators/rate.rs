@@ -166,13 +166,13 @@ impl RateOperator {
         });
         let metric = self.rate_name.get(&s.key.metric, catalogue::rate_name);
         // Built field by field: `SeriesKey::renamed` would clone the old name too.
-        let key = SeriesKey {
-            instance: s.key.instance.clone(),
-            host: s.key.host.clone(),
-            database: s.key.database.clone(),
+        let key = SeriesKey::from_parts(
+            s.key.instance.clone(),
+            s.key.host.clone(),
+            s.key.database.clone(),
             metric,
-            attributes: s.key.attributes.clone(),
-        };
+            s.key.attributes.clone(),
+        );
         Some(Sample {
             unit,
             ..Sample::gauge(key, s.time_ns, delta / secs, "")

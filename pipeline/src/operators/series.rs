@@ -201,13 +201,7 @@ impl CompactKey {
         while let (Some(k), Some(v)) = (attrs.next(), attrs.next()) {
             attributes.insert(k, v);
         }
-        SeriesKey {
-            instance,
-            host,
-            database,
-            metric,
-            attributes,
-        }
+        SeriesKey::from_parts(instance, host, database, metric, attributes)
     }
 
     /// Heap bytes held.

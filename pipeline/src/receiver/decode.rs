@@ -257,13 +257,13 @@ fn series_key(origin: &Origin, metric: &str, attrs: &[KeyValue]) -> SeriesKey {
     if let Some(id) = &origin.service_instance_id {
         attributes.insert("service.instance.id".into(), id.clone());
     }
-    SeriesKey {
-        instance: origin.instance.clone(),
-        host: origin.host.clone(),
-        database: origin.database.clone(),
-        metric: metric.to_string(),
+    SeriesKey::from_parts(
+        origin.instance.clone(),
+        origin.host.clone(),
+        origin.database.clone(),
+        metric.to_string(),
         attributes,
-    }
+    )
 }
 
 /// Decode validated metrics into samples.
