@@ -45,6 +45,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 /// Encoded requests and their point count.
 pub(crate) fn workload(quick: bool) -> (Vec<Vec<u8>>, u64) {
     let (instances, ticks) = if quick { (20, 40) } else { (50, 200) };
+    fleet_workload(instances, ticks)
+}
+
+/// `ticks` scrapes of `instances` simulated instances, one OTLP request each.
+pub(crate) fn fleet_workload(instances: usize, ticks: u64) -> (Vec<Vec<u8>>, u64) {
     let mut fleet = Fleet::new(FleetConfig {
         instances,
         ..FleetConfig::default()

@@ -186,9 +186,9 @@ fn score(
     for ev in opened {
         let a = &ev.anomaly;
         let t = a.opened_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
-        quiet_alarms += usize::from(quiet.contains(&a.series.instance));
+        quiet_alarms += usize::from(quiet.iter().any(|q| **q == *a.series.instance));
         let during = |l: &IncidentLabel| {
-            l.instance == a.series.instance && t >= l.start_ns && t <= l.end_ns + grace
+            *l.instance == *a.series.instance && t >= l.start_ns && t <= l.end_ns + grace
         };
         let hit = labels.iter().position(|l| l.name == a.rule && during(l));
         let s = scores.entry(a.rule.clone()).or_default();

@@ -53,7 +53,7 @@ fn explain(a: &Anomaly, ctx: &Context) -> (String, Vec<String>) {
     } else {
         format!(" Top waits: {}.", waits.join(", "))
     };
-    match a.series.metric.as_str() {
+    match &*a.series.metric {
         "sqlserver.cpu.utilization" => {
             let batches = latest(ctx, "sqlserver.batch.request.rate.per_second")
                 .map(|b| format!(" Batch requests are at {b:.0}/s."))
@@ -147,7 +147,7 @@ pub fn analyze(
         prompt_version: PROMPT_VERSION.into(),
         anomaly_ids: vec![anomaly.id.clone()],
         fingerprint: anomaly.fingerprint.clone(),
-        instance: anomaly.series.instance.clone(),
+        instance: anomaly.series.instance.to_string(),
         summary,
         recommended_actions,
         supporting_metrics,

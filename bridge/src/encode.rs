@@ -75,7 +75,7 @@ struct MetricDoc<'a> {
 }
 
 fn metric_struct(s: &Sample) -> MetricDoc<'_> {
-    let name = s.key.metric.as_str();
+    let name = &*s.key.metric;
     let is = |alias: &str| catalogue::resolve_alias(alias) == Some(name);
     let wait = name == "sqlserver.os.wait.duration";
     MetricDoc {
@@ -152,9 +152,12 @@ pub fn anomaly_doc(a: &Anomaly) -> Value {
         m.insert("@timestamp".into(), Value::String(a.opened_at.to_rfc3339()));
         m.insert(
             "instance_name".into(),
-            Value::String(a.series.instance.clone()),
+            Value::String(a.series.instance.to_string()),
         );
-        m.insert("metric_name".into(), Value::String(a.series.metric.clone()));
+        m.insert(
+            "metric_name".into(),
+            Value::String(a.series.metric.to_string()),
+        );
     }
     doc
 }

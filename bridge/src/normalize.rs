@@ -28,7 +28,7 @@
 //!     "timestamp": "2026-11-29T18:00:00Z", "instance_name": "sql1", "cpu_percent": 91.5}});
 //! let doc = normalize::hit(&hit).unwrap();
 //! assert_eq!(doc.layout, Layout::Flat);
-//! assert_eq!(doc.samples[0].key.metric, "sqlserver.cpu.utilization");
+//! assert_eq!(&*doc.samples[0].key.metric, "sqlserver.cpu.utilization");
 //! ```
 //!
 //! Choices worth knowing:
@@ -174,8 +174,8 @@ pub fn hits(hits: &[Value]) -> (Vec<Document>, Vec<Malformed>) {
 /// (`cpu_percent`), `None` matches anything.
 pub fn series_matches(sample: &Sample, metric: Option<&str>, instance: Option<&str>) -> bool {
     let metric_ok =
-        metric.is_none_or(|m| sample.key.metric == catalogue::resolve_alias(m).unwrap_or(m));
-    metric_ok && instance.is_none_or(|i| sample.key.instance == i)
+        metric.is_none_or(|m| &*sample.key.metric == catalogue::resolve_alias(m).unwrap_or(m));
+    metric_ok && instance.is_none_or(|i| &*sample.key.instance == i)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -606,7 +606,7 @@ fn catalogue_sample(
         value,
         kind: def.kind,
         monotonic: def.monotonic,
-        unit: def.unit.to_string(),
+        unit: def.unit.into(),
         histogram: None,
     }
 }
@@ -681,7 +681,9 @@ fn sqlvigil_metric(f: &mut Fields) -> Result<Parts, String> {
         value,
         kind,
         monotonic: monotonic.unwrap_or(def.is_some_and(|d| d.monotonic)),
-        unit: unit.unwrap_or_else(|| def.map_or("", |d| d.unit).to_string()),
+        unit: unit
+            .unwrap_or_else(|| def.map_or("", |d| d.unit).to_string())
+            .into(),
         histogram,
     };
     let mut parts = flat_events(f, &origin, time_ns)?;
@@ -997,7 +999,7 @@ fn otel_metrics(f: &mut Fields, mut origin: Origin) -> Result<Parts, String> {
             value,
             kind,
             monotonic,
-            unit,
+            unit: unit.into(),
             histogram,
         });
     }
@@ -1292,10 +1294,10 @@ mod tests {
         assert_eq!(doc.time.timestamp_nanos_opt(), Some(T0 + 123_456_789));
         // The flat copies describe the same point: one sample, and not "unknown".
         let s = only_sample(doc);
-        assert_eq!(s.key.instance, "sql1");
-        assert_eq!(s.key.host, "db-host-1");
-        assert_eq!(s.key.database, "sales");
-        assert_eq!(s.key.metric, "sqlserver.os.wait.duration");
+        assert_eq!(&*s.key.instance, "sql1");
+        assert_eq!(&*s.key.host, "db-host-1");
+        assert_eq!(&*s.key.database, "sales");
+        assert_eq!(&*s.key.metric, "sqlserver.os.wait.duration");
         assert_eq!(
             s.key.attributes,
             attrs(&[("wait.category", "Lock"), ("wait.type", "LCK_M_X")])
@@ -1303,7 +1305,7 @@ mod tests {
         assert_eq!(s.value, 12.5);
         assert_eq!(s.kind, MetricKind::CumulativeSum);
         assert!(s.monotonic);
-        assert_eq!(s.unit, "s");
+        assert_eq!(&*s.unit, "s");
         assert_eq!(s.time_ns, T0 + 123_456_789);
         assert_eq!(s.start_time_ns, T0 - 3600 * SEC);
         assert_eq!(s.histogram, None);
@@ -1330,14 +1332,14 @@ mod tests {
         let docs = documents(SQLVIGIL_METRICS);
         let doc = &docs["sv-cpu"];
         let s = only_sample(doc);
-        assert_eq!(s.key.database, "");
+        assert_eq!(&*s.key.database, "");
         assert!(s.key.attributes.is_empty());
-        assert_eq!(s.key.metric, "sqlserver.cpu.utilization");
+        assert_eq!(&*s.key.metric, "sqlserver.cpu.utilization");
         assert_eq!(
             (s.value, s.kind, s.monotonic),
             (42.5, MetricKind::Gauge, false)
         );
-        assert_eq!(s.unit, "%");
+        assert_eq!(&*s.unit, "%");
         assert_eq!(s.time_ns, T0 + SEC);
         assert_eq!(s.start_time_ns, 0);
         assert!(doc.extra.is_empty(), "{:?}", doc.extra);
@@ -1367,7 +1369,7 @@ mod tests {
             ])
         );
         // Not in the catalogue and no `metric.monotonic`: not monotonic.
-        assert_eq!(s.unit, "s");
+        assert_eq!(&*s.unit, "s");
         assert!(!s.monotonic);
     }
 
@@ -1411,16 +1413,13 @@ mod tests {
         let doc = &docs["flat-snapshot"];
         assert_eq!(doc.layout, Layout::Flat);
         assert_eq!(doc.time.timestamp_nanos_opt(), Some(T0 + 5 * SEC));
-        let by_metric: BTreeMap<&str, &Sample> = doc
-            .samples
-            .iter()
-            .map(|s| (s.key.metric.as_str(), s))
-            .collect();
+        let by_metric: BTreeMap<&str, &Sample> =
+            doc.samples.iter().map(|s| (&*s.key.metric, s)).collect();
         assert_eq!(by_metric.len(), 3, "{:?}", doc.samples);
 
         let cpu = by_metric["sqlserver.cpu.utilization"];
         assert_eq!(
-            (cpu.value, cpu.kind, cpu.unit.as_str()),
+            (cpu.value, cpu.kind, &*cpu.unit),
             (91.5, MetricKind::Gauge, "%")
         );
         assert_eq!(
@@ -1436,7 +1435,7 @@ mod tests {
             (wait.kind, wait.monotonic),
             (MetricKind::CumulativeSum, true)
         );
-        assert_eq!(wait.unit, "s");
+        assert_eq!(&*wait.unit, "s");
         assert_eq!(
             wait.key.attributes,
             attrs(&[("wait.type", "PAGEIOLATCH_SH")])
@@ -1447,7 +1446,7 @@ mod tests {
             (io.value, io.kind, io.monotonic),
             (1_048_576.0, MetricKind::CumulativeSum, true)
         );
-        assert_eq!(io.unit, "By");
+        assert_eq!(&*io.unit, "By");
         assert_eq!(io.key.attributes, attrs(&[("direction", "read")]));
 
         // blocking_session_id 0 means "not blocked".
@@ -1527,17 +1526,17 @@ mod tests {
         let doc = &docs["otel-wait-dotted"];
         assert_eq!(doc.layout, Layout::OtelMapping);
         let s = only_sample(doc);
-        assert_eq!(s.key.instance, "sql1");
-        assert_eq!(s.key.host, "db-host-1");
-        assert_eq!(s.key.database, "sales");
-        assert_eq!(s.key.metric, "sqlserver.os.wait.duration");
+        assert_eq!(&*s.key.instance, "sql1");
+        assert_eq!(&*s.key.host, "db-host-1");
+        assert_eq!(&*s.key.database, "sales");
+        assert_eq!(&*s.key.metric, "sqlserver.os.wait.duration");
         assert_eq!(
             s.key.attributes,
             attrs(&[("wait.category", "Lock"), ("wait.type", "LCK_M_X")])
         );
         assert_eq!(s.value, 12.5);
         assert_eq!((s.kind, s.monotonic), (MetricKind::CumulativeSum, true));
-        assert_eq!(s.unit, "s");
+        assert_eq!(&*s.unit, "s");
         // The exporter's "<millis>.<nanos>" form.
         assert_eq!(s.time_ns, T0 + 123_456_789);
         assert_eq!(s.start_time_ns, T0 - 3600 * SEC);
@@ -1561,23 +1560,20 @@ mod tests {
         let doc = &docs["otel-perf-counters"];
         // No sqlserver.instance.name: service.instance.id names the instance.
         assert_eq!(doc.instance, "db-host-2:1433");
-        let by_metric: BTreeMap<&str, &Sample> = doc
-            .samples
-            .iter()
-            .map(|s| (s.key.metric.as_str(), s))
-            .collect();
+        let by_metric: BTreeMap<&str, &Sample> =
+            doc.samples.iter().map(|s| (&*s.key.metric, s)).collect();
         assert_eq!(by_metric.len(), 3);
         let rate = by_metric["sqlserver.batch.request.rate"];
         assert_eq!(
-            (rate.value, rate.kind, rate.unit.as_str()),
+            (rate.value, rate.kind, &*rate.unit),
             (120.0, MetricKind::Gauge, "{requests}/s")
         );
-        assert_eq!(rate.key.host, "db-host-2");
+        assert_eq!(&*rate.key.host, "db-host-2");
         let ple = by_metric["sqlserver.page.life_expectancy"];
-        assert_eq!((ple.value, ple.unit.as_str()), (300.0, "s"));
+        assert_eq!((ple.value, &*ple.unit), (300.0, "s"));
         let custom = by_metric["vendor.custom.metric"];
         assert_eq!(
-            (custom.value, custom.kind, custom.unit.as_str()),
+            (custom.value, custom.kind, &*custom.unit),
             (7.0, MetricKind::Gauge, "")
         );
         let extra: Vec<&String> = doc.extra.keys().collect();
@@ -1588,14 +1584,8 @@ mod tests {
     fn otel_unknown_metric_takes_the_document_unit_and_host_fallback() {
         let docs = documents(OTEL_METRICS);
         let s = only_sample(&docs["otel-host-only"]);
-        assert_eq!(
-            (s.key.instance.as_str(), s.key.host.as_str()),
-            ("db-host-3", "db-host-3")
-        );
-        assert_eq!(
-            (s.value, s.kind, s.unit.as_str()),
-            (3.5, MetricKind::Gauge, "ms")
-        );
+        assert_eq!((&*s.key.instance, &*s.key.host), ("db-host-3", "db-host-3"));
+        assert_eq!((s.value, s.kind, &*s.unit), (3.5, MetricKind::Gauge, "ms"));
         assert_eq!(s.time_ns, T0 + 15 * SEC);
     }
 
@@ -1603,7 +1593,7 @@ mod tests {
     fn otel_histogram_is_an_approximate_sum_with_its_count() {
         let docs = documents(OTEL_METRICS);
         let s = only_sample(&docs["otel-histogram"]);
-        assert_eq!(s.key.metric, "db.server.query.duration");
+        assert_eq!(&*s.key.metric, "db.server.query.duration");
         assert_eq!(s.kind, MetricKind::Histogram);
         assert_eq!(s.value, 2.0 * 0.5 + 3.0 * 1.5);
         assert_eq!(s.histogram.as_ref().map(|h| h.count), Some(5));

@@ -306,8 +306,8 @@ fn metric_query(f: &MetricFilter) -> Value {
 
 fn sample_matches(s: &Sample, f: &MetricFilter) -> bool {
     f.series_id.is_none_or(|id| s.key.id() == id)
-        && f.metric.as_deref().is_none_or(|m| s.key.metric == m)
-        && f.instance.as_deref().is_none_or(|i| s.key.instance == i)
+        && f.metric.as_deref().is_none_or(|m| &*s.key.metric == m)
+        && f.instance.as_deref().is_none_or(|i| &*s.key.instance == i)
         && Range {
             from_ns: f.from_ns,
             to_ns: f.to_ns,
@@ -337,12 +337,12 @@ pub async fn series(es: &Elastic, o: &ReadOptions, f: &MetricFilter) -> Result<A
             let time = sqlvigil_model::ns_to_datetime(s.time_ns);
             let e = by_id.entry(s.key.id()).or_insert_with(|| SeriesInfo {
                 id: s.key.id_hex(),
-                instance: s.key.instance.clone(),
-                host: s.key.host.clone(),
-                database: s.key.database.clone(),
-                metric: s.key.metric.clone(),
+                instance: s.key.instance.to_string(),
+                host: s.key.host.to_string(),
+                database: s.key.database.to_string(),
+                metric: s.key.metric.to_string(),
                 attributes: s.key.attributes.clone(),
-                unit: s.unit.clone(),
+                unit: s.unit.to_string(),
                 kind: s.kind.as_str().into(),
                 points: 0,
                 last_time: time,

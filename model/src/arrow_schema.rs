@@ -53,11 +53,32 @@ pub fn sample_schema() -> SchemaRef {
     SAMPLE_SCHEMA.clone()
 }
 
+/// A dictionary column from `values`, appended a run at a time: points of one request
+/// share instance, host and database, and points of one metric its name and unit, so
+/// most rows repeat the row before and need no dictionary lookup.
+fn dictionary<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    let mut b = StringDictionaryBuilder::<Int32Type>::new();
+    let mut run: Option<(&str, usize)> = None;
+    for v in values {
+        match &mut run {
+            Some((prev, n)) if std::ptr::eq(*prev, v) || *prev == v => *n += 1,
+            _ => {
+                if let Some((prev, n)) = run {
+                    b.append_values(prev, n);
+                }
+                run = Some((v, 1));
+            }
+        }
+    }
+    if let Some((prev, n)) = run {
+        b.append_values(prev, n);
+    }
+    Arc::new(b.finish())
+}
+
 /// Build one record batch from samples (in the given order).
 pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, ModelError> {
     let n = samples.len();
-    let mut dicts: Vec<StringDictionaryBuilder<Int32Type>> =
-        (0..7).map(|_| StringDictionaryBuilder::new()).collect();
     let mut monotonic = BooleanBuilder::with_capacity(n);
     let mut hist_count = UInt64Builder::with_capacity(n);
     let mut hist_bounds = ListBuilder::new(Float64Builder::new());
@@ -66,25 +87,10 @@ pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, ModelError> {
     let mut attrs_cache: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     let ids: Vec<u64> = samples.iter().map(|s| s.key.id()).collect();
     for (s, id) in samples.iter().zip(&ids) {
-        let attrs = if s.key.attributes.is_empty() {
-            "{}"
-        } else {
+        if !s.key.attributes.is_empty() {
             attrs_cache
                 .entry(*id)
-                .or_insert_with(|| s.key.attributes_json())
-                .as_str()
-        };
-        let cols = [
-            s.key.instance.as_str(),
-            &s.key.host,
-            &s.key.database,
-            &s.key.metric,
-            attrs,
-            s.kind.as_str(),
-            &s.unit,
-        ];
-        for (b, v) in dicts.iter_mut().zip(cols) {
-            b.append_value(v);
+                .or_insert_with(|| s.key.attributes_json());
         }
         monotonic.append_value(s.monotonic);
         match &s.histogram {
@@ -100,29 +106,30 @@ pub fn samples_to_batch(samples: &[Sample]) -> Result<RecordBatch, ModelError> {
             }
         }
     }
+    let attributes = dictionary(samples.iter().zip(&ids).map(|(s, id)| {
+        attrs_cache
+            .get(id)
+            .filter(|_| !s.key.attributes.is_empty())
+            .map_or("{}", String::as_str)
+    }));
     let time = TimestampNanosecondArray::from_iter_values(samples.iter().map(|s| s.time_ns))
         .with_timezone("UTC");
     let start = TimestampNanosecondArray::from_iter_values(samples.iter().map(|s| s.start_time_ns))
         .with_timezone("UTC");
-    let ids = UInt64Array::from(ids);
     let values = Float64Array::from_iter_values(samples.iter().map(|s| s.value));
-    let mut d = dicts
-        .into_iter()
-        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut next = || d.next().ok_or(ModelError::Column("dictionary"));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(time),
         Arc::new(start),
-        Arc::new(ids),
-        next()?,
-        next()?,
-        next()?,
-        next()?,
-        next()?,
+        Arc::new(UInt64Array::from(ids)),
+        dictionary(samples.iter().map(|s| &*s.key.instance)),
+        dictionary(samples.iter().map(|s| &*s.key.host)),
+        dictionary(samples.iter().map(|s| &*s.key.database)),
+        dictionary(samples.iter().map(|s| &*s.key.metric)),
+        attributes,
         Arc::new(values),
-        next()?,
+        dictionary(samples.iter().map(|s| s.kind.as_str())),
         Arc::new(monotonic.finish()),
-        next()?,
+        dictionary(samples.iter().map(|s| &*s.unit)),
         Arc::new(hist_count.finish()),
         Arc::new(hist_bounds.finish()),
         Arc::new(hist_buckets.finish()),
@@ -203,16 +210,16 @@ pub fn batch_to_samples(batch: &RecordBatch) -> Result<Vec<Sample>, ModelError> 
             time_ns: time.value(i),
             start_time_ns: start.value(i),
             key: SeriesKey::from_parts(
-                instance.value(i).to_string(),
-                host.value(i).to_string(),
-                database.value(i).to_string(),
-                metric.value(i).to_string(),
+                instance.value(i),
+                host.value(i),
+                database.value(i),
+                metric.value(i),
                 serde_json::from_str(attributes.value(i)).unwrap_or_default(),
             ),
             value: value.value(i),
             kind,
             monotonic: monotonic.value(i),
-            unit: unit.value(i).to_string(),
+            unit: unit.value(i).into(),
             histogram,
         });
     }

@@ -31,7 +31,7 @@ pub mod summary;
 pub use anomaly::{Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, EvidencePoint, Severity};
 pub use insight::{AnalysisFailure, Insight};
 pub use log::LogRecord;
-pub use sample::{HistogramPoint, MetricKind, Sample, SeriesKey};
+pub use sample::{HistogramPoint, IdPrefix, MetricKind, Sample, SeriesKey};
 pub use summary::{BlockingEvent, IoSummary, TopQuery, WaitSummary};
 
 /// Errors raised while converting between the typed and columnar forms.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// How a point's value must be read, following the OTLP data point types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -43,6 +44,8 @@ impl MetricKind {
 /// Identity of one time series: where it comes from, what it measures and the
 /// point attributes (e.g. `wait.type`, `direction`) that split it.
 ///
+/// The source fields and the metric name are shared (`Arc<str>`): every point of one
+/// OTLP resource and metric points at the same strings instead of owning copies.
 /// The fields are public for reading; build keys with [`SeriesKey::new`],
 /// [`SeriesKey::from_parts`], [`SeriesKey::with_attr`] or [`SeriesKey::renamed`], and do
 /// not change a key's fields once its [`id`](SeriesKey::id) was taken: the id is
@@ -50,13 +53,13 @@ impl MetricKind {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SeriesKey {
     /// `sqlserver.instance.name` (falls back to `service.instance.id`, then `host.name`).
-    pub instance: String,
+    pub instance: Arc<str>,
     /// `host.name` (or `server.address`).
-    pub host: String,
+    pub host: Arc<str>,
     /// `sqlserver.database.name`, empty for instance-wide metrics.
-    pub database: String,
+    pub database: Arc<str>,
     /// Metric name as the Collector's `sqlserver` receiver spells it.
-    pub metric: String,
+    pub metric: Arc<str>,
     /// Point attributes, sorted by key.
     pub attributes: BTreeMap<String, String>,
     #[serde(skip)]
@@ -100,6 +103,22 @@ impl std::hash::Hash for IdMemo {
     fn hash<H: Hasher>(&self, _: &mut H) {}
 }
 
+/// The id hash state after a key's instance, host, database and metric, shared by
+/// every key with those four (see [`SeriesKey::with_id_prefix`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdPrefix(u64);
+
+impl IdPrefix {
+    pub fn new(instance: &str, host: &str, database: &str, metric: &str) -> Self {
+        let mut h = fnv::FnvHasher::default();
+        for part in [instance, host, database, metric] {
+            h.write(part.as_bytes());
+            h.write_u8(0xff);
+        }
+        IdPrefix(h.finish())
+    }
+}
+
 impl std::fmt::Debug for SeriesKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SeriesKey")
@@ -114,28 +133,22 @@ impl std::fmt::Debug for SeriesKey {
 
 impl SeriesKey {
     pub fn new(instance: &str, host: &str, database: &str, metric: &str) -> Self {
-        Self::from_parts(
-            instance.to_string(),
-            host.to_string(),
-            database.to_string(),
-            metric.to_string(),
-            BTreeMap::new(),
-        )
+        Self::from_parts(instance, host, database, metric, BTreeMap::new())
     }
 
-    /// A key from owned parts (no copies).
+    /// A key from its parts (shared strings are not copied).
     pub fn from_parts(
-        instance: String,
-        host: String,
-        database: String,
-        metric: String,
+        instance: impl Into<Arc<str>>,
+        host: impl Into<Arc<str>>,
+        database: impl Into<Arc<str>>,
+        metric: impl Into<Arc<str>>,
         attributes: BTreeMap<String, String>,
     ) -> Self {
         SeriesKey {
-            instance,
-            host,
-            database,
-            metric,
+            instance: instance.into(),
+            host: host.into(),
+            database: database.into(),
+            metric: metric.into(),
             attributes,
             memo: IdMemo::default(),
         }
@@ -165,11 +178,13 @@ impl SeriesKey {
     }
 
     fn compute_id(&self) -> u64 {
-        let mut h = fnv::FnvHasher::default();
-        for part in [&self.instance, &self.host, &self.database, &self.metric] {
-            h.write(part.as_bytes());
-            h.write_u8(0xff);
-        }
+        let head = IdPrefix::new(&self.instance, &self.host, &self.database, &self.metric);
+        self.id_after(head)
+    }
+
+    /// The id, hashing only the attributes after `head`.
+    fn id_after(&self, head: IdPrefix) -> u64 {
+        let mut h = fnv::FnvHasher::with_key(head.0);
         for (k, v) in &self.attributes {
             h.write(k.as_bytes());
             h.write_u8(b'=');
@@ -177,6 +192,20 @@ impl SeriesKey {
             h.write_u8(0xfe);
         }
         h.finish()
+    }
+
+    /// This key with its id taken from `head`, the [`IdPrefix`] of its own instance,
+    /// host, database and metric: a decoder building every point of one metric hashes
+    /// those once, not once per point.
+    pub fn with_id_prefix(self, head: IdPrefix) -> Self {
+        debug_assert_eq!(
+            head.0,
+            IdPrefix::new(&self.instance, &self.host, &self.database, &self.metric).0,
+            "the id prefix of another key"
+        );
+        let id = self.id_after(head);
+        self.memo.0.store(id, Ordering::Relaxed);
+        self
     }
 
     /// The id as 16 lowercase hex digits, the form the API uses.
@@ -195,7 +224,7 @@ impl SeriesKey {
             self.instance.clone(),
             self.host.clone(),
             self.database.clone(),
-            metric.to_string(),
+            metric,
             self.attributes.clone(),
         )
     }
@@ -222,7 +251,7 @@ pub struct Sample {
     /// OTLP `is_monotonic` for sums; false otherwise.
     pub monotonic: bool,
     /// UCUM unit as sent (`%`, `s`, `{requests}/s`, …).
-    pub unit: String,
+    pub unit: Arc<str>,
     pub histogram: Option<HistogramPoint>,
 }
 
@@ -236,7 +265,7 @@ impl Sample {
             value,
             kind: MetricKind::Gauge,
             monotonic: false,
-            unit: unit.to_string(),
+            unit: unit.into(),
             histogram: None,
         }
     }

@@ -143,15 +143,15 @@ impl AnalyticsService {
             let mut attributes = s.key.attributes;
             // Per-database series would otherwise look alike.
             if !s.key.database.is_empty() {
-                attributes.insert(DATABASE_ATTR.into(), s.key.database);
+                attributes.insert(DATABASE_ATTR.into(), s.key.database.to_string());
             }
             latest.insert(
                 id,
                 RelatedMetric {
-                    metric: s.key.metric,
+                    metric: s.key.metric.to_string(),
                     attributes,
                     value: s.value,
-                    unit: s.unit,
+                    unit: s.unit.to_string(),
                 },
             );
         }

@@ -352,7 +352,10 @@ fn run_partition(
     stats: &Stats,
 ) -> (Chain, Result<Vec<AnomalyEvent>>) {
     let mut stored = Vec::new();
-    let mut mb = MicroBatch::default();
+    let mut mb = MicroBatch {
+        samples: chain.take_buffer(),
+        events: Vec::new(),
+    };
     let mut last = None;
     for d in records {
         if d.offset < chain.judged_below() {
@@ -367,10 +370,15 @@ fn run_partition(
             Stats::add(&stats.processed_points, mb.samples.len() as u64);
             chain.process(last, &mut mb)?;
         }
-        stored.append(&mut mb.samples);
+        if stored.is_empty() {
+            std::mem::swap(&mut stored, &mut mb.samples);
+        } else {
+            stored.append(&mut mb.samples);
+        }
         sink.write_samples(&stored)?;
-        Ok(mb.events)
+        Ok(std::mem::take(&mut mb.events))
     })();
+    chain.give_back(stored);
     (chain, result)
 }
 
@@ -554,7 +562,7 @@ impl TelemetryWorker {
         for ev in events {
             self.state.upsert_anomaly(&ev.anomaly)?;
             records.push(Record {
-                key: ev.anomaly.series.instance.clone().into_bytes().into(),
+                key: ev.anomaly.series.instance.as_bytes().to_vec().into(),
                 payload: serde_json::to_vec(ev)?.into(),
             });
             tracing::info!(

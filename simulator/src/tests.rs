@@ -152,7 +152,7 @@ fn metrics_match_the_catalogue() {
                 for m in &sm.metrics {
                     let def = catalogue::metric(&m.name)
                         .unwrap_or_else(|| panic!("{} not in catalogue", m.name));
-                    assert_eq!(m.unit, def.unit, "{}", m.name);
+                    assert_eq!(&*m.unit, def.unit, "{}", m.name);
                     assert_eq!(m.description, def.description, "{}", m.name);
                     let dps = match (&m.data, def.kind) {
                         (Some(Data::Gauge(g)), MetricKind::Gauge) => &g.data_points,

@@ -23,6 +23,7 @@ use crate::sinks::state::StateStore;
 use crate::stats::Stats;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use sqlvigil_model::Sample;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -90,6 +91,9 @@ pub struct Chain {
     dirty: bool,
     /// Newest event time this chain has been told about (its own points or a tick).
     seen_until: i64,
+    /// The last batch's sample vector, emptied, for the next batch: growing a fresh one
+    /// per batch (tens of MB) cost page faults and copies on every batch.
+    spare: Vec<Sample>,
 }
 
 /// The operator chains of the partitions this process owns.
@@ -175,6 +179,18 @@ impl Chain {
     pub fn seen_until(&self) -> i64 {
         self.seen_until
     }
+
+    /// An empty sample vector, with the capacity of an earlier batch's when one was
+    /// given back.
+    pub fn take_buffer(&mut self) -> Vec<Sample> {
+        std::mem::take(&mut self.spare)
+    }
+
+    /// Keep `samples`' allocation for the next batch.
+    pub fn give_back(&mut self, mut samples: Vec<Sample>) {
+        samples.clear();
+        self.spare = samples;
+    }
 }
 
 /// A broker that is briefly away should not stop the worker: try a few times.
@@ -234,6 +250,7 @@ async fn load(
         next_offset: None,
         dirty: false,
         seen_until: i64::MIN,
+        spare: Vec::new(),
     })
 }
 

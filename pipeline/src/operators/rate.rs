@@ -71,9 +71,9 @@ pub struct RateOperator {
     /// Metric name → whether it is a raw-counter gauge (catalogue lookup).
     raw_counter: Memo<bool>,
     /// Metric name → its rate series' name.
-    rate_name: Memo<String>,
+    rate_name: Memo<Arc<str>>,
     /// Unit → the rate's unit.
-    rate_unit: Memo<String>,
+    rate_unit: Memo<Arc<str>>,
 }
 
 impl RateOperator {
@@ -159,12 +159,14 @@ impl RateOperator {
         }
         let unit = self.rate_unit.get(&s.unit, |u| {
             if u.ends_with("/s") {
-                u.to_string()
+                u.into()
             } else {
-                format!("{u}/s")
+                format!("{u}/s").into()
             }
         });
-        let metric = self.rate_name.get(&s.key.metric, catalogue::rate_name);
+        let metric = self
+            .rate_name
+            .get(&s.key.metric, |m| catalogue::rate_name(m).into());
         // Built field by field: `SeriesKey::renamed` would clone the old name too.
         let key = SeriesKey::from_parts(
             s.key.instance.clone(),
@@ -198,12 +200,12 @@ const OPERATIONS_RATE: &str = "sqlserver.database.operations.per_second";
 fn latency_per_operation(rates: &[Sample]) -> Vec<Sample> {
     let ops: HashMap<(u64, i64), f64> = rates
         .iter()
-        .filter(|s| s.key.metric == OPERATIONS_RATE)
+        .filter(|s| &*s.key.metric == OPERATIONS_RATE)
         .map(|s| ((s.key.renamed("").id(), s.time_ns), s.value))
         .collect();
     rates
         .iter()
-        .filter(|s| s.key.metric == LATENCY_RATE)
+        .filter(|s| &*s.key.metric == LATENCY_RATE)
         .filter_map(|s| {
             let per_second = ops
                 .get(&(s.key.renamed("").id(), s.time_ns))
@@ -350,7 +352,7 @@ mod tests {
         let per_op: Vec<f64> = batch
             .samples
             .iter()
-            .filter(|s| s.key.metric == catalogue::LATENCY_PER_OPERATION)
+            .filter(|s| &*s.key.metric == catalogue::LATENCY_PER_OPERATION)
             .map(|s| s.value)
             .collect();
         assert_eq!(per_op, vec![0.02], "2 s of stall over 100 operations");

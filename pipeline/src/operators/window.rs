@@ -168,7 +168,7 @@ impl WindowConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Panes {
     key: SeriesKey,
-    unit: String,
+    unit: Arc<str>,
     /// (pane start, values), oldest first.
     panes: VecDeque<(i64, Vec<f64>)>,
     /// Windows ending at or before this were emitted.
@@ -212,7 +212,7 @@ impl Window {
 
     fn selects(&self, s: &Sample) -> bool {
         matches!(s.kind, MetricKind::Gauge | MetricKind::CumulativeSum)
-            && self.config.metrics.contains(&s.key.metric)
+            && self.config.metrics.iter().any(|m| **m == *s.key.metric)
     }
 
     /// Keep `s` in its pane unless every window containing it is already out (or was
@@ -402,8 +402,8 @@ mod tests {
             .iter()
             .map(|s| {
                 (
-                    s.key.instance.clone(),
-                    s.key.metric.clone(),
+                    s.key.instance.to_string(),
+                    s.key.metric.to_string(),
                     s.time_ns / S,
                     s.value,
                 )

@@ -11,8 +11,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use sqlvigil_model::{HistogramPoint, LogRecord, MetricKind, Sample, SeriesKey};
+use sqlvigil_model::{HistogramPoint, IdPrefix, LogRecord, MetricKind, Sample, SeriesKey};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// OTLP's "no recorded value" data point flag.
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
@@ -179,9 +180,9 @@ fn attr_map(attrs: &[KeyValue]) -> BTreeMap<String, String> {
 /// Where a resource's telemetry comes from: instance, host, database and extra identity.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Origin {
-    pub instance: String,
-    pub host: String,
-    pub database: String,
+    pub instance: Arc<str>,
+    pub host: Arc<str>,
+    pub database: Arc<str>,
     /// `service.instance.id` when it is not already the instance name.
     pub service_instance_id: Option<String>,
 }
@@ -206,16 +207,16 @@ pub fn origin(resource: Option<&Resource>) -> Origin {
         ),
     };
     Origin {
-        instance,
-        host,
-        database: get("sqlserver.database.name").unwrap_or_default(),
+        instance: instance.into(),
+        host: host.into(),
+        database: get("sqlserver.database.name").unwrap_or_default().into(),
         service_instance_id,
     }
 }
 
 /// The bus key for a resource: its instance, so one instance stays in one partition.
 pub fn instance_key(resource: Option<&Resource>) -> String {
-    origin(resource).instance
+    origin(resource).instance.to_string()
 }
 
 /// Group resource-level items by instance, keeping their order (bus records keyed by instance).
@@ -252,18 +253,41 @@ pub fn split_logs(req: ExportLogsServiceRequest) -> Vec<(String, ExportLogsServi
         .collect()
 }
 
-fn series_key(origin: &Origin, metric: &str, attrs: &[KeyValue]) -> SeriesKey {
-    let mut attributes = attr_map(attrs);
-    if let Some(id) = &origin.service_instance_id {
-        attributes.insert("service.instance.id".into(), id.clone());
+/// What every point of one metric of one resource shares: the key's leading fields
+/// (shared strings) with their id hash, and the unit.
+struct MetricHead<'a> {
+    origin: &'a Origin,
+    name: Arc<str>,
+    unit: Arc<str>,
+    id: IdPrefix,
+}
+
+impl<'a> MetricHead<'a> {
+    fn new(origin: &'a Origin, m: &Metric) -> Self {
+        let (o, name) = (origin, m.name.as_str());
+        MetricHead {
+            origin,
+            name: name.into(),
+            unit: m.unit.as_str().into(),
+            id: IdPrefix::new(&o.instance, &o.host, &o.database, name),
+        }
     }
-    SeriesKey::from_parts(
-        origin.instance.clone(),
-        origin.host.clone(),
-        origin.database.clone(),
-        metric.to_string(),
-        attributes,
-    )
+
+    fn key(&self, attrs: &[KeyValue]) -> SeriesKey {
+        let mut attributes = attr_map(attrs);
+        if let Some(id) = &self.origin.service_instance_id {
+            attributes.insert("service.instance.id".into(), id.clone());
+        }
+        let o = self.origin;
+        SeriesKey::from_parts(
+            o.instance.clone(),
+            o.host.clone(),
+            o.database.clone(),
+            self.name.clone(),
+            attributes,
+        )
+        .with_id_prefix(self.id)
+    }
 }
 
 /// Decode validated metrics into samples.
@@ -277,17 +301,19 @@ pub fn metrics_to_samples(req: &ExportMetricsServiceRequest, out: &mut Vec<Sampl
 }
 
 fn resource_metric_samples(origin: &Origin, m: &Metric, out: &mut Vec<Sample>) {
+    let head = MetricHead::new(origin, m);
+    let head = &head;
     let number = |p: &NumberDataPoint, kind: MetricKind, monotonic: bool| {
         number_value(p)
             .filter(|v| v.is_finite())
             .map(|value| Sample {
                 time_ns: p.time_unix_nano as i64,
                 start_time_ns: p.start_time_unix_nano as i64,
-                key: series_key(origin, &m.name, &p.attributes),
+                key: head.key(&p.attributes),
                 value,
                 kind,
                 monotonic,
-                unit: m.unit.clone(),
+                unit: head.unit.clone(),
                 histogram: None,
             })
     };
@@ -316,8 +342,7 @@ fn resource_metric_samples(origin: &Origin, m: &Metric, out: &mut Vec<Sample>) {
                 bucket_counts: p.bucket_counts.clone(),
             };
             histogram(
-                origin,
-                m,
+                head,
                 (p.time_unix_nano, p.start_time_unix_nano),
                 &p.attributes,
                 p.sum.unwrap_or(0.0),
@@ -328,8 +353,7 @@ fn resource_metric_samples(origin: &Origin, m: &Metric, out: &mut Vec<Sample>) {
         Some(Data::ExponentialHistogram(h)) => out.extend(h.data_points.iter().map(|p| {
             let times = (p.time_unix_nano, p.start_time_unix_nano);
             histogram(
-                origin,
-                m,
+                head,
                 times,
                 &p.attributes,
                 p.sum.unwrap_or(0.0),
@@ -338,7 +362,7 @@ fn resource_metric_samples(origin: &Origin, m: &Metric, out: &mut Vec<Sample>) {
         })),
         Some(Data::Summary(s)) => out.extend(s.data_points.iter().map(|p| {
             let times = (p.time_unix_nano, p.start_time_unix_nano);
-            histogram(origin, m, times, &p.attributes, p.sum, count_only(p.count))
+            histogram(head, times, &p.attributes, p.sum, count_only(p.count))
         })),
         None => {}
     }
@@ -355,8 +379,7 @@ fn count_only(count: u64) -> HistogramPoint {
 
 /// A histogram-kind sample: `value` is the sum, the rest in `hist`.
 fn histogram(
-    origin: &Origin,
-    m: &Metric,
+    head: &MetricHead,
     (time, start): (u64, u64),
     attrs: &[KeyValue],
     sum: f64,
@@ -365,11 +388,11 @@ fn histogram(
     Sample {
         time_ns: time as i64,
         start_time_ns: start as i64,
-        key: series_key(origin, &m.name, attrs),
+        key: head.key(attrs),
         value: sum,
         kind: MetricKind::Histogram,
         monotonic: false,
-        unit: m.unit.clone(),
+        unit: head.unit.clone(),
         histogram: Some(hist),
     }
 }
@@ -410,8 +433,8 @@ fn resource_logs(rl: &ResourceLogs, out: &mut Vec<LogRecord>) {
                     .get("log.category")
                     .cloned()
                     .unwrap_or_else(|| scope.clone()),
-                instance: origin.instance.clone(),
-                host: origin.host.clone(),
+                instance: origin.instance.to_string(),
+                host: origin.host.to_string(),
                 attributes,
             });
         }
@@ -479,7 +502,7 @@ mod tests {
         let mut samples = Vec::new();
         metrics_to_samples(&req, &mut samples);
         assert_eq!(samples.len(), 1);
-        assert_eq!(samples[0].key.instance, "sql1");
+        assert_eq!(&*samples[0].key.instance, "sql1");
         assert_eq!(samples[0].value, 1.0);
     }
 
@@ -517,9 +540,12 @@ mod tests {
                 kv("host.name", "h")
             ])))
             .instance,
-            "h:1433"
+            "h:1433".into()
         );
-        assert_eq!(origin(Some(&r(vec![kv("host.name", "h")]))).instance, "h");
-        assert_eq!(origin(None).instance, "unknown");
+        assert_eq!(
+            origin(Some(&r(vec![kv("host.name", "h")]))).instance,
+            "h".into()
+        );
+        assert_eq!(origin(None).instance, "unknown".into());
     }
 }

@@ -559,7 +559,7 @@ impl RuleOperator {
             if s.time_ns < horizon {
                 continue;
             }
-            let metric = s.key.metric.as_str();
+            let metric = &*s.key.metric;
             let g = match last {
                 Some((m, g)) if m == metric => g,
                 _ => {
@@ -1120,7 +1120,7 @@ mod tests {
         assert!(run(&mut op, vec![other(50)]).is_empty());
         let ev = run(&mut op, vec![other(61)]);
         assert_eq!(kinds(&ev), vec![AnomalyEventKind::Open]);
-        assert_eq!(ev[0].anomaly.series.metric, "sqlserver.cpu.utilization");
+        assert_eq!(&*ev[0].anomaly.series.metric, "sqlserver.cpu.utilization");
         let ev = run(&mut op, vec![cpu(70, 10.0)]);
         assert_eq!(kinds(&ev), vec![AnomalyEventKind::Resolve]);
     }

@@ -83,13 +83,13 @@ impl Reader for ElasticReader {
                 if !s.key.database.is_empty() {
                     attributes.insert(
                         crate::analytics::DATABASE_ATTR.into(),
-                        s.key.database.clone(),
+                        s.key.database.to_string(),
                     );
                 }
                 MetricStat {
-                    metric: s.key.metric.clone(),
+                    metric: s.key.metric.to_string(),
                     attributes,
-                    unit: s.unit.clone(),
+                    unit: s.unit.to_string(),
                     avg: 0.0,
                     min: f64::INFINITY,
                     max: f64::NEG_INFINITY,
