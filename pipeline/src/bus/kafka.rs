@@ -140,6 +140,12 @@ impl KafkaConfig {
         if !self.options.contains_key("fetch.wait.max.ms") {
             c.set("fetch.wait.max.ms", "100");
         }
+        // Once its prefetch queue is full (64 MB by default) librdkafka stops fetching
+        // and looks again only after this backoff, 1 s by default: the queue drains in
+        // well under that, and the consumer then sat idle for the rest.
+        if !self.options.contains_key("fetch.queue.backoff.ms") {
+            c.set("fetch.queue.backoff.ms", "10");
+        }
         c
     }
 }
