@@ -362,4 +362,40 @@ mod tests {
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch_to_samples(&batch).unwrap(), samples);
     }
+
+    #[test]
+    fn repeated_values_are_appended_as_runs_and_read_back_in_order() {
+        let key = |instance: &str, metric: &str| SeriesKey::new(instance, "h", "", metric);
+        let mut samples = Vec::new();
+        for (i, (instance, metric)) in [
+            ("sql1", "a"),
+            ("sql1", "a"),
+            ("sql1", "b"),
+            ("sql2", "b"),
+            ("sql2", "a"),
+            ("sql1", "a"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let unit = if metric == "a" { "s" } else { "%" };
+            samples.push(Sample::gauge(
+                key(instance, metric),
+                i as i64,
+                i as f64,
+                unit,
+            ));
+        }
+        let batch = samples_to_batch(&samples).unwrap();
+        assert_eq!(batch_to_samples(&batch).unwrap(), samples);
+        let instances = batch
+            .column_by_name("instance")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::DictionaryArray<Int32Type>>()
+            .unwrap()
+            .values()
+            .len();
+        assert_eq!(instances, 2, "one dictionary entry per distinct value");
+    }
 }

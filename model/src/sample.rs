@@ -270,3 +270,55 @@ impl Sample {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_key() -> SeriesKey {
+        SeriesKey::new("sql1", "db-host-1", "", "sqlserver.os.wait.duration")
+            .with_attr("wait.type", "LCK_M_X")
+            .with_attr("wait.category", "Lock")
+    }
+
+    /// FNV-1a 64 written out, independent of the `fnv` crate and of `SeriesKey`.
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    #[test]
+    fn ids_are_fnv1a_of_the_canonical_fields() {
+        // The id names series in URLs, Parquet files and checkpoints: it must not change.
+        let canonical = b"sql1\xffdb-host-1\xff\xffsqlserver.os.wait.duration\xff\
+            wait.category=Lock\xfewait.type=LCK_M_X\xfe";
+        assert_eq!(wait_key().id(), fnv1a(canonical));
+        assert_eq!(wait_key().id_hex(), format!("{:016x}", fnv1a(canonical)));
+    }
+
+    #[test]
+    fn a_remembered_id_never_follows_a_clone_that_changes() {
+        let a = wait_key();
+        let first = a.id();
+        let mut b = a.clone();
+        b.metric = "sqlserver.cpu.utilization".into();
+        assert_ne!(b.id(), first);
+        assert_eq!(a.id(), first);
+        assert_ne!(
+            a.clone().with_attr("wait.type", "PAGEIOLATCH_SH").id(),
+            first
+        );
+        assert_eq!(a.renamed("sqlserver.os.wait.duration").id(), first);
+    }
+
+    #[test]
+    fn a_prefix_hashed_once_gives_the_same_ids() {
+        let head = IdPrefix::new("sql1", "db-host-1", "", "sqlserver.os.wait.duration");
+        let fresh = wait_key();
+        let seeded = wait_key().with_id_prefix(head);
+        assert_eq!(seeded.id(), fresh.id());
+        let bare = SeriesKey::new("sql1", "db-host-1", "", "sqlserver.os.wait.duration");
+        assert_eq!(bare.clone().with_id_prefix(head).id(), bare.id());
+    }
+}

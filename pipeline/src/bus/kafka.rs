@@ -134,21 +134,26 @@ impl KafkaConfig {
                 "session.timeout.ms",
                 self.session_timeout.as_millis().to_string(),
             );
-        // A fetch that finds nothing waits this long on the broker before it is asked
-        // again; brokers that do not answer as soon as data arrives (tansu) otherwise add
-        // up to librdkafka's default 500 ms to every quiet-to-busy transition.
-        if !self.options.contains_key("fetch.wait.max.ms") {
-            c.set("fetch.wait.max.ms", "100");
-        }
-        // Once its prefetch queue is full (64 MB by default) librdkafka stops fetching
-        // and looks again only after this backoff, 1 s by default: the queue drains in
-        // well under that, and the consumer then sat idle for the rest.
-        if !self.options.contains_key("fetch.queue.backoff.ms") {
-            c.set("fetch.queue.backoff.ms", "10");
+        for (k, v) in CONSUMER_DEFAULTS {
+            if !self.options.contains_key(k) {
+                c.set(k, v);
+            }
         }
         c
     }
 }
+
+/// librdkafka consumer settings sqlvigil changes unless `options` names them:
+/// - `fetch.wait.max.ms`: a fetch that finds nothing waits this long on the broker
+///   before it is asked again; brokers that do not answer as soon as data arrives
+///   (tansu) otherwise add up to the 500 ms default to every quiet-to-busy transition;
+/// - `fetch.queue.backoff.ms`: once its prefetch queue is full (64 MB by default)
+///   librdkafka looks again only after this; the queue drains in well under the 1 s
+///   default, and the consumer then sat idle for the rest.
+const CONSUMER_DEFAULTS: [(&str, &str); 2] = [
+    ("fetch.wait.max.ms", "100"),
+    ("fetch.queue.backoff.ms", "10"),
+];
 
 /// Feeds librdkafka's statistics into the self metrics.
 #[derive(Clone)]
@@ -656,5 +661,22 @@ impl Subscription for KafkaSubscription {
                 .map(|e| e.partition().max(0) as u32)
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_defaults_yield_to_options() {
+        let mut cfg = KafkaConfig::default();
+        let c = cfg.consumer("g");
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+        cfg.options
+            .insert("fetch.queue.backoff.ms".into(), "250".into());
+        assert_eq!(cfg.consumer("g").get("fetch.queue.backoff.ms"), Some("250"));
+        assert_eq!(cfg.consumer("g").get("fetch.wait.max.ms"), Some("100"));
     }
 }
