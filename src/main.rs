@@ -1,23 +1,23 @@
-//! The `sqlvigil` binary: CLI wiring only. Every command builds components from the
-//! library crates; nothing here processes data itself.
+//! The `sqlvigil` binary: the command line and one file per command. Every command's
+//! work is done by the library crates (`sqlvigil-runtime` and below); this crate parses
+//! arguments, prints, and turns errors into exit codes.
 
-mod bench;
-mod bench_elastic;
-mod bench_kafka;
-mod bench_operators;
 mod demo;
 mod eval;
 mod replay;
+mod run;
+mod simulate;
+mod token;
+mod validate;
 
 /// glibc's allocator spent about a quarter of `bench kafka` in malloc/free and page
 /// faults (every point owns its key strings); mimalloc's thread-local free lists don't.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use sqlvigil_pipeline::sinks::state::{Role, StateStore};
-use sqlvigil_pipeline::Config;
+use sqlvigil_runtime::Config;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -44,33 +44,18 @@ enum Command {
     /// Everything in one process with a simulated fleet feeding it.
     Demo(demo::DemoArgs),
     /// Send simulated SQL Server telemetry to an OTLP endpoint.
-    Simulate(demo::SimulateArgs),
+    Simulate(simulate::SimulateArgs),
     /// Check a config file without running it.
     Validate { config: PathBuf },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
-        command: TokenCommand,
+        command: token::TokenCommand,
     },
-    /// Measure throughput (`sqlvigil bench ingest|operators|elastic|kafka [--quick]`).
-    Bench(bench::BenchArgs),
     /// Measure detection quality of the rules on simulated incidents (`--quick`).
     Eval(eval::EvalArgs),
     /// Re-run stored telemetry through the operators (same input → same anomalies).
     Replay(replay::ReplayArgs),
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Create a token and print it (only its hash is stored).
-    Create {
-        #[arg(long, value_parser = ["admin", "operator", "viewer"])]
-        role: String,
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long, default_value = "cli")]
-        name: String,
-    },
 }
 
 /// Command-line overrides of the config file.
@@ -132,37 +117,11 @@ fn execute(cli: Cli) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.command {
-            Command::Run { config, overrides } => {
-                let mut cfg = Config::load(&config)
-                    .with_context(|| format!("loading {}", config.display()))?;
-                overrides.apply(&mut cfg);
-                cfg.validate()?;
-                demo::run_pipeline(cfg, None).await
-            }
+            Command::Run { config, overrides } => run::run(&config, &overrides).await,
             Command::Demo(args) => demo::demo(args).await,
-            Command::Simulate(args) => demo::simulate(args).await,
-            Command::Validate { config } => {
-                let cfg = Config::load(&config)?;
-                let rules = cfg.effective_rules()?;
-                println!("{}: ok ({} rules)", config.display(), rules.len());
-                Ok(())
-            }
-            Command::Token {
-                command:
-                    TokenCommand::Create {
-                        role,
-                        data_dir,
-                        name,
-                    },
-            } => {
-                let Some(role) = Role::parse(&role) else {
-                    bail!("unknown role {role}")
-                };
-                let state = StateStore::open(&data_dir)?;
-                println!("{}", state.create_token(role, &name)?);
-                Ok(())
-            }
-            Command::Bench(args) => bench::run(args).await,
+            Command::Simulate(args) => simulate::simulate(args).await,
+            Command::Validate { config } => validate::validate(&config),
+            Command::Token { command } => token::token(command),
             Command::Eval(args) => eval::run(args).await,
             Command::Replay(args) => replay::run(args).await,
         }

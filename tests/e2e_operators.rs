@@ -96,7 +96,7 @@ store:
 ";
     let dir = tempfile::tempdir().expect("tempdir");
     let (sv, token) = start_config(dir.path(), config);
-    let partition = |i: &str| sqlvigil_pipeline::bus::memory::partition_for(i.as_bytes(), 4);
+    let partition = |i: &str| sqlvigil_bus::memory::partition_for(i.as_bytes(), 4);
     let silent = "abs-silent";
     let alive = (0..)
         .map(|i| format!("abs-alive{i}"))

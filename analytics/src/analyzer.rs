@@ -181,7 +181,7 @@ fn llm_insight(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::{LlmError, ModelStatus};
+    use crate::llm::{AnalyticsError, ModelStatus};
     use async_trait::async_trait;
 
     use std::sync::Mutex;
@@ -189,12 +189,12 @@ mod tests {
 
     /// Answers from a script, recording the requests.
     struct Scripted {
-        answers: Mutex<Vec<Result<String, LlmError>>>,
+        answers: Mutex<Vec<Result<String, AnalyticsError>>>,
         seen: Mutex<Vec<ChatRequest>>,
     }
 
     impl Scripted {
-        fn new(answers: Vec<Result<String, LlmError>>) -> Arc<Self> {
+        fn new(answers: Vec<Result<String, AnalyticsError>>) -> Arc<Self> {
             Arc::new(Scripted {
                 answers: Mutex::new(answers),
                 seen: Mutex::new(Vec::new()),
@@ -207,7 +207,7 @@ mod tests {
         fn model(&self) -> &str {
             "test-model"
         }
-        async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, LlmError> {
+        async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, AnalyticsError> {
             self.seen.lock().unwrap().push(req.clone());
             let content = self.answers.lock().unwrap().remove(0)?;
             Ok(ChatReply {
@@ -218,7 +218,7 @@ mod tests {
                 latency: Duration::from_millis(5),
             })
         }
-        async fn check_model(&self) -> Result<ModelStatus, LlmError> {
+        async fn check_model(&self) -> Result<ModelStatus, AnalyticsError> {
             Ok(ModelStatus::Present)
         }
     }
@@ -232,7 +232,7 @@ mod tests {
         )))
     }
 
-    async fn run(answers: Vec<Result<String, LlmError>>) -> (Outcome, Arc<Scripted>) {
+    async fn run(answers: Vec<Result<String, AnalyticsError>>) -> (Outcome, Arc<Scripted>) {
         let llm = Scripted::new(answers);
         let analyzer = Analyzer::new(Some(llm.clone()), 10_000);
         let out = analyzer
@@ -284,7 +284,7 @@ mod tests {
         assert_eq!((f.attempts, f.model.as_str()), (2, "test-model"));
         assert!(f.error.contains("invalid answer twice"), "{}", f.error);
         assert_eq!(out.insight.model, "rules");
-        let (out, _) = run(vec![Err(LlmError::Status {
+        let (out, _) = run(vec![Err(AnalyticsError::Status {
             url: "u".into(),
             status: 500,
             message: "boom".into(),

@@ -7,16 +7,31 @@
 //! with the validation error, and fall back to the deterministic [`rules`] analyzer
 //! (`model = "rules"`) when no LLM is configured or it fails, recording the failure.
 //!
-//! Depends on: model, reqwest (LLM HTTP APIs). Must not touch storage or the bus:
-//! callers gather the [`Context`] and persist the [`sqlvigil_model::Insight`] returned.
+//! [`service::AnalyticsService`] is the stage around it: anomalies topic → context read
+//! through `Reader` → analyzer → insights in the `Ledger`, the sink and on the insights
+//! topic; on-demand analyses for the API and the scheduled capacity [`digest`].
+//! [`config::AnalyticsConfig`] (`analytics:`) builds the analyzer.
+//!
+//! Depends on: `sqlvigil-model`, `sqlvigil-core` (the traits the stage reads and writes
+//! through), reqwest (LLM HTTP APIs). Must not touch a concrete store, bus or the API:
+//! the topology hands the stage its `Reader`, `Sink`, `Ledger` and `Bus`.
 
 pub mod analyzer;
+pub mod config;
+pub mod digest;
+pub mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod llm;
 pub mod prompt;
 pub mod rules;
 pub mod schema;
+pub mod service;
+
+pub use config::AnalyticsConfig;
+pub use error::AnalyticsError;
+pub use service::AnalyticsService;
+pub use sqlvigil_model::query::MetricStat;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -28,18 +43,6 @@ pub struct RelatedMetric {
     pub attributes: BTreeMap<String, String>,
     pub value: f64,
     pub unit: String,
-}
-
-/// Summary of one series over the analysed window (digests and time-range analyses).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricStat {
-    pub metric: String,
-    pub attributes: BTreeMap<String, String>,
-    pub unit: String,
-    pub avg: f64,
-    pub min: f64,
-    pub max: f64,
-    pub points: u64,
 }
 
 /// What the analyzer knows besides the anomaly itself.
@@ -63,10 +66,4 @@ pub struct Context {
 pub struct LiveSnapshot {
     pub top_queries: Vec<sqlvigil_model::live::TopQueryRow>,
     pub sessions: Vec<sqlvigil_model::live::SessionRow>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AnalyticsError {
-    #[error("json: {0}")]
-    Json(#[from] serde_json::Error),
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 use sqlvigil_analytics::llm::{
-    ChatRequest, LlmClient, LlmConfig, LlmError, Message, ModelStatus, Provider,
+    AnalyticsError, ChatRequest, LlmClient, LlmConfig, Message, ModelStatus, Provider,
 };
 use sqlvigil_testkit::llm::{Api, LlmServer, Mode, Ollama, OpenAi, DEFAULT_MODEL, NOT_JSON};
 use std::time::{Duration, Instant};
@@ -134,7 +134,7 @@ async fn model_not_found_is_404_not_retried<F: Flavor>() {
     };
     let err = client(cfg).chat(&request()).await.expect_err("404");
     match &err {
-        LlmError::Status {
+        AnalyticsError::Status {
             status: 404,
             message,
             ..
@@ -150,7 +150,7 @@ async fn model_not_found_is_404_not_retried<F: Flavor>() {
         .await
         .expect_err("404");
     assert!(
-        matches!(err, LlmError::Status { status: 404, .. }),
+        matches!(err, AnalyticsError::Status { status: 404, .. }),
         "{err:?}"
     );
 }
@@ -162,7 +162,7 @@ async fn server_error_retried_then_reported<F: Flavor>() {
         .await
         .expect_err("500");
     match &err {
-        LlmError::Status {
+        AnalyticsError::Status {
             status: 500,
             message,
             ..
@@ -215,7 +215,7 @@ async fn slow_reply_times_out<F: Flavor>() {
     let started = Instant::now();
     let err = client(cfg).chat(&request()).await.expect_err("timeout");
     match &err {
-        LlmError::Timeout { timeout, .. } => assert_eq!(*timeout, Duration::from_millis(300)),
+        AnalyticsError::Timeout { timeout, .. } => assert_eq!(*timeout, Duration::from_millis(300)),
         other => panic!("expected Timeout, got {other:?}"),
     }
     assert!(
@@ -235,11 +235,11 @@ async fn unreachable_port<F: Flavor>() {
     let client = client(cfg);
     let err = client.chat(&request()).await.expect_err("unreachable");
     assert!(
-        matches!(&err, LlmError::Unreachable { url, .. } if url.contains(&port.to_string())),
+        matches!(&err, AnalyticsError::Unreachable { url, .. } if url.contains(&port.to_string())),
         "{err:?}"
     );
     let err = client.check_model().await.expect_err("unreachable");
-    assert!(matches!(err, LlmError::Unreachable { .. }), "{err:?}");
+    assert!(matches!(err, AnalyticsError::Unreachable { .. }), "{err:?}");
 }
 
 async fn check_model_present_and_missing<F: Flavor>() {
@@ -299,7 +299,9 @@ async fn unparsable_200_is_protocol_error<F: Flavor>() {
     .await
     .expect_err("garbage");
     match &err {
-        LlmError::Protocol { message, .. } => assert!(message.contains("<html>"), "{message}"),
+        AnalyticsError::Protocol { message, .. } => {
+            assert!(message.contains("<html>"), "{message}")
+        }
         other => panic!("expected Protocol, got {other:?}"),
     }
     assert!(!err.is_retryable());
@@ -433,7 +435,7 @@ async fn openai_request_shape_and_bearer_key() {
     let before = server.requests().len();
     let err = client(wrong).chat(&request()).await.expect_err("401");
     assert!(
-        matches!(&err, LlmError::Status { status: 401, message, .. } if message.contains("API key")),
+        matches!(&err, AnalyticsError::Status { status: 401, message, .. } if message.contains("API key")),
         "{err:?}"
     );
     assert_eq!(

@@ -5,7 +5,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use sqlvigil_pipeline::sinks::state::Role;
+use sqlvigil_store::Role;
 
 /// Require a valid token with at least `min` role; the role is attached to the request.
 pub async fn require(

@@ -23,12 +23,14 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl From<sqlvigil_pipeline::PipelineError> for ApiError {
-    fn from(e: sqlvigil_pipeline::PipelineError) -> Self {
-        use sqlvigil_pipeline::PipelineError as P;
+/// By kind: what the backend cannot answer is 501, a backend away or overloaded 503,
+/// anything else 500 (logged).
+impl From<sqlvigil_core::Error> for ApiError {
+    fn from(e: sqlvigil_core::Error) -> Self {
+        use sqlvigil_core::Error as E;
         match e {
-            P::Unsupported(m) => ApiError::NotImplemented(m),
-            P::Elastic(e) if e.is_retryable() => {
+            E::Unsupported(m) => ApiError::NotImplemented(m),
+            e if e.is_retryable() => {
                 tracing::warn!("API request failed: {e}");
                 ApiError::Unavailable(e.to_string())
             }
@@ -37,6 +39,18 @@ impl From<sqlvigil_pipeline::PipelineError> for ApiError {
                 ApiError::Internal(e.to_string())
             }
         }
+    }
+}
+
+impl From<sqlvigil_store::StoreError> for ApiError {
+    fn from(e: sqlvigil_store::StoreError) -> Self {
+        sqlvigil_core::Error::from(e).into()
+    }
+}
+
+impl From<sqlvigil_analytics::AnalyticsError> for ApiError {
+    fn from(e: sqlvigil_analytics::AnalyticsError) -> Self {
+        sqlvigil_core::Error::from(e).into()
     }
 }
 

@@ -8,22 +8,28 @@
 //! read, and later write endpoints require operator or admin. Errors are JSON
 //! `{"error": "..."}` with the right status code.
 //!
-//! Depends on: model, pipeline (its `Reader`, `StateStore`, `Stats`, and the Elastic
-//! backend's bridge), axum. Must not
-//! touch the bus or the operators: the API only reads what the pipeline stored.
+//! Every read goes through `sqlvigil-core`'s `Reader`, so both backends answer the same
+//! endpoints the same way; what a backend cannot answer is 501 naming the setting that
+//! can.
+//!
+//! Depends on: `sqlvigil-model`, `sqlvigil-core` (`Reader`, `Stats`), `sqlvigil-store`
+//! (the SQLite state: tokens, analysis failures), `sqlvigil-analytics` (on-demand
+//! analyses), axum. Must not touch the runtime, the bus, the operators or a concrete
+//! telemetry backend: the API only reads what the pipeline stored.
 
 mod auth;
+pub mod config;
 mod error;
 mod params;
 mod routes;
 
+pub use config::ApiConfig;
 pub use error::ApiError;
 
 use axum::Router;
-use sqlvigil_pipeline::runtime::ElasticBackend;
-use sqlvigil_pipeline::sinks::reader::Reader;
-use sqlvigil_pipeline::sinks::state::StateStore;
-use sqlvigil_pipeline::stats::Stats;
+use sqlvigil_analytics::AnalyticsService;
+use sqlvigil_core::{Reader, Stats};
+use sqlvigil_store::StateStore;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,11 +40,9 @@ pub struct AppState {
     pub reader: Arc<dyn Reader>,
     /// Tokens and analysis failures (always SQLite).
     pub state: Arc<StateStore>,
-    /// The bridge's summaries (waits, top queries, I/O, blocking) need Elastic.
-    pub elastic: Option<Arc<ElasticBackend>>,
     pub stats: Arc<Stats>,
     /// On-demand insights (`POST /api/v1/insights`).
-    pub analytics: Arc<sqlvigil_pipeline::analytics::AnalyticsService>,
+    pub analytics: Arc<AnalyticsService>,
     pub started: Instant,
 }
 

@@ -11,12 +11,9 @@ use axum::Extension;
 use axum::{middleware, Json, Router};
 use serde_json::{json, Value};
 use sqlvigil_analytics::prompt::Subject;
-use sqlvigil_bridge::query::{self, Range};
+use sqlvigil_model::query::{AnomalyFilter, GroupBy, MetricFilter, Range};
 use sqlvigil_model::Sample;
-use sqlvigil_pipeline::sinks::elastic::reader::ElasticReader;
-use sqlvigil_pipeline::sinks::state::{AnomalyFilter, Role};
-use sqlvigil_pipeline::sinks::store::{GroupBy, MetricFilter};
-use sqlvigil_pipeline::PipelineError;
+use sqlvigil_store::Role;
 use std::collections::HashMap;
 
 const MAX_POINTS: usize = 100_000;
@@ -280,18 +277,6 @@ async fn failures(
     Ok(Json(json!({ "failures": app.state.failures(limit)? })))
 }
 
-/// The bridge, or 501 naming the setting that enables these endpoints.
-fn bridge(app: &AppState, what: &str) -> Result<std::sync::Arc<ElasticReader>, ApiError> {
-    app.elastic
-        .as_ref()
-        .map(|e| e.reader.clone())
-        .ok_or_else(|| {
-            ApiError::NotImplemented(format!(
-                "{what} are read from Elasticsearch documents; set store.backend: elastic"
-            ))
-        })
-}
-
 /// `instance`, `from`, `to` (default: the last hour) and `limit` of a summary request.
 fn summary_params(q: HashMap<String, String>) -> Result<(Option<String>, Range, usize), ApiError> {
     let p = Params::new(q, &["instance", "from", "to", "limit"])?;
@@ -319,11 +304,8 @@ async fn waits(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let b = bridge(&app, "wait statistics")?;
     let (instance, range, limit) = summary_params(q)?;
-    let mut rows = query::waits(&b.es, &b.options, &range, instance.as_deref())
-        .await
-        .map_err(PipelineError::from)?;
+    let mut rows = app.reader.waits(&range, instance.as_deref()).await?;
     rows.truncate(limit);
     Ok(Json(json!({ "range": range_json(&range), "waits": rows })))
 }
@@ -333,11 +315,8 @@ async fn io(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let b = bridge(&app, "I/O statistics")?;
     let (instance, range, limit) = summary_params(q)?;
-    let mut rows = query::io(&b.es, &b.options, &range, instance.as_deref())
-        .await
-        .map_err(PipelineError::from)?;
+    let mut rows = app.reader.io(&range, instance.as_deref()).await?;
     rows.truncate(limit);
     Ok(Json(json!({ "range": range_json(&range), "io": rows })))
 }
@@ -347,12 +326,11 @@ async fn top_queries(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let b = bridge(&app, "top queries")?;
     let (instance, range, limit) = summary_params(q)?;
-    let answer = query::top_queries(&b.es, &b.options, &range, instance.as_deref(), limit)
-        .await
-        .map_err(PipelineError::from)?;
-    b.note(&answer);
+    let answer = app
+        .reader
+        .top_queries(&range, instance.as_deref(), limit)
+        .await?;
     Ok(Json(
         json!({ "range": range_json(&range), "top_queries": answer }),
     ))
@@ -363,12 +341,11 @@ async fn blocking(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let b = bridge(&app, "blocking events")?;
     let (instance, range, limit) = summary_params(q)?;
-    let answer = query::blocking(&b.es, &b.options, &range, instance.as_deref(), limit)
-        .await
-        .map_err(PipelineError::from)?;
-    b.note(&answer);
+    let answer = app
+        .reader
+        .blocking(&range, instance.as_deref(), limit)
+        .await?;
     Ok(Json(
         json!({ "range": range_json(&range), "blocking": answer }),
     ))

@@ -1,10 +1,12 @@
-//! Elasticsearch access for sqlvigil: the connection ([`client`]), the index layout it
-//! installs — composable templates, data streams and an ILM policy ([`layout`]) — the
-//! documents it writes ([`encode`]), and the read side ("Collector Bridge Service" of
-//! seed 002): searches and aggregations ([`query`]) whose hits are normalized into the
-//! typed models of `sqlvigil-model`, whatever layout wrote them ([`normalize`]: our own
-//! sink, seed 002's flat documents, or the OpenTelemetry Collector's `elasticsearch`
-//! exporter in OTel mapping mode).
+//! All of Elasticsearch for sqlvigil: the `elastic:` section ([`config`], which builds
+//! the backend), the connection ([`client`]), the index layout it installs — composable
+//! templates, data streams and an ILM policy ([`layout`]) — the documents it writes
+//! ([`encode`]), the sink that writes them (`store.backend: elastic`; [`sink`]: disk
+//! queue, retry policy, `_bulk` service), and the read side ("Collector Bridge Service"
+//! of seed 002, [`read`]): searches and aggregations whose hits are normalized into the
+//! typed models of `sqlvigil-model`, whatever layout wrote them ([`normalize`], one file
+//! per layout: our own sink, seed 002's flat documents, or the OpenTelemetry
+//! Collector's `elasticsearch` exporter in OTel mapping mode).
 //!
 //! ```
 //! use sqlvigil_bridge::encode;
@@ -14,17 +16,23 @@
 //! assert_eq!(doc["cpu_percent"], 42.5);
 //! ```
 //!
-//! Depends on: the official `elasticsearch` client, `sqlvigil-model`, serde_json, tokio.
-//! Must not touch: the bus, the operators, the embedded store or the API — the pipeline's
-//! Elastic sink and the API call into this crate, never the reverse.
+//! Depends on: the official `elasticsearch` client, `sqlvigil-core` (the `Sink` and
+//! `Reader` it implements, `Stats`), `sqlvigil-model`, serde_json, tokio.
+//! Must not touch: the bus, the operators, the embedded store or the API — the runtime
+//! builds this crate's backend and the API reads it through `Reader`, never the reverse.
 
 pub mod client;
+pub mod config;
 pub mod encode;
 pub mod layout;
 pub mod normalize;
-pub mod query;
+pub mod read;
+pub mod sink;
 
 pub use client::{Auth, Connection, Elastic};
+pub use config::ElasticConfig;
+pub use read::ElasticReader;
+pub use sink::ElasticSink;
 
 /// Errors of the Elastic client side.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +57,33 @@ pub enum BridgeError {
     Layout(String),
     #[error("unexpected elasticsearch response to {what}: {reason}")]
     Response { what: String, reason: String },
+    /// The sink's disk queue could not be read or written.
+    #[error("elastic queue {what} {}: {source}", path.display())]
+    Queue {
+        what: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An invariant of the sink broke (a bug).
+    #[error("{0}")]
+    Invariant(String),
+}
+
+/// What the caller can do: fix the config, retry later, or report a failure.
+impl From<BridgeError> for sqlvigil_core::Error {
+    fn from(e: BridgeError) -> Self {
+        use sqlvigil_core::Error;
+        match e {
+            BridgeError::Config(m) | BridgeError::Layout(m) => Error::Config(m),
+            e if e.is_retryable() => Error::Unavailable(e.to_string()),
+            BridgeError::Queue { what, path, source } => {
+                Error::io(format!("elastic queue {what} {}", path.display()), source)
+            }
+            BridgeError::Invariant(m) => Error::Bug(m),
+            e => Error::failed("elasticsearch", e),
+        }
+    }
 }
 
 impl BridgeError {

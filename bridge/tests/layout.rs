@@ -4,7 +4,7 @@
 use serde_json::json;
 use sqlvigil_bridge::layout::{install, LayoutOptions};
 use sqlvigil_bridge::{Auth, BridgeError, Connection, Elastic};
-use sqlvigil_testkit::ElasticServer;
+use sqlvigil_testkit_elastic::ElasticServer;
 use std::time::Duration;
 
 fn connect(es: &ElasticServer) -> Elastic {

@@ -8,7 +8,10 @@
 //! Collector's `sqlserver` receiver emits together with the flat aliases
 //! (`cpu_percent`, …) that rules and Elastic documents may use.
 //!
-//! Depends on: arrow, serde, chrono. Must not touch I/O, sockets, async runtimes or
+//! [`query`] holds what a reader is asked and answers (filters, ranges, aggregates,
+//! per-series statistics), and [`duration`] the serde form of config durations.
+//!
+//! Depends on: arrow, serde, chrono, humantime. Must not touch I/O, sockets, async runtimes or
 //! any other sqlvigil crate — every crate depends on this one, never the reverse.
 //!
 //! ```
@@ -21,6 +24,7 @@
 pub mod anomaly;
 pub mod arrow_schema;
 pub mod catalogue;
+pub mod duration;
 pub mod insight;
 pub mod live;
 pub mod log;
@@ -31,7 +35,9 @@ pub mod summary;
 pub use anomaly::{Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, EvidencePoint, Severity};
 pub use insight::{AnalysisFailure, Insight};
 pub use log::LogRecord;
-pub use sample::{HistogramPoint, IdPrefix, MetricKind, Sample, SeriesKey};
+pub use sample::{
+    with_database, HistogramPoint, IdPrefix, MetricKind, Sample, SeriesKey, DATABASE_ATTR,
+};
 pub use summary::{BlockingEvent, IoSummary, TopQuery, WaitSummary};
 
 /// Errors raised while converting between the typed and columnar forms.

@@ -95,3 +95,120 @@ pub struct AnomalyFilter {
     pub rule: Option<String>,
     pub limit: Option<usize>,
 }
+
+/// A time range in nanoseconds since the epoch (either end open), both ends inclusive.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Range {
+    pub from_ns: Option<i64>,
+    pub to_ns: Option<i64>,
+}
+
+impl Range {
+    pub fn contains(&self, ns: i64) -> bool {
+        self.from_ns.is_none_or(|f| ns >= f) && self.to_ns.is_none_or(|t| ns <= t)
+    }
+}
+
+/// A stored document a backend could not read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Malformed {
+    pub index: String,
+    pub id: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}: {}", self.index, self.id, self.reason)
+    }
+}
+
+/// Rows of an answer plus what could not be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer<T> {
+    pub rows: Vec<T>,
+    /// Documents that could not be normalized (bounded; `malformed_count` has them all).
+    pub malformed: Vec<Malformed>,
+    pub malformed_count: usize,
+    /// The scan stopped at its document limit before the range was exhausted.
+    pub truncated: bool,
+}
+
+/// How many malformed documents an [`Answer`] lists (it counts them all).
+pub const MALFORMED_SHOWN: usize = 20;
+
+impl<T> Answer<T> {
+    pub fn new(rows: Vec<T>, malformed: Vec<Malformed>, truncated: bool) -> Self {
+        let malformed_count = malformed.len();
+        let malformed = malformed.into_iter().take(MALFORMED_SHOWN).collect();
+        Answer {
+            rows,
+            malformed,
+            malformed_count,
+            truncated,
+        }
+    }
+}
+
+/// Summary of one series over a window (digests and time-range analyses).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct MetricStat {
+    pub metric: String,
+    /// The point attributes plus the database under [`DATABASE_ATTR`](crate::DATABASE_ATTR).
+    pub attributes: BTreeMap<String, String>,
+    pub unit: String,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub points: u64,
+}
+
+/// Builds [`MetricStat`]s from points or from partial aggregates (a backend that can
+/// aggregate where the data is adds groups; one that scans adds points): the one
+/// definition of per-series statistics, whichever backend feeds it.
+#[derive(Debug, Default)]
+pub struct MetricStats {
+    by_series: BTreeMap<(String, BTreeMap<String, String>), MetricStat>,
+}
+
+impl MetricStats {
+    /// Fold in a partial aggregate of one series: counts add, extremes combine, the mean
+    /// is weighted.
+    pub fn add(&mut self, part: MetricStat) {
+        let key = (part.metric.clone(), part.attributes.clone());
+        match self.by_series.get_mut(&key) {
+            None => {
+                self.by_series.insert(key, part);
+            }
+            Some(s) => {
+                let n = (s.points + part.points).max(1) as f64;
+                s.avg = (s.avg * s.points as f64 + part.avg * part.points as f64) / n;
+                s.min = s.min.min(part.min);
+                s.max = s.max.max(part.max);
+                s.points += part.points;
+            }
+        }
+    }
+
+    /// Fold in one point. Only gauges (and derived rates) count: raw cumulative counters
+    /// say little as averages.
+    pub fn add_sample(&mut self, s: &crate::Sample) {
+        if s.kind != crate::MetricKind::Gauge {
+            return;
+        }
+        self.add(MetricStat {
+            metric: s.key.metric.to_string(),
+            attributes: s.key.attributes_with_database(),
+            unit: s.unit.to_string(),
+            avg: s.value,
+            min: s.value,
+            max: s.value,
+            points: 1,
+        });
+    }
+
+    /// The statistics, by metric then attributes.
+    pub fn finish(self) -> Vec<MetricStat> {
+        self.by_series.into_values().collect()
+    }
+}

@@ -131,7 +131,28 @@ impl std::fmt::Debug for SeriesKey {
     }
 }
 
+/// The attribute naming the database of per-database series wherever only attributes
+/// are shown (the analyzer's context, digests): the receiver's own resource attribute.
+pub const DATABASE_ATTR: &str = "sqlserver.database.name";
+
+/// `attributes` plus `database` (when set) under [`DATABASE_ATTR`], so per-database
+/// series that share a metric and attributes stay apart.
+pub fn with_database(
+    mut attributes: BTreeMap<String, String>,
+    database: &str,
+) -> BTreeMap<String, String> {
+    if !database.is_empty() {
+        attributes.insert(DATABASE_ATTR.into(), database.into());
+    }
+    attributes
+}
+
 impl SeriesKey {
+    /// The point attributes plus the database (see [`with_database`]).
+    pub fn attributes_with_database(&self) -> BTreeMap<String, String> {
+        with_database(self.attributes.clone(), &self.database)
+    }
+
     pub fn new(instance: &str, host: &str, database: &str, metric: &str) -> Self {
         Self::from_parts(instance, host, database, metric, BTreeMap::new())
     }

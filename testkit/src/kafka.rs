@@ -43,7 +43,9 @@ impl KafkaBroker {
         }
     }
 
-    fn try_start() -> Result<KafkaBroker, TestkitError> {
+    /// Start a broker, or say why not (tansu missing, no port): for callers that report
+    /// instead of panicking (the benchmarks).
+    pub fn try_start() -> Result<KafkaBroker, TestkitError> {
         let tansu = tansu_path().ok_or_else(|| {
             TestkitError::Missing(
                 "tansu (a Kafka-compatible broker) is not installed: run \

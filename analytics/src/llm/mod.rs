@@ -10,6 +10,7 @@ pub mod ollama;
 pub mod openai;
 pub(crate) mod transport;
 
+pub use crate::AnalyticsError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -32,7 +33,7 @@ pub struct LlmConfig {
     pub base_url: String,
     pub model: String,
     /// Whole-request timeout (a slow model is a failure, not a hang).
-    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "default_timeout", with = "sqlvigil_model::duration")]
     pub timeout: Duration,
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
@@ -65,22 +66,6 @@ fn default_retries() -> u32 {
     2
 }
 
-/// Durations as humantime strings (`90s`, `2m`).
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration: {e}")))
-    }
-}
-
 impl LlmConfig {
     /// Check what serde cannot; errors name the field.
     pub fn validate(&self) -> Result<(), String> {
@@ -103,8 +88,8 @@ impl LlmConfig {
     }
 
     /// Build the client for `provider`.
-    pub fn build(&self) -> Result<Box<dyn LlmClient>, LlmError> {
-        self.validate().map_err(LlmError::Config)?;
+    pub fn build(&self) -> Result<Box<dyn LlmClient>, AnalyticsError> {
+        self.validate().map_err(AnalyticsError::Config)?;
         Ok(match self.provider {
             Provider::Ollama => Box::new(ollama::OllamaClient::new(self.clone())?),
             Provider::Openai => Box::new(openai::OpenAiClient::new(self.clone())?),
@@ -150,44 +135,12 @@ pub enum ModelStatus {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LlmError {
-    #[error("llm config: {0}")]
-    Config(String),
-    /// Could not connect, or the connection broke (retried).
-    #[error("cannot reach {url}: {message}")]
-    Unreachable { url: String, message: String },
-    #[error("no answer from {url} within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
-    /// The server answered with an error status (5xx is retried, 4xx is not).
-    #[error("{url} answered {status}: {message}")]
-    Status {
-        url: String,
-        status: u16,
-        message: String,
-    },
-    /// The server's reply did not have the API's shape.
-    #[error("unexpected reply from {url}: {message}")]
-    Protocol { url: String, message: String },
-}
-
-impl LlmError {
-    /// Whether another attempt may succeed (connection errors, timeouts, 5xx, 429).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            LlmError::Unreachable { .. } | LlmError::Timeout { .. } => true,
-            LlmError::Status { status, .. } => *status >= 500 || *status == 429,
-            _ => false,
-        }
-    }
-}
-
 #[async_trait]
 pub trait LlmClient: Send + Sync {
     /// The configured model name.
     fn model(&self) -> &str;
     /// One chat completion, with the client's retries and concurrency bound applied.
-    async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, LlmError>;
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, AnalyticsError>;
     /// Ask the server whether the model is there (Ollama `GET /api/tags`, OpenAI `GET /v1/models`).
-    async fn check_model(&self) -> Result<ModelStatus, LlmError>;
+    async fn check_model(&self) -> Result<ModelStatus, AnalyticsError>;
 }

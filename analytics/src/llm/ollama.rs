@@ -9,11 +9,11 @@
 //! ```
 //!
 //! A missing model is `404 {"error":"model \"x\" not found, try pulling it first"}`, which
-//! surfaces as [`LlmError::Status`] and is not retried. Timeouts, retries and the
+//! surfaces as [`AnalyticsError::Status`] and is not retried. Timeouts, retries and the
 //! concurrency bound live in [`super::transport`].
 
 use super::transport::{join_url, Transport};
-use super::{ChatReply, ChatRequest, LlmClient, LlmConfig, LlmError, Message, ModelStatus};
+use super::{AnalyticsError, ChatReply, ChatRequest, LlmClient, LlmConfig, Message, ModelStatus};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +26,7 @@ pub struct OllamaClient {
 
 impl OllamaClient {
     /// Checks `cfg` and builds the HTTP client; no request is made.
-    pub fn new(cfg: LlmConfig) -> Result<Self, LlmError> {
+    pub fn new(cfg: LlmConfig) -> Result<Self, AnalyticsError> {
         let transport = Transport::new(&cfg)?;
         Ok(OllamaClient {
             chat_url: join_url(&cfg.base_url, "api/chat"),
@@ -123,14 +123,14 @@ impl LlmClient for OllamaClient {
         &self.cfg.model
     }
 
-    async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, LlmError> {
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, AnalyticsError> {
         let reply = self
             .transport
             .post_json(&self.chat_url, &self.body(req))
             .await?;
         let parsed: ChatResponse = reply.json()?;
         if parsed.done == Some(false) {
-            return Err(LlmError::Protocol {
+            return Err(AnalyticsError::Protocol {
                 url: reply.url,
                 message: "reply has \"done\": false although \"stream\": false was asked".into(),
             });
@@ -153,7 +153,7 @@ impl LlmClient for OllamaClient {
         })
     }
 
-    async fn check_model(&self) -> Result<ModelStatus, LlmError> {
+    async fn check_model(&self) -> Result<ModelStatus, AnalyticsError> {
         let tags: Tags = self.transport.get(&self.tags_url).await?.json()?;
         let mut available = Vec::new();
         for tag in tags.models {
@@ -258,6 +258,6 @@ mod tests {
         })
         .err()
         .expect("must fail");
-        assert!(matches!(err, LlmError::Config(_)), "{err}");
+        assert!(matches!(err, AnalyticsError::Config(_)), "{err}");
     }
 }

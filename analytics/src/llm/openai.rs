@@ -15,7 +15,7 @@
 //! in [`super::transport`].
 
 use super::transport::{join_url, Transport};
-use super::{ChatReply, ChatRequest, LlmClient, LlmConfig, LlmError, Message, ModelStatus};
+use super::{AnalyticsError, ChatReply, ChatRequest, LlmClient, LlmConfig, Message, ModelStatus};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,7 @@ pub struct OpenAiClient {
 
 impl OpenAiClient {
     /// Checks `cfg` and builds the HTTP client; no request is made.
-    pub fn new(cfg: LlmConfig) -> Result<Self, LlmError> {
+    pub fn new(cfg: LlmConfig) -> Result<Self, AnalyticsError> {
         let transport = Transport::new(&cfg)?;
         let base = cfg.base_url.trim_end_matches('/');
         let v1 = if base.ends_with("/v1") {
@@ -130,13 +130,13 @@ impl LlmClient for OpenAiClient {
         &self.cfg.model
     }
 
-    async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, LlmError> {
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, AnalyticsError> {
         let reply = self
             .transport
             .post_json(&self.chat_url, &self.body(req))
             .await?;
         let parsed: Completion = reply.json()?;
-        let protocol = |message: String| LlmError::Protocol {
+        let protocol = |message: String| AnalyticsError::Protocol {
             url: reply.url.clone(),
             message,
         };
@@ -161,7 +161,7 @@ impl LlmClient for OpenAiClient {
         })
     }
 
-    async fn check_model(&self) -> Result<ModelStatus, LlmError> {
+    async fn check_model(&self) -> Result<ModelStatus, AnalyticsError> {
         let models: Models = self.transport.get(&self.models_url).await?.json()?;
         if models.data.iter().any(|m| m.id == self.cfg.model) {
             return Ok(ModelStatus::Present);

@@ -2,7 +2,7 @@
 //! a semaphore bounding requests in flight, and retries with backoff.
 //!
 //! Retry policy (the one place it lives): an attempt is retried, up to `retries` extra
-//! times, when its error [`LlmError::is_retryable`] — connection errors, timeouts, 5xx
+//! times, when its error [`AnalyticsError::is_retryable`] — connection errors, timeouts, 5xx
 //! and 429. The delay doubles from [`BACKOFF_START`] with jitter, capped at
 //! [`BACKOFF_CAP`]; a `Retry-After: <seconds>` header on 429/503 replaces it (same cap).
 //! A concurrency permit is held for one attempt only, never while sleeping.
@@ -11,7 +11,7 @@
 //! (`{"error": "..."}` from Ollama, `{"error": {"message": ...}}` from OpenAI-compatible
 //! servers, `{"message": ...}` from older vLLM).
 
-use super::{LlmConfig, LlmError};
+use super::{AnalyticsError, LlmConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::hash::BuildHasher;
@@ -35,9 +35,9 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    /// The body as `T`, or [`LlmError::Protocol`] quoting what came instead.
-    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, LlmError> {
-        serde_json::from_slice(&self.body).map_err(|e| LlmError::Protocol {
+    /// The body as `T`, or [`AnalyticsError::Protocol`] quoting what came instead.
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, AnalyticsError> {
+        serde_json::from_slice(&self.body).map_err(|e| AnalyticsError::Protocol {
             url: self.url.clone(),
             message: format!("{e}; body: {}", quote(&self.body)),
         })
@@ -46,12 +46,12 @@ impl Reply {
 
 /// One failed attempt, with the server's `Retry-After` when it sent one.
 struct Failure {
-    error: LlmError,
+    error: AnalyticsError,
     retry_after: Option<Duration>,
 }
 
-impl From<LlmError> for Failure {
-    fn from(error: LlmError) -> Self {
+impl From<AnalyticsError> for Failure {
+    fn from(error: AnalyticsError) -> Self {
         Failure {
             error,
             retry_after: None,
@@ -69,12 +69,12 @@ pub(crate) struct Transport {
 
 impl Transport {
     /// Checks `cfg` ([`LlmConfig::validate`]) and builds the HTTP client.
-    pub(crate) fn new(cfg: &LlmConfig) -> Result<Self, LlmError> {
-        cfg.validate().map_err(LlmError::Config)?;
+    pub(crate) fn new(cfg: &LlmConfig) -> Result<Self, AnalyticsError> {
+        cfg.validate().map_err(AnalyticsError::Config)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("sqlvigil/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| LlmError::Config(format!("http client: {}", chain(&e))))?;
+            .map_err(|e| AnalyticsError::Config(format!("http client: {}", chain(&e))))?;
         Ok(Transport {
             http,
             permits: Semaphore::new(cfg.max_concurrency),
@@ -85,7 +85,7 @@ impl Transport {
     }
 
     /// `GET url`, with retries.
-    pub(crate) async fn get(&self, url: &str) -> Result<Reply, LlmError> {
+    pub(crate) async fn get(&self, url: &str) -> Result<Reply, AnalyticsError> {
         self.send(reqwest::Method::GET, url, None).await
     }
 
@@ -94,9 +94,9 @@ impl Transport {
         &self,
         url: &str,
         body: &B,
-    ) -> Result<Reply, LlmError> {
+    ) -> Result<Reply, AnalyticsError> {
         let bytes = serde_json::to_vec(body)
-            .map_err(|e| LlmError::Config(format!("cannot encode request for {url}: {e}")))?;
+            .map_err(|e| AnalyticsError::Config(format!("cannot encode request for {url}: {e}")))?;
         self.send(reqwest::Method::POST, url, Some(bytes)).await
     }
 
@@ -105,7 +105,7 @@ impl Transport {
         method: reqwest::Method,
         url: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<Reply, LlmError> {
+    ) -> Result<Reply, AnalyticsError> {
         let mut attempt: u32 = 0;
         loop {
             let failure = match self.attempt(method.clone(), url, body.clone()).await {
@@ -137,11 +137,10 @@ impl Transport {
         url: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Reply, Failure> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| LlmError::Config("llm client concurrency limiter closed".into()))?;
+        let _permit =
+            self.permits.acquire().await.map_err(|_| {
+                AnalyticsError::Config("llm client concurrency limiter closed".into())
+            })?;
         let mut req = self.http.request(method, url);
         if let Some(key) = &self.bearer {
             req = req.bearer_auth(key);
@@ -173,7 +172,7 @@ impl Transport {
             });
         }
         Err(Failure {
-            error: LlmError::Status {
+            error: AnalyticsError::Status {
                 url: url.to_string(),
                 status: status.as_u16(),
                 message: error_message(&bytes, status),
@@ -182,25 +181,25 @@ impl Transport {
         })
     }
 
-    fn timed_out(&self, url: &str) -> LlmError {
-        LlmError::Timeout {
+    fn timed_out(&self, url: &str) -> AnalyticsError {
+        AnalyticsError::Timeout {
             url: url.to_string(),
             timeout: self.timeout,
         }
     }
 
-    fn reqwest_error(&self, url: &str, e: &reqwest::Error) -> LlmError {
+    fn reqwest_error(&self, url: &str, e: &reqwest::Error) -> AnalyticsError {
         if e.is_timeout() {
             self.timed_out(url)
         } else if e.is_builder() {
-            LlmError::Config(format!("bad request to {url}: {}", chain(e)))
+            AnalyticsError::Config(format!("bad request to {url}: {}", chain(e)))
         } else {
             // reqwest's own message repeats the URL; the causes say what happened.
             let message = match std::error::Error::source(e) {
                 Some(cause) => chain(cause),
                 None => e.to_string(),
             };
-            LlmError::Unreachable {
+            AnalyticsError::Unreachable {
                 url: url.to_string(),
                 message,
             }

@@ -1,0 +1,264 @@
+//! The analytics stage: anomalies topic → context from the store → analyzer (LLM or
+//! rules) → insights in SQLite and on the insights topic. Also serves on-demand analyses
+//! (the API's `POST /api/v1/insights`) and the scheduled capacity digest per instance.
+//!
+//! Dedup: an insight is keyed by fingerprint and input digest; when one exists for the
+//! same inputs it is returned instead of asking the model again.
+
+use crate::analyzer::Analyzer;
+use crate::config::AnalyticsConfig;
+use crate::error::AnalyticsError;
+use crate::llm::{LlmClient, ModelStatus};
+use crate::prompt::Subject;
+use crate::{Context, RelatedMetric};
+use chrono::{DateTime, Utc};
+use sqlvigil_core::{publish_retrying, Bus, Ledger, Reader, Record, Sink, Stats, Subscription};
+use sqlvigil_model::query::MetricFilter;
+use sqlvigil_model::{AnomalyEvent, AnomalyEventKind, Insight};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How far back the analyzer looks for related metrics and log lines.
+const CONTEXT_WINDOW_NS: i64 = 5 * 60 * 1_000_000_000;
+const CONTEXT_LOG_LINES: usize = 20;
+/// The analytics worker's consumer group on the anomalies topic.
+pub const ANALYTICS_GROUP: &str = "sqlvigil-analytics";
+
+type Result<T, E = AnalyticsError> = std::result::Result<T, E>;
+
+/// What the stage reads and writes, built before it by the topology.
+pub struct StageIo {
+    /// Telemetry, logs and anomalies to build the context from.
+    pub reader: Arc<dyn Reader>,
+    /// Insights go to the telemetry backend too (Elastic's `llm_insights`).
+    pub sink: Arc<dyn Sink>,
+    /// The durable record of insights and failures (dedup, audit).
+    pub ledger: Arc<dyn Ledger>,
+    /// The insights topic is published to; the anomalies topic drained at shutdown.
+    pub bus: Arc<dyn Bus>,
+}
+
+/// Shared by the anomaly worker, the digest schedule and the API.
+pub struct AnalyticsService {
+    pub(crate) analyzer: Analyzer,
+    pub(crate) reader: Arc<dyn Reader>,
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) ledger: Arc<dyn Ledger>,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) topic: String,
+    pub(crate) min_interval: Duration,
+    /// Last LLM analysis of an opened anomaly per instance (rate limit).
+    pub(crate) last_llm: Mutex<HashMap<String, Instant>>,
+}
+
+pub(crate) fn ns(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+impl AnalyticsService {
+    /// The stage over `io`, asking `analyzer` (built from `config`).
+    pub fn new(
+        config: &AnalyticsConfig,
+        analyzer: Analyzer,
+        io: StageIo,
+        insights_topic: &str,
+        stats: Arc<Stats>,
+    ) -> Self {
+        AnalyticsService {
+            analyzer,
+            reader: io.reader,
+            sink: io.sink,
+            ledger: io.ledger,
+            bus: io.bus,
+            stats,
+            topic: insights_topic.to_string(),
+            min_interval: config.min_interval_per_instance,
+            last_llm: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configured LLM's name, if any.
+    pub fn llm_model(&self) -> Option<&str> {
+        self.analyzer.llm_model()
+    }
+
+    /// Whether this instance may ask the LLM about an anomaly now (and note that it does).
+    fn take_llm_slot(&self, instance: &str) -> bool {
+        let mut last = self.last_llm.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match last.get(instance) {
+            Some(t) if now.duration_since(*t) < self.min_interval => false,
+            _ => {
+                last.insert(instance.to_string(), now);
+                true
+            }
+        }
+    }
+
+    /// Gather what the analyzer needs about `subject` from the store.
+    async fn context(&self, subject: &Subject) -> Result<Context> {
+        let (from, to) = match subject {
+            Subject::Anomaly(a) => {
+                let opened = ns(a.opened_at);
+                (opened.saturating_sub(CONTEXT_WINDOW_NS), opened)
+            }
+            Subject::Window { from, to, .. } | Subject::Digest { from, to, .. } => {
+                (ns(*from), ns(*to))
+            }
+        };
+        let instance = subject.instance().to_string();
+        let mut ctx = Context {
+            logs: self
+                .reader
+                .logs(&instance, from, to, CONTEXT_LOG_LINES)
+                .await?,
+            ..Default::default()
+        };
+        match subject {
+            Subject::Anomaly(_) => ctx.related = self.latest(&instance, from, to).await?,
+            _ => {
+                ctx.stats = self.reader.metric_stats(&instance, from, to).await?;
+                let tail = to.saturating_sub(CONTEXT_WINDOW_NS).max(from);
+                ctx.related = self.latest(&instance, tail, to).await?;
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// Latest value per series of `instance` in the window.
+    async fn latest(&self, instance: &str, from: i64, to: i64) -> Result<Vec<RelatedMetric>> {
+        let filter = MetricFilter {
+            instance: Some(instance.to_string()),
+            from_ns: Some(from),
+            to_ns: Some(to),
+            ..Default::default()
+        };
+        let mut latest: HashMap<u64, RelatedMetric> = HashMap::new();
+        for s in self.reader.metrics(&filter).await? {
+            let id = s.key.id();
+            latest.insert(
+                id,
+                RelatedMetric {
+                    metric: s.key.metric.to_string(),
+                    // Per-database series would otherwise look alike.
+                    attributes: s.key.attributes_with_database(),
+                    value: s.value,
+                    unit: s.unit.to_string(),
+                },
+            );
+        }
+        let mut related: Vec<RelatedMetric> = latest.into_values().collect();
+        related.sort_by(|a, b| (&a.metric, &a.attributes).cmp(&(&b.metric, &b.attributes)));
+        Ok(related)
+    }
+
+    /// Analyse `subject` on request (API, digest): the LLM when configured, else rules.
+    pub async fn analyze(&self, subject: Subject) -> Result<Insight> {
+        self.analyze_with(subject, true).await
+    }
+
+    /// Analyse an anomaly that just opened: the LLM only if this instance's rate limit
+    /// allows, else rules — so an anomaly storm cannot flood the model.
+    async fn analyze_opened(&self, subject: Subject) -> Result<Insight> {
+        let allowed = self.llm_model().is_some() && self.take_llm_slot(subject.instance());
+        self.analyze_with(subject, allowed).await
+    }
+
+    /// Analyse, persist, publish. `llm_allowed = false` forces the rules analyzer.
+    async fn analyze_with(&self, subject: Subject, llm_allowed: bool) -> Result<Insight> {
+        let ctx = self.context(&subject).await?;
+        let use_llm = llm_allowed && self.llm_model().is_some();
+        if use_llm {
+            // Same prompt as before → same insight: do not ask the model twice.
+            let prompt = self.analyzer.prompt(&subject, &ctx);
+            let fingerprint = match &subject {
+                Subject::Anomaly(a) => a.fingerprint.clone(),
+                other => format!("{}:{}", other.trigger(), other.instance()),
+            };
+            if let Some(existing) = self.ledger.insight_for(&fingerprint, &prompt.digest)? {
+                return Ok(existing);
+            }
+        }
+        let outcome = self
+            .analyzer
+            .analyze(&subject, &ctx, use_llm, Utc::now())
+            .await?;
+        if let Some(f) = &outcome.failure {
+            self.ledger.insert_failure(f)?;
+        }
+        let insight = outcome.insight;
+        if !self.ledger.insert_insight(&insight)? {
+            return Ok(self
+                .ledger
+                .insight_for(&insight.fingerprint, &insight.input_digest)?
+                .unwrap_or(insight));
+        }
+        Stats::add(&self.stats.insights_written, 1);
+        self.sink.write_insights(std::slice::from_ref(&insight))?;
+        tracing::info!(instance = %insight.instance, model = %insight.model, summary = %insight.summary, "insight");
+        let record = Record {
+            key: insight.instance.clone().into_bytes().into(),
+            payload: serde_json::to_vec(&insight)?.into(),
+        };
+        publish_retrying(self.bus.as_ref(), &self.topic, vec![record]).await?;
+        Ok(insight)
+    }
+
+    /// Warn at start-up when the configured model is missing or the server unreachable.
+    pub async fn check_model(&self) {
+        let Some(model) = self.llm_model() else {
+            return;
+        };
+        let Some(client) = self.analyzer_client() else {
+            return;
+        };
+        match client.check_model().await {
+            Ok(ModelStatus::Present) => tracing::info!(model, "LLM model is available"),
+            Ok(ModelStatus::Missing { available }) => tracing::warn!(
+                model,
+                ?available,
+                "the configured LLM model is not on the server (pull it); insights fall back to the rules analyzer"
+            ),
+            Err(e) => tracing::warn!(model, "LLM server not reachable ({e}); insights fall back to the rules analyzer"),
+        }
+    }
+
+    fn analyzer_client(&self) -> Option<&dyn LlmClient> {
+        self.analyzer.client()
+    }
+
+    /// Consume the anomalies topic until stopped and drained.
+    pub async fn run_worker(
+        self: Arc<Self>,
+        mut sub: Box<dyn Subscription>,
+        topic: String,
+        stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        loop {
+            let batch = sub.next_batch(64, Duration::from_millis(250)).await?;
+            if batch.is_empty() {
+                if *stop.borrow() && self.bus.pending(&topic, ANALYTICS_GROUP) == 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            for d in &batch {
+                match serde_json::from_slice::<AnomalyEvent>(&d.record.payload) {
+                    Ok(ev) if ev.event == AnomalyEventKind::Open => {
+                        self.analyze_opened(Subject::Anomaly(Box::new(ev.anomaly)))
+                            .await?;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        Stats::add(&self.stats.decode_errors, 1);
+                        tracing::warn!("undecodable anomaly event skipped: {e}");
+                    }
+                }
+            }
+            sub.ack(&batch).await?;
+        }
+    }
+}

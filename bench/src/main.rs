@@ -1,0 +1,69 @@
+//! `sqlvigil-bench NAME [--quick] [--url URL]`: the benchmarks (`ingest`, `operators`,
+//! `kafka`, `elastic`). Each prints its figures and, last, its headline as
+//! `label: value unit`; `--quick` runs in under 30 s. Figures and commands are in
+//! BENCHMARKS.md.
+//!
+//! The benches drive the same library crates the `sqlvigil` binary runs (the runtime's
+//! topology, the operators' one chain builder) with the same allocator, and start their
+//! test servers from `sqlvigil-testkit`.
+
+mod elastic;
+mod ingest;
+mod kafka;
+mod operators;
+mod workload;
+
+/// The allocator of the `sqlvigil` binary, so the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "sqlvigil-bench", about = "sqlvigil's benchmarks")]
+struct BenchArgs {
+    /// Which benchmark: ingest, operators, elastic, kafka.
+    name: String,
+    /// A smaller run (under 30 s).
+    #[arg(long)]
+    quick: bool,
+    /// `elastic`: the Elasticsearch URL (default: the test server, in process); `kafka`:
+    /// the brokers (default: a tansu broker started for the run).
+    #[arg(long)]
+    url: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let args = BenchArgs::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SQLVIGIL_LOG").unwrap_or_else(|_| {
+        // The binary's default, so the figures include the same logging.
+        tracing_subscriber::EnvFilter::new("info,datafusion=warn,h2=warn,tower=warn,hyper=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match args.name.as_str() {
+            "ingest" => ingest::run(args.quick).await,
+            "operators" => operators::run(args.quick).await,
+            "elastic" => elastic::run(args.quick, args.url).await,
+            "kafka" => kafka::run(args.quick, args.url).await,
+            other => {
+                bail!("unknown benchmark `{other}`; available: ingest, operators, elastic, kafka")
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        <super::BenchArgs as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,0 +1,16 @@
+//! The buses between the receiver and everything downstream: the in-process
+//! [`memory::MemoryBus`] (the embedded default) and [`kafka::KafkaBus`] (rdkafka), both
+//! behind `sqlvigil-core`'s `Bus` trait with the same acknowledgement semantics, plus the
+//! Kafka checkpoint store ([`kafka::KafkaCheckpoints`]) that lets operator state follow
+//! a partition to its next owner.
+//!
+//! [`BusConfig`] (`bus:`) selects the kind; each kind's config builds its bus.
+//!
+//! Depends on: `sqlvigil-core`, rdkafka. Must not touch OTLP, the operators, the stores
+//! or the API: a bus moves opaque records.
+
+pub mod config;
+pub mod kafka;
+pub mod memory;
+
+pub use config::{BusConfig, BusKind};

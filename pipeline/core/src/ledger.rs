@@ -1,0 +1,19 @@
+//! The durable record the pipeline keeps of what it decided: anomaly lifecycles,
+//! insights and failed analyses. The metrics worker writes anomalies, the analytics
+//! stage insights; `sqlvigil-store`'s SQLite state implements it (whatever the telemetry
+//! backend, so dedup and audit do not depend on Elasticsearch being up).
+
+use crate::error::Result;
+use sqlvigil_model::{AnalysisFailure, Anomaly, Insight};
+
+pub trait Ledger: Send + Sync {
+    /// Insert or update an anomaly (keyed by its id).
+    fn upsert_anomaly(&self, anomaly: &Anomaly) -> Result<()>;
+    /// Insert an insight; `false` when one with the same fingerprint and input digest
+    /// already exists (nothing is written then).
+    fn insert_insight(&self, insight: &Insight) -> Result<bool>;
+    /// The insight already written for these inputs, if any.
+    fn insight_for(&self, fingerprint: &str, input_digest: &str) -> Result<Option<Insight>>;
+    /// Record an analysis that fell back to the rules analyzer, and why.
+    fn insert_failure(&self, failure: &AnalysisFailure) -> Result<()>;
+}

@@ -1,0 +1,85 @@
+//! What the API and the analytics stage read, whichever backend holds the data: the
+//! embedded store (`sqlvigil-store`'s `EmbeddedReader`: Parquet + SQLite) or
+//! Elasticsearch through the bridge (`sqlvigil-bridge`'s `ElasticReader`).
+//!
+//! Both answer every method the same way. Where a backend cannot (the summaries of
+//! waits, I/O, top queries and blocking are read from Elasticsearch documents), the
+//! default implementation answers [`Error::Unsupported`] naming the setting that can.
+
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use sqlvigil_model::query::{
+    AggregateRow, AnomalyFilter, Answer, GroupBy, MetricFilter, MetricStat, Range, SeriesInfo,
+};
+use sqlvigil_model::{
+    Anomaly, BlockingEvent, Insight, IoSummary, LogRecord, Sample, TopQuery, WaitSummary,
+};
+
+#[async_trait]
+pub trait Reader: Send + Sync {
+    /// `embedded` or `elastic`.
+    fn backend(&self) -> &'static str;
+    /// Points matching `f`, oldest first.
+    async fn metrics(&self, f: &MetricFilter) -> Result<Vec<Sample>>;
+    async fn series(&self, f: &MetricFilter) -> Result<Vec<SeriesInfo>>;
+    async fn aggregates(
+        &self,
+        f: &MetricFilter,
+        window_ns: i64,
+        group_by: GroupBy,
+    ) -> Result<Vec<AggregateRow>>;
+    /// Average/min/max/count per gauge series of `instance` between the bounds, by
+    /// metric then attributes (built with [`sqlvigil_model::query::MetricStats`]).
+    async fn metric_stats(
+        &self,
+        instance: &str,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<MetricStat>>;
+    /// Log records of `instance`, oldest first, at most `limit` (the newest).
+    async fn logs(
+        &self,
+        instance: &str,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>>;
+    async fn anomalies(&self, f: &AnomalyFilter) -> Result<Vec<Anomaly>>;
+    async fn anomaly(&self, id: &str) -> Result<Option<Anomaly>>;
+    async fn insights(&self, anomaly_id: Option<&str>, limit: usize) -> Result<Vec<Insight>>;
+
+    /// Time waited per instance and wait type within `range`, longest first.
+    async fn waits(&self, _range: &Range, _instance: Option<&str>) -> Result<Vec<WaitSummary>> {
+        Err(summaries_unsupported("wait statistics"))
+    }
+    /// I/O per instance, database and file within `range`.
+    async fn io(&self, _range: &Range, _instance: Option<&str>) -> Result<Vec<IoSummary>> {
+        Err(summaries_unsupported("I/O statistics"))
+    }
+    /// Queries by CPU within `range`, at most `limit`.
+    async fn top_queries(
+        &self,
+        _range: &Range,
+        _instance: Option<&str>,
+        _limit: usize,
+    ) -> Result<Answer<TopQuery>> {
+        Err(summaries_unsupported("top queries"))
+    }
+    /// Blocked sessions within `range`, newest first, at most `limit`.
+    async fn blocking(
+        &self,
+        _range: &Range,
+        _instance: Option<&str>,
+        _limit: usize,
+    ) -> Result<Answer<BlockingEvent>> {
+        Err(summaries_unsupported("blocking events"))
+    }
+}
+
+/// The summaries are read from Elasticsearch documents (query-level and session data
+/// the embedded store does not keep).
+fn summaries_unsupported(what: &str) -> Error {
+    Error::Unsupported(format!(
+        "{what} are read from Elasticsearch documents; set store.backend: elastic"
+    ))
+}

@@ -1,0 +1,67 @@
+//! `operators:` — micro-batching of the operator stage, baselines, lateness, state
+//! expiry, checkpoints and event-time windows.
+
+use crate::baseline::BaselineConfig;
+use crate::window::WindowConfig;
+use serde::{Deserialize, Serialize};
+use sqlvigil_core::{Error, Result};
+use std::time::Duration;
+
+/// Micro-batching of the operator stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorsConfig {
+    /// Longest wait to fill a micro-batch.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub batch_interval: Duration,
+    /// Most bus records in one micro-batch.
+    pub batch_records: usize,
+    /// Baseline estimators of deviation rules.
+    pub baseline: BaselineConfig,
+    /// Points further behind the newest event time than this are stored and counted
+    /// (`sqlvigil_late_points`) but not judged by the rules.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub allowed_lateness: Duration,
+    /// Operator state of series silent this long (event time) is dropped, unless an
+    /// anomaly is open on them.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub idle_series_after: Duration,
+    /// How often operator state is snapshotted per partition (and bus offsets committed
+    /// on a durable bus): a crash or a partition handover replays at most this much.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub checkpoint_interval: Duration,
+    /// Event-time windows (tumbling or sliding) that turn chosen metrics into aggregate
+    /// series (`<metric>.<stat>_<name>`); none by default.
+    pub windows: Vec<WindowConfig>,
+}
+
+impl Default for OperatorsConfig {
+    fn default() -> Self {
+        OperatorsConfig {
+            batch_interval: Duration::from_secs(1),
+            batch_records: 512,
+            baseline: BaselineConfig::default(),
+            allowed_lateness: crate::rules::DEFAULT_ALLOWED_LATENESS,
+            idle_series_after: crate::DEFAULT_IDLE_AFTER,
+            checkpoint_interval: Duration::from_secs(10),
+            windows: Vec::new(),
+        }
+    }
+}
+
+impl OperatorsConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_records == 0 {
+            return Err(Error::Config(
+                "operators.batch_records must be greater than 0".into(),
+            ));
+        }
+        self.baseline
+            .validate()
+            .map_err(|e| Error::Config(format!("operators.{e}")))?;
+        for w in &self.windows {
+            w.validate()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! `sqlvigil.yaml`: the root configuration, composed of each crate's section, loaded
+//! from a YAML file with `SQLVIGIL_*` environment overrides
+//! (`SQLVIGIL_API__ADDR=0.0.0.0:8080` sets `api.addr`).
+//!
+//! Every section rejects unknown fields and validates itself ([`Config::validate`]
+//! asks each); errors name the field at fault.
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use sqlvigil_analytics::AnalyticsConfig;
+use sqlvigil_api::ApiConfig;
+use sqlvigil_bridge::ElasticConfig;
+use sqlvigil_bus::BusConfig;
+use sqlvigil_core::{Build, Error, Result};
+use sqlvigil_operators::chain::ChainConfig;
+use sqlvigil_operators::config::OperatorsConfig;
+use sqlvigil_operators::rules::config::figment_message;
+use sqlvigil_operators::rules::{parse_rules, RuleConfig, DEFAULT_RULES_YAML};
+use sqlvigil_receiver::ReceiverConfig;
+use sqlvigil_store::{Backend, StoreConfig};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub receiver: ReceiverConfig,
+    pub bus: BusConfig,
+    pub store: StoreConfig,
+    pub operators: OperatorsConfig,
+    pub api: ApiConfig,
+    pub analytics: AnalyticsConfig,
+    /// Elasticsearch, used when `store.backend` is `elastic`.
+    pub elastic: ElasticConfig,
+    /// Rules inline; appended to those of `rules_file`.
+    pub rules: Vec<RuleConfig>,
+    /// A YAML file holding a list of rules. Without it and without inline rules the
+    /// default rule set applies.
+    pub rules_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Load `path` (must exist) with `SQLVIGIL_*` overrides, then validate.
+    pub fn load(path: &Path) -> Result<Config> {
+        if !path.is_file() {
+            return Err(Error::Config(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Yaml::file(path))
+            .merge(Env::prefixed("SQLVIGIL_").ignore(&["LOG"]).split("__"))
+            .extract()
+            .map_err(|e| Error::Config(figment_message(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The rules in force: `rules_file` then inline `rules`, or the defaults when both are empty.
+    pub fn effective_rules(&self) -> Result<Vec<RuleConfig>> {
+        let mut rules = match &self.rules_file {
+            Some(path) => read_rules(path)?,
+            None => Vec::new(),
+        };
+        rules.extend(self.rules.iter().cloned());
+        if rules.is_empty() {
+            rules = parse_rules(DEFAULT_RULES_YAML).map_err(Error::Config)?;
+        }
+        Ok(rules)
+    }
+
+    /// What every operator chain of this config is built from (`run`, `demo`,
+    /// `replay`, `eval` and the benches alike).
+    pub fn chain(&self) -> Result<ChainConfig> {
+        Ok(ChainConfig {
+            operators: self.operators.clone(),
+            rules: self.effective_rules()?,
+        })
+    }
+
+    /// The chain of `config` (or the defaults), with the rules of `rules_file` instead
+    /// of the config's when one is given: what `replay` and `eval` judge with.
+    pub fn chain_for(config: Option<&Path>, rules_file: Option<&Path>) -> Result<ChainConfig> {
+        let cfg = match config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let mut chain = cfg.chain()?;
+        if let Some(path) = rules_file {
+            chain.rules = read_rules(path)?;
+        }
+        Ok(chain)
+    }
+
+    /// Check every section: each validates itself; the Elastic and Kafka sections only
+    /// when they are in use.
+    pub fn validate(&self) -> Result<()> {
+        self.receiver.validate()?;
+        self.api.validate()?;
+        self.bus.validate()?;
+        self.store.validate()?;
+        if self.store.backend == Backend::Elastic {
+            self.elastic.validate()?;
+        }
+        self.analytics.validate()?;
+        self.chain()?.validate()
+    }
+}
+
+/// The rules of a rules file (the `rules_file` format: a list, or `rules:` with one).
+pub fn read_rules(path: &Path) -> Result<Vec<RuleConfig>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("rules_file {}: {e}", path.display())))?;
+    parse_rules(&text).map_err(|e| Error::Config(format!("rules_file {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_example_config_is_the_defaults_and_elastic_settings_are_checked() {
+        // Relative to the repository root, where the binary runs.
+        let example = include_str!("../../../config/sqlvigil.example.yaml").replace(
+            "config/rules.example.yaml",
+            "../../config/rules.example.yaml",
+        );
+        let mut loaded = load_str(&example).unwrap();
+        assert!(loaded.rules_file.take().is_some());
+        assert_eq!(loaded, Config::default());
+        let elastic = "store:\n  backend: elastic\nelastic:\n  url: es:9200\n";
+        let e = load_str(elastic).unwrap_err().to_string();
+        assert!(e.contains("elastic.url"), "{e}");
+        let ilm = "store:\n  backend: elastic\nelastic:\n  ilm:\n    delete_after: 90 days\n";
+        let e = load_str(ilm).unwrap_err().to_string();
+        assert!(e.contains("elastic.ilm.delete_after"), "{e}");
+    }
+
+    #[test]
+    fn unknown_and_bad_fields_are_named() {
+        let err = load_str("receiver:\n  grpc_adr: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grpc_adr"), "{err}");
+        let err = load_str("api:\n  addr: nowhere\n").unwrap_err().to_string();
+        assert!(err.contains("api.addr"), "{err}");
+        let err = load_str("store:\n  flush_interval: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flush_interval"), "{err}");
+        let err = load_str(
+            "analytics:\n  llm:\n    provider: ollama\n    base_url: localhost\n    model: m\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("analytics.llm.base_url"), "{err}");
+        let err = load_str("analytics:\n  llm:\n    provider: gpt\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("analytics.llm.provider"), "{err}");
+        let err = load_str("rules:\n  - name: r\n    when: \"nosuch > 1\"\n    for: 1m\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rule `r`") && err.contains("when"), "{err}");
+    }
+
+    #[test]
+    fn default_rules_parse() {
+        let rules = parse_rules(DEFAULT_RULES_YAML).unwrap();
+        assert!(rules.iter().any(|r| r.name == "cpu_storm"));
+    }
+}

@@ -1,0 +1,110 @@
+//! The runtime: the root [`Config`] composed of every crate's section, the
+//! [`topology`] that builds the components from it and starts them, the [`workers`]
+//! that move data from the bus through the operators into the stores, and the
+//! [`shutdown`] order. Also the engines of the `sqlvigil` commands that run the
+//! pipeline's chain without the live topology: [`replay`] and [`eval`], and [`serve`]
+//! (the pipeline with the API until a signal).
+//!
+//! ```text
+//! receiver (gRPC 4317, HTTP 4318) ─publish─> bus (otlp_metrics, otlp_logs)
+//!     ─> metrics worker, one operator chain per partition (in parallel):
+//!        decode → rates → windows → rules → sink (Parquet or Elasticsearch)
+//!     ─> anomalies topic ─> analytics stage ─> insights
+//! ```
+//!
+//! The receiver answers an OTLP client only after the bus has accepted the data, and the
+//! workers acknowledge bus records only after the sink has made them durable (and the
+//! operator checkpoint covers them, on a durable bus), so nothing accepted is lost.
+//!
+//! Depends on: every component crate (it is the one place that wires them) and the
+//! API (it serves it). Must not be depended on by any of them.
+
+pub mod config;
+pub mod eval;
+mod flusher;
+pub mod partitions;
+pub mod replay;
+pub mod serve;
+pub mod shutdown;
+pub mod topology;
+pub mod workers;
+
+pub use config::Config;
+
+use sqlvigil_analytics::AnalyticsService;
+use sqlvigil_api::AppState;
+use sqlvigil_core::{Bus, Reader, Result, Stats};
+use sqlvigil_receiver::Ingest;
+use sqlvigil_store::StateStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinHandle;
+
+/// A running pipeline: what its users may reach ([`Handles`]) and how it stops.
+/// Dropping it without [`Pipeline::shutdown`] aborts it.
+pub struct Pipeline {
+    handles: Handles,
+    shutdown: shutdown::Shutdown,
+}
+
+/// What the API, the demo and the benches use of a running pipeline.
+#[derive(Clone)]
+pub struct Handles {
+    /// Telemetry, anomalies and insights, from whichever backend holds them.
+    pub reader: Arc<dyn Reader>,
+    /// The SQLite state: tokens, the ledger of anomalies and insights.
+    pub state: Arc<StateStore>,
+    pub stats: Arc<Stats>,
+    /// Insights on demand (the API).
+    pub analytics: Arc<AnalyticsService>,
+    /// The receiver core, for in-process producers (benchmarks, examples).
+    pub ingest: Arc<Ingest>,
+    /// The bus, for in-process consumers of its topics (benchmarks, examples).
+    pub bus: Arc<dyn Bus>,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+impl Handles {
+    /// The API's view of the pipeline.
+    pub fn app_state(&self) -> AppState {
+        AppState {
+            reader: self.reader.clone(),
+            state: self.state.clone(),
+            stats: self.stats.clone(),
+            analytics: self.analytics.clone(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Build every component of `config` and start the tasks ([`topology::start`]).
+    pub async fn start(config: Config) -> Result<Pipeline> {
+        topology::start(config).await
+    }
+
+    pub fn handles(&self) -> &Handles {
+        &self.handles
+    }
+
+    /// Stop accepting, drain, flush and checkpoint. Returns the first worker error.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown.run().await
+    }
+}
+
+/// Spawn a worker, logging its failure when it happens (not only at shutdown's join).
+fn spawn_logged(
+    name: &'static str,
+    work: impl std::future::Future<Output = Result<()>> + Send + 'static,
+) -> JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        let r = work.await;
+        if let Err(e) = &r {
+            tracing::error!("{name} stopped: {e}");
+        }
+        r
+    })
+}

@@ -1,0 +1,227 @@
+//! The metrics worker: `otlp_metrics` → each partition's records decoded and run through
+//! that partition's operator chain (partitions in parallel: they share no state) → sink;
+//! anomaly events into the ledger and onto the anomalies topic; operator state
+//! checkpointed per partition before offsets are committed.
+
+use super::{stopping, Telemetry};
+use crate::flusher::Flusher;
+use crate::partitions::{PartitionChain, PartitionChains};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use sqlvigil_core::{
+    publish_retrying, Delivery, Error, Ledger, MicroBatch, Record, Result, Sink, Stats,
+    Subscription,
+};
+use sqlvigil_model::{AnomalyEvent, Sample};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Idle partitions are moved on to the event time of the others in steps of this much.
+const TICK_STEP: Duration = Duration::from_secs(1);
+
+/// The metrics worker: the shared telemetry parts plus the anomaly ledger.
+pub struct MetricsWorker {
+    pub telemetry: Telemetry,
+    pub ledger: Arc<dyn Ledger>,
+}
+
+impl MetricsWorker {
+    pub async fn run(
+        self,
+        mut sub: Box<dyn Subscription>,
+        mut chains: PartitionChains,
+        stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let t = &self.telemetry;
+        let topic = t.topics.metrics.clone();
+        let mut flusher = Flusher::new(t.sink.clone(), t.store.clone());
+        // On a durable bus, flushed positions wait here for the next operator checkpoint,
+        // so the committed offsets never run ahead of the saved state: a restart (or the
+        // partition's next owner) resumes from the snapshot and is redelivered the rest.
+        let mut held: Vec<Delivery> = Vec::new();
+        let durable = t.bus.durable();
+        let mut last_checkpoint = Instant::now();
+        let mut newest = i64::MIN;
+        while let Some(batch) = t.next(&mut sub, &topic, &stop).await? {
+            let revoked = sub.revoked();
+            if !revoked.is_empty() {
+                // Not ours to acknowledge any more: the next owner reads them again.
+                chains.drop_partitions(&revoked);
+                held.retain(|d| !revoked.contains(&d.partition));
+                flusher.forget(&revoked);
+            }
+            if !batch.is_empty() {
+                // Positions first: the batch itself moves to the partition threads.
+                flusher.processed(&batch);
+                self.process(batch, &mut chains, &mut newest).await?;
+            }
+            if let Some(flushed) = flusher.poll(stopping(&stop)).await? {
+                if durable {
+                    held.extend(flushed);
+                } else {
+                    sub.ack(&flushed).await?;
+                }
+            }
+            if last_checkpoint.elapsed() >= t.operators.checkpoint_interval {
+                // Snapshots may cover records not flushed yet: a restart stores those
+                // again without judging them twice. Without a saved snapshot the offsets
+                // stay uncommitted: the next attempt (or the partition's next owner)
+                // covers them. (`held` stays empty on an in-process bus.)
+                match chains.checkpoint(sub.assignment().as_ref()).await {
+                    Ok(()) => sub.ack(&std::mem::take(&mut held)).await?,
+                    Err(e) => tracing::warn!("operator checkpoint not saved, will retry: {e}"),
+                }
+                last_checkpoint = Instant::now();
+            }
+        }
+        held.extend(flusher.drain().await?);
+        chains.checkpoint(sub.assignment().as_ref()).await?;
+        sub.ack(&held).await
+    }
+
+    /// Decode a batch and run each partition's records through that partition's
+    /// operators into the sink — partitions in parallel, each on its own thread, since
+    /// they share no state — then publish the anomaly events. Records a restored
+    /// snapshot already covers are stored (idempotently) but not judged twice.
+    async fn process(
+        &self,
+        batch: Vec<Delivery>,
+        chains: &mut PartitionChains,
+        newest: &mut i64,
+    ) -> Result<()> {
+        let t = &self.telemetry;
+        let mut by_partition: BTreeMap<u32, Vec<Delivery>> = BTreeMap::new();
+        let full = batch.len() >= t.operators.batch_records;
+        for d in batch {
+            by_partition.entry(d.partition).or_default().push(d);
+        }
+        let mut jobs = Vec::with_capacity(by_partition.len());
+        for (partition, records) in by_partition {
+            jobs.push((partition, chains.take(partition).await?, records));
+        }
+        let (sink, stats) = (t.sink.clone(), t.stats.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = jobs
+                    .into_iter()
+                    .map(|(p, chain, records)| {
+                        let (sink, stats) = (sink.as_ref(), stats.as_ref());
+                        scope.spawn(move || (p, run_partition(chain, &records, sink, stats)))
+                    })
+                    .collect();
+                running.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|e| Error::task("operator", e))?;
+        let mut events = Vec::new();
+        let mut failed = None;
+        let mut busy = Vec::new();
+        for outcome in done {
+            let Ok((p, (chain, result))) = outcome else {
+                failed.get_or_insert(Error::Bug("an operator thread panicked".into()));
+                continue;
+            };
+            busy.push(p);
+            *newest = (*newest).max(chain.seen_until());
+            chains.put(p, chain);
+            match result {
+                Ok(mut evs) => events.append(&mut evs),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        // Partitions that got nothing follow the event time of the others — once the
+        // consumer has caught up (a batch that is not full): while it works through a
+        // backlog, an idle-looking partition may just not have been fetched yet, and
+        // moving it on would make its own points late.
+        if !full {
+            let mut idle = chains.tick_idle(*newest, TICK_STEP.as_nanos() as i64, &busy)?;
+            t.sink.write_samples(&idle.samples)?;
+            events.append(&mut idle.events);
+        }
+        self.publish_events(&events).await
+    }
+
+    /// Store anomaly events and hand them to analytics through the bus.
+    async fn publish_events(&self, events: &[AnomalyEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let t = &self.telemetry;
+        let mut records = Vec::with_capacity(events.len());
+        let anomalies: Vec<_> = events.iter().map(|e| e.anomaly.clone()).collect();
+        t.sink.write_anomalies(&anomalies)?;
+        for ev in events {
+            self.ledger.upsert_anomaly(&ev.anomaly)?;
+            records.push(Record {
+                key: ev.anomaly.series.instance.as_bytes().to_vec().into(),
+                payload: serde_json::to_vec(ev)?.into(),
+            });
+            tracing::info!(
+                event = ?ev.event, rule = %ev.anomaly.rule, instance = %ev.anomaly.series.instance,
+                observed = ev.anomaly.observed, "anomaly"
+            );
+        }
+        publish_retrying(t.bus.as_ref(), &t.topics.anomalies, records).await
+    }
+}
+
+/// One partition's share of a batch: decode, operators, sink. Returns the chain (to be
+/// put back whatever happened) and the anomaly events.
+fn run_partition(
+    mut chain: PartitionChain,
+    records: &[Delivery],
+    sink: &dyn Sink,
+    stats: &Stats,
+) -> (PartitionChain, Result<Vec<AnomalyEvent>>) {
+    let mut stored = Vec::new();
+    let mut mb = MicroBatch {
+        samples: chain.take_buffer(),
+        events: Vec::new(),
+    };
+    let mut last = None;
+    for d in records {
+        if d.offset < chain.judged_below() {
+            decode_metrics(d, &mut stored, stats);
+        } else {
+            decode_metrics(d, &mut mb.samples, stats);
+            last = Some(d.offset);
+        }
+    }
+    let result = (|| {
+        if let Some(last) = last {
+            Stats::add(&stats.processed_points, mb.samples.len() as u64);
+            chain.process(last, &mut mb)?;
+        }
+        if stored.is_empty() {
+            std::mem::swap(&mut stored, &mut mb.samples);
+        } else {
+            stored.append(&mut mb.samples);
+        }
+        sink.write_samples(&stored)?;
+        Ok(std::mem::take(&mut mb.events))
+    })();
+    chain.give_back(stored);
+    (chain, result)
+}
+
+fn decode_metrics(d: &Delivery, out: &mut Vec<Sample>, stats: &Stats) {
+    match ExportMetricsServiceRequest::decode(d.record.payload.as_ref()) {
+        Ok(req) => sqlvigil_otlp::metrics_to_samples(&req, out),
+        Err(e) => {
+            Stats::add(&stats.decode_errors, 1);
+            tracing::warn!(
+                partition = d.partition,
+                offset = d.offset,
+                "undecodable metrics record skipped: {e}"
+            );
+        }
+    }
+}

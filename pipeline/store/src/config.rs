@@ -1,0 +1,67 @@
+//! `store:` — which backend keeps telemetry, where local files live, how often the
+//! workers flush.
+
+use crate::writer::Store;
+use serde::{Deserialize, Serialize};
+use sqlvigil_core::{async_trait, Build, BuildContext, Error, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where telemetry, anomalies and insights are kept.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Parquet files and SQLite under `data_dir` (the embedded default).
+    #[default]
+    Embedded,
+    /// Elasticsearch (the `elastic:` section); the API reads it back through the bridge.
+    Elastic,
+}
+
+/// The store: the backend, and `data_dir` — Parquet files and the SQLite database of
+/// state (tokens, checkpoints; anomalies and insights too) and the Elastic disk queue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    /// Buffered rows are written to a Parquet file at least this often.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub flush_interval: Duration,
+    /// …or as soon as this many rows are buffered.
+    pub flush_rows: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: Backend::Embedded,
+            data_dir: PathBuf::from("sqlvigil-data"),
+            flush_interval: Duration::from_secs(2),
+            flush_rows: 100_000,
+        }
+    }
+}
+
+#[async_trait]
+impl Build for StoreConfig {
+    /// The embedded Parquet store (open even with the Elastic backend: `replay` reads it).
+    type Output = Arc<Store>;
+
+    fn validate(&self) -> Result<()> {
+        if self.flush_rows == 0 {
+            return Err(Error::Config(
+                "store.flush_rows must be greater than 0".into(),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(Error::Config("store.data_dir must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    async fn build(&self, ctx: &BuildContext) -> Result<Arc<Store>> {
+        Ok(Arc::new(Store::open(&ctx.data_dir, ctx.stats.clone())?))
+    }
+}

@@ -1,0 +1,329 @@
+//! SQLite state: anomalies, insights, API tokens (hashed) and operator checkpoints.
+//!
+//! Writes are small and rare compared with telemetry, so one connection behind a mutex
+//! in WAL mode is enough; every statement is parameterised.
+
+use crate::error::{Result, StoreError};
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlvigil_model::{AnalysisFailure, Anomaly, Insight};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// What an API token may do. Ordered: admin ⊇ operator ⊇ viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "viewer" => Role::Viewer,
+            "operator" => Role::Operator,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+}
+
+pub use sqlvigil_model::query::AnomalyFilter;
+
+pub struct StateStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS anomalies (
+    id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    state TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS anomalies_opened ON anomalies (opened_at);
+CREATE TABLE IF NOT EXISTS insights (
+    id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    input_digest TEXT NOT NULL,
+    generated_at TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (fingerprint, input_digest)
+);
+CREATE TABLE IF NOT EXISTS analysis_failures (
+    id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+";
+
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl StateStore {
+    /// Open (or create) `<data_dir>/state.sqlite`.
+    pub fn open(data_dir: &Path) -> Result<StateStore> {
+        std::fs::create_dir_all(data_dir)?;
+        let conn = Connection::open(data_dir.join("state.sqlite"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(StateStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Insert or replace an anomaly (open, update and resolve all carry the same id).
+    pub fn upsert_anomaly(&self, a: &Anomaly) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO anomalies (id, fingerprint, rule, state, severity, instance, opened_at, updated_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, body = excluded.body",
+            params![
+                a.id,
+                a.fingerprint,
+                a.rule,
+                a.state.as_str(),
+                a.severity.as_str(),
+                a.series.instance,
+                a.opened_at.to_rfc3339(),
+                a.updated_at.to_rfc3339(),
+                serde_json::to_string(a)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Anomalies newest first.
+    pub fn anomalies(&self, f: &AnomalyFilter) -> Result<Vec<Anomaly>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT body FROM anomalies
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR instance = ?2) AND (?3 IS NULL OR rule = ?3)
+             ORDER BY opened_at DESC, id LIMIT ?4",
+        )?;
+        let limit = f.limit.unwrap_or(1000) as i64;
+        let rows = stmt.query_map(params![f.state, f.instance, f.rule, limit], |r| {
+            r.get::<_, String>(0)
+        })?;
+        rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+    }
+
+    pub fn anomaly(&self, id: &str) -> Result<Option<Anomaly>> {
+        let body: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT body FROM anomalies WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| serde_json::from_str(&b).map_err(StoreError::from))
+            .transpose()
+    }
+
+    /// Store an insight; `false` when one with the same fingerprint and input digest exists.
+    pub fn insert_insight(&self, i: &Insight) -> Result<bool> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO insights (id, fingerprint, input_digest, generated_at, instance, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![i.id, i.fingerprint, i.input_digest, i.generated_at.to_rfc3339(), i.instance, serde_json::to_string(i)?],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Insights newest first, optionally only those about one anomaly.
+    pub fn insights(&self, anomaly_id: Option<&str>, limit: usize) -> Result<Vec<Insight>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT body FROM insights ORDER BY generated_at DESC, id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for body in rows {
+            let insight: Insight = serde_json::from_str(&body?)?;
+            if anomaly_id.is_none_or(|id| insight.anomaly_ids.iter().any(|a| a == id)) {
+                out.push(insight);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The insight already written for this fingerprint and input digest, if any.
+    pub fn insight_for(&self, fingerprint: &str, input_digest: &str) -> Result<Option<Insight>> {
+        let body: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT body FROM insights WHERE fingerprint = ?1 AND input_digest = ?2",
+                params![fingerprint, input_digest],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| serde_json::from_str(&b).map_err(StoreError::from))
+            .transpose()
+    }
+
+    pub fn insert_failure(&self, f: &AnalysisFailure) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO analysis_failures (id, at, instance, body) VALUES (?1, ?2, ?3, ?4)",
+            params![f.id, f.at.to_rfc3339(), f.instance, serde_json::to_string(f)?],
+        )?;
+        Ok(())
+    }
+
+    /// Failed LLM analyses, newest first.
+    pub fn failures(&self, limit: usize) -> Result<Vec<AnalysisFailure>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT body FROM analysis_failures ORDER BY at DESC, id LIMIT ?1")?;
+        let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0))?;
+        rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+    }
+
+    /// Create a token for `role`; the plaintext is returned once and only its hash kept.
+    pub fn create_token(&self, role: Role, name: &str) -> Result<String> {
+        let mut raw = [0u8; 24];
+        rand::rng().fill_bytes(&mut raw);
+        let token = format!("svk_{}", hex::encode(raw));
+        self.conn().execute(
+            "INSERT INTO tokens (hash, role, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                hash_token(&token),
+                role.as_str(),
+                name,
+                chrono::Utc::now().to_rfc3339()
+            ],
+        )?;
+        Ok(token)
+    }
+
+    /// The role of a presented token, if it is known.
+    pub fn verify_token(&self, token: &str) -> Result<Option<Role>> {
+        let role: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT role FROM tokens WHERE hash = ?1",
+                params![hash_token(token)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(role.as_deref().and_then(Role::parse))
+    }
+
+    pub fn save_checkpoint(&self, name: &str, body: &serde_json::Value) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO checkpoints (name, body, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+            params![name, body.to_string(), chrono::Utc::now().to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    pub fn load_checkpoint(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        let body: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT body FROM checkpoints WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| serde_json::from_str(&b).map_err(StoreError::from))
+            .transpose()
+    }
+}
+
+/// The pipeline's durable record (anomalies, insights, failures) is this SQLite state,
+/// whatever backend holds the telemetry.
+impl sqlvigil_core::Ledger for StateStore {
+    fn upsert_anomaly(&self, anomaly: &Anomaly) -> sqlvigil_core::Result<()> {
+        Ok(StateStore::upsert_anomaly(self, anomaly)?)
+    }
+
+    fn insert_insight(&self, insight: &Insight) -> sqlvigil_core::Result<bool> {
+        Ok(StateStore::insert_insight(self, insight)?)
+    }
+
+    fn insight_for(
+        &self,
+        fingerprint: &str,
+        input_digest: &str,
+    ) -> sqlvigil_core::Result<Option<Insight>> {
+        Ok(StateStore::insight_for(self, fingerprint, input_digest)?)
+    }
+
+    fn insert_failure(&self, failure: &AnalysisFailure) -> sqlvigil_core::Result<()> {
+        Ok(StateStore::insert_failure(self, failure)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stored_hashed_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let t = s.create_token(Role::Operator, "ci").unwrap();
+        assert_eq!(s.verify_token(&t).unwrap(), Some(Role::Operator));
+        assert_eq!(s.verify_token("svk_nope").unwrap(), None);
+        let stored: String = s
+            .conn()
+            .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
+            .unwrap();
+        assert_ne!(stored, t);
+        assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
+    }
+
+    #[test]
+    fn checkpoints_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        s.save_checkpoint("ops", &serde_json::json!({"a": 1}))
+            .unwrap();
+        s.save_checkpoint("ops", &serde_json::json!({"a": 2}))
+            .unwrap();
+        assert_eq!(
+            s.load_checkpoint("ops").unwrap(),
+            Some(serde_json::json!({"a": 2}))
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! `sqlvigil validate FILE`: check a config file without running it.
+
+use anyhow::Result;
+use sqlvigil_runtime::Config;
+use std::path::Path;
+
+pub fn validate(config: &Path) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let rules = cfg.effective_rules()?;
+    println!("{}: ok ({} rules)", config.display(), rules.len());
+    Ok(())
+}
