@@ -27,3 +27,6 @@ dpkg -s libssl-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y
 
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+# The examples are built above (--all-targets); run them too, so they stay true.
+cargo run --quiet --example custom_operator
+cargo run --quiet --example embed

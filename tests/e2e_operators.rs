@@ -5,29 +5,13 @@
 
 mod common;
 
-use common::{gauge_request_at, post_metrics, self_metric, start_config, wait_values};
+use common::{
+    gauge_request_at, post_metrics, self_metric, start_config, wait_values, WINDOW_P95_CONFIG as CONFIG,
+};
 use prost::Message;
 use sqlvigil_testkit::wait_for;
 use std::time::Duration;
 
-const CONFIG: &str = "\
-operators:
-  batch_interval: 100ms
-  windows:
-    - name: 1m
-      size: 1m
-      lateness: 0s
-      metrics: [sqlserver.cpu.utilization]
-      stats: [count, avg, p95]
-rules:
-  - name: hot_p95
-    metric: sqlserver.cpu.utilization.p95_1m
-    when: \"value > 85\"
-    for: 0s
-    severity: critical
-store:
-  flush_interval: 200ms
-";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn window_aggregates_are_served_and_watched_by_rules() {

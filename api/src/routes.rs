@@ -287,10 +287,7 @@ fn summary_params(q: HashMap<String, String>) -> Result<(Option<String>, Range, 
         return Err(ApiError::BadRequest("`from` is after `to`".into()));
     }
     let limit = p.usize("limit", 10_000)?.unwrap_or(100);
-    let range = Range {
-        from_ns: Some(from),
-        to_ns: Some(to),
-    };
+    let range = Range::between(from, to);
     Ok((p.string("instance"), range, limit))
 }
 

@@ -36,14 +36,8 @@ struct BenchArgs {
 
 fn main() -> Result<()> {
     let args = BenchArgs::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SQLVIGIL_LOG").unwrap_or_else(|_| {
-        // The binary's default, so the figures include the same logging.
-        tracing_subscriber::EnvFilter::new("info,datafusion=warn,h2=warn,tower=warn,hyper=warn")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // The binary's logging, so the figures include the same work.
+    sqlvigil_runtime::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

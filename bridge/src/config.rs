@@ -12,14 +12,12 @@
 //! ```
 
 use crate::layout::{IlmOptions, LayoutOptions};
-use crate::read::{ElasticReader, ReadOptions};
-use crate::sink::ElasticSink;
-use crate::{Auth, Connection, Elastic};
+use crate::read::ReadOptions;
+use crate::{Auth, Connection};
 use serde::{Deserialize, Serialize};
-use sqlvigil_core::{async_trait, Backend, Build, BuildContext, Error, Result};
+use sqlvigil_core::{Error, Result};
 use sqlvigil_model::duration as duration_str;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -180,12 +178,9 @@ impl Default for ReadConfig {
     }
 }
 
-#[async_trait]
-impl Build for ElasticConfig {
-    /// The sink (disk queue → `_bulk`) and the bridge reader over the same cluster.
-    type Output = Backend;
-
-    fn validate(&self) -> Result<()> {
+impl ElasticConfig {
+    /// Check what serde cannot; errors name the field.
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return bad(format!("elastic.url: `{}` is not an http(s) URL", self.url));
@@ -238,22 +233,6 @@ impl Build for ElasticConfig {
             }
         }
         Ok(())
-    }
-
-    /// Open the disk queue, install the index layout (in the background while the
-    /// cluster is unreachable; a conflicting layout fails here) and start shipping.
-    async fn build(&self, ctx: &BuildContext) -> Result<Backend> {
-        let es = Elastic::connect(&self.connection())?;
-        let sink = ElasticSink::start(self, &ctx.data_dir, es.clone(), ctx.stats.clone()).await?;
-        let reader = ElasticReader {
-            es,
-            options: self.read_options(),
-            stats: ctx.stats.clone(),
-        };
-        Ok(Backend {
-            sink,
-            reader: Arc::new(reader),
-        })
     }
 }
 

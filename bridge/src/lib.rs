@@ -21,6 +21,7 @@
 //! Must not touch: the bus, the operators, the embedded store or the API — the runtime
 //! builds this crate's backend and the API reads it through `Reader`, never the reverse.
 
+pub mod backend;
 pub mod client;
 pub mod config;
 pub mod encode;

@@ -104,6 +104,14 @@ pub struct Range {
 }
 
 impl Range {
+    /// From `from_ns` to `to_ns`, both included.
+    pub fn between(from_ns: i64, to_ns: i64) -> Range {
+        Range {
+            from_ns: Some(from_ns),
+            to_ns: Some(to_ns),
+        }
+    }
+
     pub fn contains(&self, ns: i64) -> bool {
         self.from_ns.is_none_or(|f| ns >= f) && self.to_ns.is_none_or(|t| ns <= t)
     }

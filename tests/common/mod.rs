@@ -13,6 +13,27 @@ use sqlvigil_testkit::Sqlvigil;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A one-minute window (count, avg, p95) over CPU and a rule on its p95: what only a
+/// chain that runs the config's windows can fire.
+pub const WINDOW_P95_CONFIG: &str = "\
+operators:
+  batch_interval: 100ms
+  windows:
+    - name: 1m
+      size: 1m
+      lateness: 0s
+      metrics: [sqlserver.cpu.utilization]
+      stats: [count, avg, p95]
+rules:
+  - name: hot_p95
+    metric: sqlserver.cpu.utilization.p95_1m
+    when: \"value > 85\"
+    for: 0s
+    severity: critical
+store:
+  flush_interval: 200ms
+";
+
 /// 15 simulated minutes at 10 s per scrape, replayed at 60x: about 15 s of wall time.
 pub const DEMO_RUN: &[&str] = &["--ticks", "90", "--backfill", "15m", "--speed", "60"];
 

@@ -71,10 +71,7 @@ impl Reader for ElasticReader {
         from_ns: i64,
         to_ns: i64,
     ) -> Result<Vec<MetricStat>> {
-        let range = Range {
-            from_ns: Some(from_ns),
-            to_ns: Some(to_ns),
-        };
+        let range = Range::between(from_ns, to_ns);
         let answer = query::metric_stats(&self.es, &self.options, &range, instance).await?;
         Ok(self.rows(answer))
     }
@@ -86,10 +83,7 @@ impl Reader for ElasticReader {
         to_ns: i64,
         limit: usize,
     ) -> Result<Vec<LogRecord>> {
-        let range = Range {
-            from_ns: Some(from_ns),
-            to_ns: Some(to_ns),
-        };
+        let range = Range::between(from_ns, to_ns);
         Ok(self.rows(query::logs(&self.es, &self.options, &range, instance, limit).await?))
     }
 

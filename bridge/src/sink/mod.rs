@@ -60,7 +60,7 @@ impl ElasticSink {
         )?);
         let (ready_tx, ready) = watch::channel(!cfg.install_layout);
         if cfg.install_layout {
-            install_layout(es.clone(), cfg.layout(), ready_tx).await?;
+            install_index_layout(es.clone(), cfg.layout(), ready_tx).await?;
         }
         let service = Arc::new(Service {
             es,
@@ -213,7 +213,7 @@ impl Sink for ElasticSink {
 
 /// Install now; while the cluster is unreachable keep trying in the background (the
 /// shipper waits for `ready`, so no data stream is created without its template).
-async fn install_layout(
+async fn install_index_layout(
     es: Elastic,
     opts: layout::LayoutOptions,
     ready: watch::Sender<bool>,

@@ -18,8 +18,9 @@
 //! ```
 
 use crate::config::OperatorsConfig;
-use crate::rules::{parse_rules, CompiledRule, RuleConfig, DEFAULT_RULES_YAML};
-use crate::{rate, rules, window};
+use crate::rate::RateOperator;
+use crate::rules::{parse_rules, CompiledRule, RuleConfig, RuleOperator, DEFAULT_RULES_YAML};
+use crate::window::WindowOperator;
 use sqlvigil_core::{async_trait, Build, BuildContext, Chain, Error, Operator, Result, Stats};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,8 +30,22 @@ pub type Stage = fn(&ChainConfig, &Arc<Stats>) -> Result<Box<dyn Operator>>;
 
 /// The stages in data-flow order: rates, then windows (over raw and rate series), then
 /// the rules (which may watch raw, rate and window series). Adding an operator kind is
-/// one file (its config, its `Operator`, its `stage`) and one line here.
-pub const STAGES: &[Stage] = &[rate::stage, window::stage, rules::stage];
+/// one file (its config and its `Operator`) and one entry here.
+pub const STAGES: &[Stage] = &[
+    |c, stats| {
+        let idle = c.operators.idle_series_after;
+        Ok(Box::new(RateOperator::new(stats.clone()).with_idle_after(idle)))
+    },
+    |c, stats| Ok(Box::new(WindowOperator::new(&c.operators.windows, stats.clone())?)),
+    |c, stats| {
+        let ops = &c.operators;
+        Ok(Box::new(
+            RuleOperator::new(&c.rules, ops.baseline.clone(), stats.clone())?
+                .with_allowed_lateness(ops.allowed_lateness)
+                .with_idle_after(ops.idle_series_after),
+        ))
+    },
+];
 
 /// What a chain is built from: the `operators:` section and the rules in force.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use sqlvigil_core::{Error, Result};
 use std::time::Duration;
 
+/// How far behind the watermark a point may arrive and still be judged.
+pub const DEFAULT_ALLOWED_LATENESS: Duration = Duration::from_secs(300);
+
 /// Micro-batching of the operator stage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -41,7 +44,7 @@ impl Default for OperatorsConfig {
             batch_interval: Duration::from_secs(1),
             batch_records: 512,
             baseline: BaselineConfig::default(),
-            allowed_lateness: crate::rules::DEFAULT_ALLOWED_LATENESS,
+            allowed_lateness: DEFAULT_ALLOWED_LATENESS,
             idle_series_after: crate::DEFAULT_IDLE_AFTER,
             checkpoint_interval: Duration::from_secs(10),
             windows: Vec::new(),

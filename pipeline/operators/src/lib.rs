@@ -1,11 +1,14 @@
-//! Stream operators over micro-batches.
+//! Stream operators over micro-batches, and the one builder of their chain.
 //!
-//! A micro-batch is the decoded samples of a handful of bus records. Operators run in a
-//! fixed chain — [`rate::RateOperator`] (cumulative counters → per-second series) then
-//! [`rules::RuleOperator`] (threshold rules such as `cpu_percent > 85 for 5m`, whose
-//! predicates DataFusion evaluates over Arrow batches; baseline deviation against
-//! [`baseline`] estimators; rate of change; absence) — each reading the batch and adding
-//! derived samples or anomaly events to it.
+//! A micro-batch is the decoded samples of a handful of bus records. [`chain`] builds the
+//! chain from the config — the same for `run`, `demo`, `replay`, `eval` and the
+//! benchmarks — in data-flow order: [`rate::RateOperator`] (cumulative counters →
+//! per-second series), [`window::WindowOperator`] (event-time windows → aggregate
+//! series), then [`rules::RuleOperator`] (threshold rules such as `cpu_percent > 85 for
+//! 5m`, whose predicates DataFusion evaluates over Arrow batches; baseline deviation
+//! against [`baseline`] estimators; rate of change; absence), each reading the batch and
+//! adding derived samples or anomaly events to it. [`config`] is the `operators:`
+//! section.
 //!
 //! Per-series state is columnar: each operator interns series ids
 //! ([`SeriesKey::id`](sqlvigil_model::SeriesKey::id), the stable public id) into dense
@@ -13,8 +16,11 @@
 //! indexed by slot, with the rare heavy parts (open anomaly, evidence, median/MAD ring,
 //! seasonal profile, change history) allocated only when needed. Slots of idle series
 //! are reused. About 180 B of RSS per active series with the default rules (measured by
-//! `sqlvigil bench operators`; the byte tables are in [`rate`] and [`rules::state`]).
+//! `sqlvigil-bench operators`; the byte tables are in [`rate`] and [`rules::state`]).
 //! Checkpoints are JSON keyed by series id, so they do not depend on slot numbers.
+//!
+//! Depends on: `sqlvigil-core` (the `Operator` trait), `sqlvigil-model`, DataFusion.
+//! Must not touch the bus, the stores or any I/O: a chain is data in, data out.
 
 pub mod baseline;
 pub mod chain;

@@ -16,13 +16,6 @@ use sqlvigil_model::{catalogue, MetricKind, Sample, SeriesKey};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The chain's rate stage (see [`crate::chain::STAGES`]).
-pub fn stage(c: &crate::chain::ChainConfig, stats: &Arc<Stats>) -> Result<Box<dyn Operator>> {
-    Ok(Box::new(
-        RateOperator::new(stats.clone()).with_idle_after(c.operators.idle_series_after),
-    ))
-}
-
 /// A counter's previous point.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 struct Last {

@@ -73,14 +73,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
 }
 
-/// The chain's window stage (see [`crate::chain::STAGES`]).
-pub fn stage(c: &crate::chain::ChainConfig, stats: &Arc<Stats>) -> Result<Box<dyn Operator>> {
-    Ok(Box::new(WindowOperator::new(
-        &c.operators.windows,
-        stats.clone(),
-    )?))
-}
-
 /// `operators.windows[]`: which series to aggregate, over which windows, into what.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -95,6 +95,18 @@ impl Pipeline {
     }
 }
 
+/// Logs to stderr, filtered by `SQLVIGIL_LOG` (an `EnvFilter`, e.g. `debug` or
+/// `info,sqlvigil_bus=debug`); by default info, with the chattiest libraries at warn.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SQLVIGIL_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,datafusion=warn,h2=warn,tower=warn,hyper=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Spawn a worker, logging its failure when it happens (not only at shutdown's join).
 fn spawn_logged(
     name: &'static str,

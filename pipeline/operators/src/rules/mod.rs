@@ -39,36 +39,20 @@ pub use compile::{CompiledRule, Judgement, RuleKind};
 pub(crate) use config::rule_err;
 pub use config::{parse_rules, Direction, RuleConfig, DEFAULT_RULES_YAML};
 pub use operator::RuleOperator;
-use sqlvigil_core::{Operator, Stats};
 pub use state::SeriesState;
-use std::sync::Arc;
 use std::time::Duration;
-
-/// The chain's rules stage (see [`crate::chain::STAGES`]).
-pub fn stage(
-    c: &crate::chain::ChainConfig,
-    stats: &Arc<Stats>,
-) -> crate::error::Result<Box<dyn Operator>> {
-    let ops = &c.operators;
-    Ok(Box::new(
-        RuleOperator::new(&c.rules, ops.baseline.clone(), stats.clone())?
-            .with_allowed_lateness(ops.allowed_lateness)
-            .with_idle_after(ops.idle_series_after),
-    ))
-}
 
 /// Evidence points kept per open or breaching series.
 pub(crate) const EVIDENCE_POINTS: usize = 30;
 const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(60);
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
-/// How far behind the watermark a point may arrive and still be judged.
-pub const DEFAULT_ALLOWED_LATENESS: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::baseline::{BaselineConfig, BaselineKind};
-    use sqlvigil_core::MicroBatch;
+    use sqlvigil_core::{MicroBatch, Operator, Stats};
+    use std::sync::Arc;
     use sqlvigil_model::{
         AnomalyEvent, AnomalyEventKind, AnomalyState, Sample, SeriesKey, Severity,
     };

@@ -4,7 +4,7 @@ use super::compile::{CompiledRule, Judgement, RuleKind};
 use super::config::RuleConfig;
 use super::lifecycle::{count, is_open, step};
 use super::state::{KindColumn, RuleColumns, SeriesState, NO_STATE};
-use super::DEFAULT_ALLOWED_LATENESS;
+use crate::config::DEFAULT_ALLOWED_LATENESS;
 use crate::baseline::{BaselineConfig, BaselineKind, Params};
 use crate::error::Result;
 use crate::series::{CompactKey, FastMap, SeriesRegistry};
