@@ -32,13 +32,16 @@ impl Operator for HotPoints {
         let mut hot: BTreeMap<(String, i64), u64> = BTreeMap::new();
         for s in &batch.samples {
             if &*s.key.metric == "sqlserver.cpu.utilization" && s.value > self.level {
-                *hot.entry((s.key.instance.to_string(), s.time_ns)).or_default() += 1;
+                *hot.entry((s.key.instance.to_string(), s.time_ns))
+                    .or_default() += 1;
             }
         }
         for ((instance, time_ns), n) in hot {
             *self.total.entry(instance.clone()).or_default() += n;
             let key = SeriesKey::new(&instance, "", "", "sqlserver.cpu.hot_points");
-            batch.samples.push(Sample::gauge(key, time_ns, n as f64, "{points}"));
+            batch
+                .samples
+                .push(Sample::gauge(key, time_ns, n as f64, "{points}"));
         }
         Ok(())
     }
@@ -72,8 +75,15 @@ fn main() -> Result<()> {
         events: Vec::new(),
     };
     run_chain(&mut chain, &mut batch)?;
-    for s in batch.samples.iter().filter(|s| &*s.key.metric == "sqlserver.cpu.hot_points") {
-        println!("{} at {}: {} hot point(s)", s.key.instance, s.time_ns, s.value);
+    for s in batch
+        .samples
+        .iter()
+        .filter(|s| &*s.key.metric == "sqlserver.cpu.hot_points")
+    {
+        println!(
+            "{} at {}: {} hot point(s)",
+            s.key.instance, s.time_ns, s.value
+        );
     }
     let state = chain.last().map(|op| op.checkpoint()).transpose()?;
     println!("checkpoint of hot_points: {}", state.unwrap_or_default());

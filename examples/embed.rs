@@ -31,7 +31,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for export in fleet.metrics(0) {
         sent += sqlvigil_simulator::count_points(&export) as u64;
         let reply = handles.ingest.metrics(export).await?;
-        println!("export accepted (partial success: {:?})", reply.partial_success);
+        println!(
+            "export accepted (partial success: {:?})",
+            reply.partial_success
+        );
     }
     while Stats::get(&handles.stats.processed_points) < sent {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -42,7 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     for point in handles.reader.metrics(&cpu).await? {
-        println!("{} {} = {:.1} {}", point.key.instance, point.key.metric, point.value, point.unit);
+        println!(
+            "{} {} = {:.1} {}",
+            point.key.instance, point.key.metric, point.value, point.unit
+        );
     }
     println!("{sent} points through receiver → bus → operators → store");
     pipeline.shutdown().await?;

@@ -39,7 +39,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "simulator",
         ],
     ),
-    ("sqlvigil", &["model", "core", "store", "runtime", "simulator"]),
+    (
+        "sqlvigil",
+        &["model", "core", "store", "runtime", "simulator"],
+    ),
     ("sqlvigil-testkit", &[]),
     ("sqlvigil-testkit-elastic", &["testkit"]),
     (
@@ -65,7 +68,13 @@ const TEST_ONLY: &[&str] = &["testkit", "testkit-elastic"];
 fn metadata() -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
@@ -139,7 +148,10 @@ fn product_crates_never_depend_on_the_test_kits() {
         .filter(|(krate, dep, kind)| {
             TEST_ONLY.contains(&dep.as_str())
                 && kind != "dev"
-                && !matches!(krate.as_str(), "sqlvigil-bench" | "sqlvigil-testkit-elastic")
+                && !matches!(
+                    krate.as_str(),
+                    "sqlvigil-bench" | "sqlvigil-testkit-elastic"
+                )
         })
         .map(|(k, d, kind)| format!("{k} -> sqlvigil-{d} ({kind})"))
         .collect();

@@ -14,7 +14,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-
 /// (rule, instance, opened_at) of every anomaly a list of them holds.
 fn openings<'a>(anomalies: impl Iterator<Item = &'a Value>) -> BTreeSet<(String, String, String)> {
     anomalies
@@ -66,7 +65,11 @@ async fn replay_of_a_stored_incident_fires_the_configs_window_rule() {
         .output()
         .expect("replay runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let replayed: Vec<Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -124,7 +127,11 @@ async fn eval_and_run_open_the_same_anomalies_on_the_same_input() {
         (self_metric(&sv, "sqlvigil_processed_points").await >= points as f64).then_some(())
     })
     .await;
-    assert!(processed.is_some(), "not every point was judged; {}", sv.stderr_tail());
+    assert!(
+        processed.is_some(),
+        "not every point was judged; {}",
+        sv.stderr_tail()
+    );
     // Anomaly events reach the ledger right after their batch.
     let mut run = BTreeSet::new();
     for _ in 0..20 {
@@ -149,6 +156,10 @@ async fn eval_and_run_open_the_same_anomalies_on_the_same_input() {
         eval.iter().any(|(rule, _, _)| rule == "hot_p95"),
         "eval must run the config's window: {eval:?}"
     );
-    assert!(eval.iter().any(|(rule, i, _)| rule == "cpu_storm" && i == "sql-01"), "{eval:?}");
+    assert!(
+        eval.iter()
+            .any(|(rule, i, _)| rule == "cpu_storm" && i == "sql-01"),
+        "{eval:?}"
+    );
     assert_eq!(run, eval, "run and eval judged the same input differently");
 }

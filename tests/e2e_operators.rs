@@ -6,12 +6,12 @@
 mod common;
 
 use common::{
-    gauge_request_at, post_metrics, self_metric, start_config, wait_values, WINDOW_P95_CONFIG as CONFIG,
+    gauge_request_at, post_metrics, self_metric, start_config, wait_values,
+    WINDOW_P95_CONFIG as CONFIG,
 };
 use prost::Message;
 use sqlvigil_testkit::wait_for;
 use std::time::Duration;
-
 
 #[tokio::test(flavor = "multi_thread")]
 async fn window_aggregates_are_served_and_watched_by_rules() {

@@ -7,7 +7,8 @@
 //! the queue is empty. Bulk size is the sink's default (5,000 documents / 5 MiB).
 //!
 //! Without `--url` it starts the Elasticsearch API test server
-//! (`sqlvigil-testkit-elastic`) in this process, on its own thread and runtime.
+//! (`sqlvigil-testkit-elastic`) as a child process (this executable, `elastic-server`), so
+//! the server's work is not counted in this process.
 
 use anyhow::{bail, Result};
 use sqlvigil_bridge::layout::{self, LayoutOptions};
@@ -16,9 +17,37 @@ use sqlvigil_core::{Sink, Stats};
 use sqlvigil_model::Sample;
 use sqlvigil_otlp::metrics_to_samples;
 use sqlvigil_simulator::{Fleet, FleetConfig};
-use sqlvigil_testkit_elastic::ElasticServer;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The test server process, stopped on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// This executable as `sqlvigil-bench elastic-server`; its first stdout line is the URL.
+fn start_test_server() -> Result<(Server, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("elastic-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let server = Server(child);
+    let mut url = String::new();
+    BufReader::new(stdout).read_line(&mut url)?;
+    Ok((server, url.trim().to_string()))
+}
 
 /// `n` realistic points (the simulated fleet's metrics), each series/time once.
 fn points(n: usize) -> Vec<Sample> {
@@ -134,8 +163,7 @@ pub async fn run(quick: bool, url: Option<String>) -> Result<()> {
     let (_server, url) = match url {
         Some(u) => (None, u),
         None => {
-            let s = ElasticServer::start();
-            let u = s.url();
+            let (s, u) = start_test_server()?;
             (Some(s), u)
         }
     };

@@ -47,6 +47,11 @@ fn main() -> Result<()> {
             "operators" => operators::run(args.quick).await,
             "elastic" => elastic::run(args.quick, args.url).await,
             "kafka" => kafka::run(args.quick, args.url).await,
+            // The Elasticsearch test server as `elastic`'s child process.
+            "elastic-server" => {
+                sqlvigil_testkit_elastic::serve_until_stdin_closes();
+                Ok(())
+            }
             other => {
                 bail!("unknown benchmark `{other}`; available: ingest, operators, elastic, kafka")
             }

@@ -49,7 +49,7 @@ fn sample(i: usize, round: i64, t0: i64) -> Sample {
     }
 }
 
-/// Points/s through rate + rules and RSS growth per series for `series` series.
+/// Points/s through the operator chain and RSS growth per series for `series` series.
 fn throughput(series: usize, rounds: i64) -> Result<(f64, f64)> {
     let chain = ChainBuilder::new(Config::default().chain()?, Arc::new(Stats::default()))?;
     let before = rss_bytes();
@@ -158,7 +158,7 @@ pub async fn run(quick: bool) -> Result<()> {
         let rounds = if n >= 1_000_000 { 4 } else { 6 };
         let (pps, per_series) =
             tokio::task::spawn_blocking(move || throughput(n, rounds)).await??;
-        println!("{n} series: {pps:.0} points/s through rate + rules, {per_series:.0} bytes RSS per series");
+        println!("{n} series: {pps:.0} points/s through the operator chain, {per_series:.0} bytes RSS per series");
         last = pps;
     }
     let secs = if quick { 5 } else { 15 };

@@ -34,9 +34,16 @@ pub type Stage = fn(&ChainConfig, &Arc<Stats>) -> Result<Box<dyn Operator>>;
 pub const STAGES: &[Stage] = &[
     |c, stats| {
         let idle = c.operators.idle_series_after;
-        Ok(Box::new(RateOperator::new(stats.clone()).with_idle_after(idle)))
+        Ok(Box::new(
+            RateOperator::new(stats.clone()).with_idle_after(idle),
+        ))
     },
-    |c, stats| Ok(Box::new(WindowOperator::new(&c.operators.windows, stats.clone())?)),
+    |c, stats| {
+        Ok(Box::new(WindowOperator::new(
+            &c.operators.windows,
+            stats.clone(),
+        )?))
+    },
     |c, stats| {
         let ops = &c.operators;
         Ok(Box::new(

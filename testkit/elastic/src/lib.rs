@@ -51,6 +51,25 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Run a server in this process, print its URL on the first line of stdout and serve
+/// until stdin closes (the parent is done, or died): the server as a separate process,
+/// for benchmarks that must not share a process with it.
+pub fn serve_until_stdin_closes() {
+    use std::io::{BufRead, Write};
+    let es = ElasticServer::start();
+    println!("{}", es.url());
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
+        line.clear();
+    }
+}
+
 mod aggs;
 mod bulk;
 mod http;

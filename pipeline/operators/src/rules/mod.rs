@@ -52,10 +52,10 @@ mod tests {
     use super::*;
     use crate::baseline::{BaselineConfig, BaselineKind};
     use sqlvigil_core::{MicroBatch, Operator, Stats};
-    use std::sync::Arc;
     use sqlvigil_model::{
         AnomalyEvent, AnomalyEventKind, AnomalyState, Sample, SeriesKey, Severity,
     };
+    use std::sync::Arc;
 
     fn rule(when: &str, for_: u64) -> RuleConfig {
         RuleConfig {
