@@ -20,11 +20,14 @@ use crate::{Handles, Pipeline};
 use sqlvigil_analytics::service::{StageIo, ANALYTICS_GROUP};
 use sqlvigil_analytics::AnalyticsService;
 use sqlvigil_bus::BusKind;
-use sqlvigil_core::{Backend, Build, BuildContext, Bus, CheckpointStore, Result, Stats};
+use sqlvigil_core::{
+    Backend, Build, BuildContext, Bus, CheckpointStore, Result, Stats, Subscription,
+};
 use sqlvigil_receiver::Ingest;
 use sqlvigil_store::{EmbeddedReader, SqliteCheckpoints, StateStore};
 use std::sync::Arc;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// The bus of `bus.kind`.
 async fn bus(config: &Config, ctx: &BuildContext) -> Result<Arc<dyn Bus>> {
@@ -62,6 +65,42 @@ async fn backend(config: &Config, ctx: &BuildContext, state: &Arc<StateStore>) -
         }
         Kind::Elastic => config.elastic.build(ctx).await?,
     })
+}
+
+/// The analytics stage over `io`: the model check, the digest schedule and the worker
+/// on the anomalies topic.
+async fn start_analytics(
+    config: &Config,
+    ctx: &BuildContext,
+    io: StageIo,
+    anomalies: Box<dyn Subscription>,
+    stop: watch::Receiver<bool>,
+) -> Result<(Arc<AnalyticsService>, JoinHandle<Result<()>>)> {
+    let analyzer = config.analytics.build(ctx).await?;
+    let topics = &ctx.topics;
+    let analytics = Arc::new(AnalyticsService::new(
+        &config.analytics,
+        analyzer,
+        io,
+        &topics.insights,
+        ctx.stats.clone(),
+    ));
+    tokio::spawn({
+        let s = analytics.clone();
+        async move { s.check_model().await }
+    });
+    let digest = &config.analytics.digest;
+    if digest.enabled {
+        let run = analytics
+            .clone()
+            .run_digests(digest.interval, digest.window, stop.clone());
+        tokio::spawn(run);
+    }
+    let worker = analytics
+        .clone()
+        .run_worker(anomalies, topics.anomalies.clone(), stop);
+    let handle = crate::spawn_logged("analytics worker", async move { Ok(worker.await?) });
+    Ok((analytics, handle))
 }
 
 /// Build every component of `config` and start the tasks.
@@ -119,38 +158,14 @@ pub async fn start(config: Config) -> Result<Pipeline> {
         crate::spawn_logged("logs worker", telemetry.run_logs(logs_sub, rx_telemetry)),
     ];
 
-    let analyzer = config.analytics.build(&ctx).await?;
     let io = StageIo {
         reader: backend.reader.clone(),
         sink: backend.sink.clone(),
         ledger: state.clone(),
         bus: bus.clone(),
     };
-    let analytics = Arc::new(AnalyticsService::new(
-        &config.analytics,
-        analyzer,
-        io,
-        &topics.insights,
-        ctx.stats.clone(),
-    ));
-    tokio::spawn({
-        let s = analytics.clone();
-        async move { s.check_model().await }
-    });
-    if config.analytics.digest.enabled {
-        let d = &config.analytics.digest;
-        tokio::spawn(
-            analytics
-                .clone()
-                .run_digests(d.interval, d.window, rx_analytics.clone()),
-        );
-    }
-    let worker =
-        analytics
-            .clone()
-            .run_worker(anomalies_sub, topics.anomalies.clone(), rx_analytics);
-    let analytics_worker =
-        crate::spawn_logged("analytics worker", async move { Ok(worker.await?) });
+    let (analytics, analytics_worker) =
+        start_analytics(&config, &ctx, io, anomalies_sub, rx_analytics).await?;
     tracing::info!(%grpc_addr, %http_addr, rules = chain.rules.len(), "pipeline started");
     Ok(Pipeline {
         handles: Handles {

@@ -46,7 +46,7 @@ impl Default for StoreConfig {
 
 #[async_trait]
 impl Build for StoreConfig {
-    /// The embedded Parquet store (open even with the Elastic backend: `replay` reads it).
+    /// The embedded Parquet store.
     type Output = Arc<Store>;
 
     fn validate(&self) -> Result<()> {
