@@ -7,9 +7,8 @@
 //! The in-process bus (`sqlvigil-bus`'s `MemoryBus`) is the embedded default; its
 //! `KafkaBus` implements the same trait over Kafka.
 //!
-//! A bus that cannot take records answers [`Error::Full`](crate::Error::Full),
-//! [`Error::Closed`](crate::Error::Closed) or [`Error::Unavailable`](crate::Error::Unavailable)
-//! (all retryable): the receiver turns them
+//! A bus that cannot take records answers [`Error::Full`](crate::Error::Full) or
+//! [`Error::Unavailable`](crate::Error::Unavailable) (both retryable): the receiver turns them
 //! into gRPC UNAVAILABLE / HTTP 503, internal producers wait ([`publish_retrying`]).
 
 use crate::error::Result;

@@ -8,7 +8,7 @@
 //! | `Config`, `Rule` | fix the configuration (the message names the field or rule) |
 //! | `Invalid` | tell the sender its input is wrong; retrying will not help |
 //! | `Unsupported` | use the backend or setting the message names |
-//! | `Full`, `Closed`, `Unavailable` | retry later ([`Error::is_retryable`]): back-pressure or a dependency away |
+//! | `Full`, `Unavailable` | retry later ([`Error::is_retryable`]): back-pressure or a dependency away |
 //! | `Io`, `Failed` | stop the component and report it: storage, a query or a dependency failed for good |
 //! | `Bug` | report it: an invariant of sqlvigil itself broke (a panicked task, a lost chain) |
 
@@ -34,9 +34,6 @@ pub enum Error {
     /// A topic is at capacity; the publisher should retry later.
     #[error("topic `{0}` is full, retry later")]
     Full(String),
-    /// The component is shutting down.
-    #[error("bus is closed")]
-    Closed,
     /// A dependency (broker, Elasticsearch, LLM server) is unreachable, overloaded or did
     /// not answer in time: retry later.
     #[error("{0}")]
@@ -63,7 +60,7 @@ pub enum Error {
 impl Error {
     /// Whether a client should retry (maps to gRPC UNAVAILABLE / HTTP 503).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Full(_) | Error::Closed | Error::Unavailable(_))
+        matches!(self, Error::Full(_) | Error::Unavailable(_))
     }
 
     /// `Failed` with `context` naming what was being done.

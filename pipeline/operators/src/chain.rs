@@ -123,8 +123,4 @@ impl ChainBuilder {
             .map(|stage| stage(&self.config, &self.stats))
             .collect()
     }
-
-    pub fn config(&self) -> &ChainConfig {
-        &self.config
-    }
 }
