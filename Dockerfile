@@ -2,8 +2,12 @@
 #
 # sqlvigil container image: build the one binary, ship it on a slim Debian.
 #   docker build -t sqlvigil .
-#   docker run --rm -p 4317:4317 -p 4318:4318 -p 8080:8080 \
-#     -v "$PWD/config:/etc/sqlvigil:ro" sqlvigil run --config /etc/sqlvigil/sqlvigil.example.yaml
+#   docker run --rm -p 4317:4317 -p 4318:4318 -p 8080:8080 sqlvigil
+# runs `sqlvigil run --config /etc/sqlvigil/sqlvigil.yaml`: config/sqlvigil.yaml
+# (listens on 0.0.0.0, stores in /var/lib/sqlvigil, the shipped rules) copied
+# into the image. Mount your own directory over /etc/sqlvigil to change it
+# (-v "$PWD/config:/etc/sqlvigil:ro"), or override keys with
+# SQLVIGIL_<SECTION>__<KEY> variables (-e SQLVIGIL_BUS__KIND=kafka …).
 
 # ---- build ---------------------------------------------------------------
 # Same Debian release as the runtime stage, so the binary's glibc matches.
@@ -32,6 +36,10 @@ RUN groupadd --system --gid 10001 sqlvigil \
  && install -d -o sqlvigil -g sqlvigil -m 0750 /var/lib/sqlvigil \
  && install -d -m 0755 /etc/sqlvigil
 COPY --from=builder /out/sqlvigil /usr/local/bin/sqlvigil
+# The config the CMD below names, and the rules file it points at
+# (rules_file: /etc/sqlvigil/rules.example.yaml).
+COPY config/sqlvigil.yaml /etc/sqlvigil/sqlvigil.yaml
+COPY config/rules.example.yaml /etc/sqlvigil/rules.example.yaml
 
 USER sqlvigil:sqlvigil
 WORKDIR /var/lib/sqlvigil

@@ -7,7 +7,7 @@ use clap::Args;
 use sqlvigil_model::query::AnomalyFilter;
 use sqlvigil_runtime::serve::{serve, Companion};
 use sqlvigil_runtime::{Config, Handles};
-use sqlvigil_simulator::{Fleet, FleetConfig, Protocol, RunConfig};
+use sqlvigil_simulator::{Fleet, FleetConfig, Protocol, ReceiverModes, RunConfig};
 use sqlvigil_store::{Role, StateStore};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// Stop the simulator after this many scrapes (it runs until Ctrl-C otherwise).
     #[arg(long)]
     ticks: Option<u64>,
+    /// How the simulated receiver reads each instance: `mixed` (even instances over a
+    /// direct connection, odd ones through Windows perf counters), `direct` or `windows`.
+    #[arg(long, default_value = "mixed", value_parser = crate::simulate::parse_mode)]
+    receiver_mode: ReceiverModes,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -71,7 +75,12 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
     let token_file = data_dir.join("admin.token");
     std::fs::write(&token_file, format!("{token}\n")).context("writing admin.token")?;
 
-    let second = usize::from(args.instances > 1);
+    // The blocking chain on a direct-connection instance when there is one besides the
+    // first (sql-03 in a mixed fleet): its query samples feed /api/v1/blocking.
+    let second = match (args.receiver_mode, args.instances) {
+        (ReceiverModes::Mixed, n) if n > 2 => 2,
+        (_, n) => usize::from(n > 1),
+    };
     let mut specs: Vec<String> = match args.scenario.as_str() {
         "all" => vec![
             "cpu_storm@3m+10m:0".into(),
@@ -91,10 +100,12 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
         interval: Duration::from_secs(10),
         incidents: crate::simulate::parse_incidents(&specs)?,
         start_time_ns: crate::simulate::now_ns() - args.backfill.as_nanos() as i64,
+        receiver_mode: args.receiver_mode,
     });
     println!(
-        "sqlvigil demo: {} simulated SQL Server instances, incidents: {}",
+        "sqlvigil demo: {} simulated SQL Server instances (receiver mode {:?}), incidents: {}",
         args.instances,
+        args.receiver_mode,
         if specs.is_empty() {
             "none".into()
         } else {

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 use sqlvigil_runtime::serve::termination;
-use sqlvigil_simulator::{Fleet, FleetConfig, Incident, Protocol, RunConfig};
+use sqlvigil_simulator::{Fleet, FleetConfig, Incident, Protocol, ReceiverModes, RunConfig};
 use std::time::Duration;
 
 #[derive(Args)]
@@ -32,6 +32,16 @@ pub struct SimulateArgs {
     backfill: Duration,
     #[arg(long)]
     ticks: Option<u64>,
+    /// How the simulated receiver reads SQL Server: `direct` (a direct connection: raw
+    /// `…/sec` totals, DMV metrics, query events), `windows` (perf counters: per-second
+    /// rates, Windows-only metrics) or `mixed` (even instances direct, odd Windows).
+    #[arg(long, default_value = "direct", value_parser = parse_mode)]
+    receiver_mode: ReceiverModes,
+}
+
+/// clap parser of `--receiver-mode`.
+pub fn parse_mode(s: &str) -> Result<ReceiverModes, String> {
+    s.parse::<ReceiverModes>().map_err(|e| e.to_string())
 }
 
 pub fn now_ns() -> i64 {
@@ -53,6 +63,7 @@ pub async fn simulate(args: SimulateArgs) -> Result<()> {
         interval: args.interval,
         incidents: parse_incidents(&args.incidents)?,
         start_time_ns: now_ns() - args.backfill.as_nanos() as i64,
+        receiver_mode: args.receiver_mode,
     });
     for l in fleet.labels() {
         println!(

@@ -113,6 +113,7 @@ async fn eval_and_run_open_the_same_anomalies_on_the_same_input() {
         }],
         // Minute-aligned, an hour and a half ago.
         start_time_ns: (now / 60_000_000_000 - 90) * 60_000_000_000,
+        receiver_mode: Default::default(),
     };
     let ticks = 60 * 6; // an hour of 10 s scrapes
     let mut fleet = Fleet::new(fleet_config());

@@ -56,6 +56,14 @@ pub struct Context {
     /// Recent SQL Server error-log lines on the instance, newest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<sqlvigil_model::LogRecord>,
+    /// The receiver's top queries of the window (`db.server.top_query` events summed per
+    /// query), highest CPU first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_queries: Vec<sqlvigil_model::TopQuery>,
+    /// Blocking chains of the window (from `db.server.query_sample` events), most
+    /// victims first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocking: Vec<sqlvigil_model::BlockingChain>,
     /// Live DMV snapshot, when the live monitor is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveSnapshot>,

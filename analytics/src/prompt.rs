@@ -187,6 +187,11 @@ fn stats_section(stats: &[MetricStat]) -> Option<Section> {
     })
 }
 
+/// One query of a top-queries section.
+fn query_line(hash: &str, cpu_ms: f64, executions: f64, reads: f64, statement: &str) -> String {
+    format!("- {hash} cpu {cpu_ms:.0} ms, {executions:.0} execs, {reads:.0} logical reads: {statement}\n")
+}
+
 fn live_sections(ctx: &Context) -> Vec<Section> {
     let Some(live) = &ctx.live else {
         return Vec::new();
@@ -220,13 +225,68 @@ fn live_sections(ctx: &Context) -> Vec<Section> {
                 .iter()
                 .take(5)
                 .map(|q| {
+                    query_line(
+                        &q.query_hash,
+                        q.total_cpu_ms as f64,
+                        q.executions as f64,
+                        q.total_logical_reads as f64,
+                        &q.statement,
+                    )
+                })
+                .collect(),
+        });
+    }
+    out
+}
+
+/// The receiver's query events of the window (top queries, blocking chains).
+fn activity_sections(ctx: &Context) -> Vec<Section> {
+    let mut out = Vec::new();
+    if !ctx.blocking.is_empty() {
+        out.push(Section {
+            title: "Blocking chains in the window (query samples)",
+            body: ctx
+                .blocking
+                .iter()
+                .take(3)
+                .map(|c| {
+                    let victims: Vec<String> = c
+                        .sessions
+                        .iter()
+                        .take(5)
+                        .map(|s| format!("{} ({} {:.0} ms)", s.session_id, s.wait_type, s.wait_time_ms))
+                        .collect();
                     format!(
-                        "- {} cpu {} ms, {} execs, {} reads: {}\n",
-                        q.query_hash,
+                        "- head blocker session {} blocks {} session(s), depth {}, {:.0} ms waited in total: {}{}\n",
+                        c.head_session_id,
+                        c.victims,
+                        c.depth,
+                        c.total_wait_ms,
+                        victims.join(", "),
+                        if c.head_statement.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; head runs: {}", c.head_statement)
+                        }
+                    )
+                })
+                .collect(),
+        });
+    }
+    if !ctx.top_queries.is_empty() {
+        out.push(Section {
+            title: "Top queries by CPU in the window (receiver events)",
+            body: ctx
+                .top_queries
+                .iter()
+                .take(5)
+                .map(|q| {
+                    query_line(
+                        &q.query_hash,
                         q.total_cpu_ms,
                         q.executions,
                         q.total_logical_reads,
-                        q.statement
+                        &q.statement,
                     )
                 })
                 .collect(),
@@ -281,6 +341,7 @@ pub fn build(subject: &Subject, ctx: &Context, budget_chars: usize) -> Prompt {
     // Optional sections, most relevant first.
     let mut optional: Vec<Section> = Vec::new();
     optional.extend(waits_section(&ctx.related));
+    optional.extend(activity_sections(ctx));
     optional.extend(live_sections(ctx));
     optional.extend(stats_section(&ctx.stats));
     optional.extend(related_section(&ctx.related));

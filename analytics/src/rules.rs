@@ -44,9 +44,37 @@ fn top_waits(ctx: &Context) -> Vec<String> {
         .collect()
 }
 
+/// The heaviest query of the window, as the receiver's top-query events saw it.
+fn top_query_text(ctx: &Context) -> String {
+    ctx.top_queries
+        .first()
+        .map(|q| {
+            format!(
+                " Top query by CPU in the window: {} ({:.0} ms CPU over {:.0} executions): {}.",
+                q.query_hash, q.total_cpu_ms, q.executions, q.statement
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The worst blocking chain of the window, from the receiver's query samples.
+fn head_blocker_text(ctx: &Context) -> String {
+    ctx.blocking
+        .first()
+        .map(|c| {
+            format!(
+                " Head blocker: session {} blocks {} session(s) (depth {}, {:.0} ms waited in total).",
+                c.head_session_id, c.victims, c.depth, c.total_wait_ms
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// The kind of problem, from the metric the rule watched.
 fn explain(a: &Anomaly, ctx: &Context) -> (String, Vec<String>) {
     let inst = &a.series.instance;
+    let top_query = top_query_text(ctx);
+    let head_blocker = head_blocker_text(ctx);
     let waits = top_waits(ctx);
     let waits_text = if waits.is_empty() {
         String::new()
@@ -60,7 +88,7 @@ fn explain(a: &Anomaly, ctx: &Context) -> (String, Vec<String>) {
                 .unwrap_or_default();
             (
                 format!(
-                    "CPU storm on {inst}: CPU at {:.1}% (threshold {}) sustained past the rule window.{batches}{waits_text}",
+                    "CPU storm on {inst}: CPU at {:.1}% (threshold {}) sustained past the rule window.{batches}{top_query}{waits_text}",
                     a.observed,
                     a.expected.map(|e| format!("{e:.0}%")).unwrap_or_else(|| "n/a".into())
                 ),
@@ -74,7 +102,7 @@ fn explain(a: &Anomaly, ctx: &Context) -> (String, Vec<String>) {
         }
         "sqlserver.processes.blocked" => (
             format!(
-                "Blocking chain on {inst}: {:.0} processes blocked (threshold {}).{waits_text}",
+                "Blocking chain on {inst}: {:.0} processes blocked (threshold {}).{head_blocker}{waits_text}",
                 a.observed,
                 a.expected.map(|e| format!("{e:.0}")).unwrap_or_else(|| "n/a".into())
             ),
@@ -94,7 +122,7 @@ fn explain(a: &Anomaly, ctx: &Context) -> (String, Vec<String>) {
             ],
         ),
         "sqlserver.page.life_expectancy" => (
-            format!("Buffer pool pressure on {inst}: page life expectancy fell to {:.0} s.", a.observed),
+            format!("Buffer pool pressure on {inst}: page life expectancy fell to {:.0} s.{top_query}", a.observed),
             vec![
                 "Look for queries doing large scans (high logical reads) that flush the buffer pool.".into(),
                 "Check memory grants pending and the max server memory setting.".into(),
@@ -273,5 +301,49 @@ mod tests {
         )
         .unwrap();
         assert!(blocking.summary.starts_with("Blocking chain"));
+    }
+
+    #[test]
+    fn the_receivers_events_name_the_head_blocker_and_the_top_query() {
+        let ctx = Context {
+            top_queries: vec![sqlvigil_model::TopQuery {
+                query_hash: "0x37".into(),
+                total_cpu_ms: 9000.0,
+                executions: 12.0,
+                statement: "SELECT * FROM orders".into(),
+                ..Default::default()
+            }],
+            blocking: vec![sqlvigil_model::BlockingChain {
+                instance: "sql1".into(),
+                head_session_id: 52,
+                head_statement: String::new(),
+                depth: 2,
+                victims: 3,
+                total_wait_ms: 1700.0,
+                last_seen: Utc::now(),
+                sessions: vec![],
+            }],
+            ..Default::default()
+        };
+        let blocking = analyze(&anomaly("sqlserver.processes.blocked"), &ctx, Utc::now()).unwrap();
+        assert!(
+            blocking
+                .summary
+                .contains("Head blocker: session 52 blocks 3"),
+            "{}",
+            blocking.summary
+        );
+        let cpu = analyze(&anomaly("sqlserver.cpu.utilization"), &ctx, Utc::now()).unwrap();
+        assert!(cpu.summary.contains("0x37"), "{}", cpu.summary);
+        let prompt = crate::prompt::build(
+            &crate::prompt::Subject::Anomaly(Box::new(anomaly("sqlserver.processes.blocked"))),
+            &ctx,
+            20_000,
+        );
+        assert!(
+            prompt.user.contains("head blocker session 52"),
+            "{}",
+            prompt.user
+        );
     }
 }

@@ -23,6 +23,10 @@ use tokio::sync::watch;
 /// How far back the analyzer looks for related metrics and log lines.
 const CONTEXT_WINDOW_NS: i64 = 5 * 60 * 1_000_000_000;
 const CONTEXT_LOG_LINES: usize = 20;
+/// Top queries of the window given to the analyzer.
+const CONTEXT_TOP_QUERIES: usize = 5;
+/// Blocked-session samples of the window read to build the blocking chains.
+const CONTEXT_BLOCKED_SESSIONS: usize = 500;
 /// The analytics worker's consumer group on the anomalies topic.
 pub const ANALYTICS_GROUP: &str = "sqlvigil-analytics";
 
@@ -117,6 +121,7 @@ impl AnalyticsService {
                 .await?,
             ..Default::default()
         };
+        self.query_activity(&instance, from, to, &mut ctx).await?;
         match subject {
             Subject::Anomaly(_) => ctx.related = self.latest(&instance, from, to).await?,
             _ => {
@@ -126,6 +131,42 @@ impl AnalyticsService {
             }
         }
         Ok(ctx)
+    }
+
+    /// The receiver's query events of the window: top queries and blocking chains. A
+    /// backend that cannot answer (`Unsupported`) leaves them out.
+    async fn query_activity(
+        &self,
+        instance: &str,
+        from: i64,
+        to: i64,
+        ctx: &mut Context,
+    ) -> Result<()> {
+        let range = sqlvigil_model::query::Range::between(from, to);
+        let keep = |e: sqlvigil_core::Error| match e {
+            sqlvigil_core::Error::Unsupported(_) => Ok(()),
+            other => Err(other),
+        };
+        match self
+            .reader
+            .top_queries(&range, Some(instance), CONTEXT_TOP_QUERIES)
+            .await
+        {
+            Ok(answer) => ctx.top_queries = answer.rows,
+            Err(e) => keep(e)?,
+        }
+        match self
+            .reader
+            .blocking(&range, Some(instance), CONTEXT_BLOCKED_SESSIONS)
+            .await
+        {
+            Ok(answer) => {
+                ctx.blocking =
+                    sqlvigil_model::activity::blocking_tree(&answer.rows, &HashMap::new())
+            }
+            Err(e) => keep(e)?,
+        }
+        Ok(())
     }
 
     /// Latest value per series of `instance` in the window.

@@ -1,7 +1,7 @@
 //! The REST API over the pipeline's store — embedded, or Elasticsearch through the
 //! bridge: `/health`, `/metrics` (Prometheus self metrics) and the bearer-token protected
 //! `/api/v1/{series,metrics,aggregates,anomalies,insights}` (with `POST /api/v1/insights`
-//! for on-demand analyses, operator role), `/api/v1/{waits,top-queries,io,blocking}`
+//! for on-demand analyses, operator role), `/api/v1/{waits,top-queries,io,blocking,coverage}`
 //! (Elastic only), plus a small status page at `/`.
 //!
 //! Tokens are checked against their SHA-256 hashes in the state store; every role may
@@ -43,6 +43,8 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     /// On-demand insights (`POST /api/v1/insights`).
     pub analytics: Arc<AnalyticsService>,
+    /// What each rule in force reads: which rules each instance's receiver mode can fire.
+    pub rule_needs: Arc<Vec<sqlvigil_model::catalogue::RuleNeeds>>,
     pub started: Instant,
 }
 

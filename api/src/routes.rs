@@ -33,6 +33,7 @@ pub fn router(app: AppState) -> Router {
         .route("/top-queries", get(top_queries))
         .route("/io", get(io))
         .route("/blocking", get(blocking))
+        .route("/coverage", get(coverage))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::require));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -41,7 +42,7 @@ pub fn router(app: AppState) -> Router {
         .nest("/api/v1", protected)
         .fallback(|| async {
             ApiError::NotFound(
-                "no such endpoint; see /api/v1/{series,metrics,aggregates,anomalies,insights,waits,top-queries,io,blocking}".into(),
+                "no such endpoint; see /api/v1/{series,metrics,aggregates,anomalies,insights,waits,top-queries,io,blocking,coverage}".into(),
             )
         })
         .with_state(app)
@@ -318,7 +319,37 @@ async fn io(
     Ok(Json(json!({ "range": range_json(&range), "io": rows })))
 }
 
-/// Queries by CPU over a range (Elastic).
+/// Per instance: the receiver mode its metrics give away (Windows perf counters or a
+/// direct connection) and the rules that cannot fire for it in that mode, with why.
+async fn coverage(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let p = Params::new(q, &["instance", "from", "to"])?;
+    let series = app.reader.series(&metric_filter(&p)?).await?;
+    let mut metrics: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for s in &series {
+        metrics.entry(&s.instance).or_default().push(&s.metric);
+    }
+    let instances: Vec<Value> = metrics
+        .into_iter()
+        .map(|(instance, names)| {
+            let mode = sqlvigil_model::catalogue::mode_of(names.iter().copied());
+            let gaps: Vec<_> = mode
+                .map(|m| app.rule_needs.iter().filter_map(|n| n.gap(m)).collect())
+                .unwrap_or_default();
+            json!({
+                "instance": instance,
+                "receiver_mode": mode.map(|m| m.as_str()),
+                "rules_that_cannot_fire": gaps,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "instances": instances })))
+}
+
+/// Queries by CPU over a range: the receiver's `db.server.top_query` events summed
+/// per query (both backends).
 async fn top_queries(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -333,7 +364,9 @@ async fn top_queries(
     ))
 }
 
-/// Blocked sessions over a range, newest first (Elastic).
+/// Blocked sessions over a range, newest first, and the blocking tree they form
+/// (`chains`: head blocker, depth, victims, total wait), from the receiver's
+/// `db.server.query_sample` events (both backends).
 async fn blocking(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -343,7 +376,8 @@ async fn blocking(
         .reader
         .blocking(&range, instance.as_deref(), limit)
         .await?;
+    let chains = sqlvigil_model::activity::blocking_tree(&answer.rows, &HashMap::new());
     Ok(Json(
-        json!({ "range": range_json(&range), "blocking": answer }),
+        json!({ "range": range_json(&range), "blocking": answer, "chains": chains }),
     ))
 }

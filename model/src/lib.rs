@@ -21,6 +21,7 @@
 //! assert_eq!(catalogue::resolve_alias("cpu_percent"), Some("sqlserver.cpu.utilization"));
 //! ```
 
+pub mod activity;
 pub mod anomaly;
 pub mod arrow_schema;
 pub mod catalogue;
@@ -32,6 +33,7 @@ pub mod query;
 pub mod sample;
 pub mod summary;
 
+pub use activity::{Activity, BlockingChain, QuerySample};
 pub use anomaly::{Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, EvidencePoint, Severity};
 pub use insight::{AnalysisFailure, Insight};
 pub use log::LogRecord;

@@ -1,17 +1,20 @@
 //! The fleet: instances, their incident windows, and per-tick OTLP requests.
 
+use crate::events;
 use crate::instance::{
     gauss, mix, rng_for, Effects, Phase, Profile, State, IO_RAMP_S, LOG_FILL_S, SALT_LOGS,
     TEMPDB_FILL_S,
 };
-use crate::otlp::{count_points, kv_int, kv_str, resource};
+use crate::otlp::{count_points, kv_int, kv_str, resource, scope};
 use crate::scenario::{Incident, IncidentLabel, Scenario};
+use crate::SimError;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use rand::rngs::StdRng;
 use rand::Rng;
+use sqlvigil_model::catalogue::ReceiverMode;
 use std::time::Duration;
 
 /// 2024-01-01T00:00:00Z, the default event time of tick 0 (fixed so runs are repeatable).
@@ -31,6 +34,47 @@ pub struct FleetConfig {
     pub incidents: Vec<Incident>,
     /// Event time of tick 0, ns since the Unix epoch.
     pub start_time_ns: i64,
+    /// How the simulated receiver reads each instance.
+    pub receiver_mode: ReceiverModes,
+}
+
+/// Which of the receiver's modes the fleet is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReceiverModes {
+    /// Windows performance counters: true per-second rates, Windows-only metrics.
+    Windows,
+    /// A direct connection (Linux, containers): raw `…/sec` totals, DMV metrics, the
+    /// query events.
+    #[default]
+    Direct,
+    /// Both: even instances (sql-01, sql-03, …) direct, odd ones Windows.
+    Mixed,
+}
+
+impl ReceiverModes {
+    pub fn for_instance(self, index: usize) -> ReceiverMode {
+        match self {
+            ReceiverModes::Windows => ReceiverMode::Windows,
+            ReceiverModes::Direct => ReceiverMode::Direct,
+            ReceiverModes::Mixed if index.is_multiple_of(2) => ReceiverMode::Direct,
+            ReceiverModes::Mixed => ReceiverMode::Windows,
+        }
+    }
+}
+
+impl std::str::FromStr for ReceiverModes {
+    type Err = SimError;
+
+    fn from_str(s: &str) -> Result<Self, SimError> {
+        match s.trim() {
+            "windows" => Ok(ReceiverModes::Windows),
+            "direct" => Ok(ReceiverModes::Direct),
+            "mixed" => Ok(ReceiverModes::Mixed),
+            other => Err(SimError::Config(format!(
+                "unknown receiver mode `{other}` (valid: windows, direct, mixed)"
+            ))),
+        }
+    }
 }
 
 impl Default for FleetConfig {
@@ -41,6 +85,7 @@ impl Default for FleetConfig {
             interval: Duration::from_secs(10),
             incidents: Vec::new(),
             start_time_ns: DEFAULT_START_TIME_NS,
+            receiver_mode: ReceiverModes::Direct,
         }
     }
 }
@@ -131,7 +176,8 @@ impl Fleet {
     }
 
     fn instance(cfg: &FleetConfig, idx: usize) -> Instance {
-        let profile = Profile::new(cfg.seed, idx, cfg.start_time_ns);
+        let mut profile = Profile::new(cfg.seed, idx, cfg.start_time_ns);
+        profile.mode = cfg.receiver_mode.for_instance(idx);
         let windows = cfg
             .incidents
             .iter()
@@ -233,29 +279,62 @@ impl Fleet {
     /// process reports and deadlock victims in a blocking chain; deadlock victims (1205)
     /// in a deadlock burst; "log is full" (9002) once a full log has filled; tempdb
     /// allocation failures (1105) once tempdb has filled; slow-I/O warnings (833) in an
-    /// I/O stall. One request per instance that logged something; often empty.
+    /// I/O stall. Over a direct connection, also the receiver's query events: query
+    /// samples of a blocking chain and the top queries every minute ([`crate::events`]).
+    /// One request per instance that logged something; often empty.
     pub fn logs(&mut self, tick: u64) -> Vec<ExportLogsServiceRequest> {
         let t_ns = self.event_time_ns(tick);
-        self.instances
-            .iter()
-            .filter_map(|inst| {
-                let mut rng = rng_for(&[self.cfg.seed, inst.profile.index as u64, tick, SALT_LOGS]);
-                let records = log_lines(&inst.profile, inst.effects(t_ns), &mut rng)
+        let (seed, start, dt_s) = (
+            self.cfg.seed,
+            self.cfg.start_time_ns,
+            self.cfg.interval.as_secs_f64(),
+        );
+        (0..self.instances.len())
+            .filter_map(|idx| {
+                self.advance(idx, tick, seed, start, dt_s);
+                let inst = &self.instances[idx];
+                let fx = inst.effects(t_ns);
+                let mut rng = rng_for(&[seed, inst.profile.index as u64, tick, SALT_LOGS]);
+                let records = log_lines(&inst.profile, fx, &mut rng)
                     .into_iter()
                     .map(|line| line.record(t_ns, &inst.profile))
                     .collect::<Vec<_>>();
-                (!records.is_empty()).then(|| ExportLogsServiceRequest {
+                let mut scopes = Vec::new();
+                if !records.is_empty() {
+                    scopes.push(ScopeLogs {
+                        scope: Some(InstrumentationScope {
+                            name: LOG_SCOPE_NAME.to_string(),
+                            version: env!("CARGO_PKG_VERSION").to_string(),
+                            ..Default::default()
+                        }),
+                        log_records: records,
+                        ..Default::default()
+                    });
+                }
+                if inst.profile.mode == ReceiverMode::Direct {
+                    let (cpu, blocked) = (inst.state.cpu(), inst.state.blocked());
+                    let mut events = events::query_samples(&inst.profile, fx, blocked, t_ns);
+                    events.extend(events::top_queries(
+                        &inst.profile,
+                        fx,
+                        cpu,
+                        tick,
+                        dt_s,
+                        t_ns,
+                        &mut rng,
+                    ));
+                    if !events.is_empty() {
+                        scopes.push(ScopeLogs {
+                            scope: Some(scope()),
+                            log_records: events,
+                            ..Default::default()
+                        });
+                    }
+                }
+                (!scopes.is_empty()).then(|| ExportLogsServiceRequest {
                     resource_logs: vec![ResourceLogs {
                         resource: Some(resource(&inst.profile.host, &inst.profile.name, None)),
-                        scope_logs: vec![ScopeLogs {
-                            scope: Some(InstrumentationScope {
-                                name: LOG_SCOPE_NAME.to_string(),
-                                version: env!("CARGO_PKG_VERSION").to_string(),
-                                ..Default::default()
-                            }),
-                            log_records: records,
-                            ..Default::default()
-                        }],
+                        scope_logs: scopes,
                         ..Default::default()
                     }],
                 })

@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sqlvigil_model::catalogue::{self, ReceiverMode};
 use std::f64::consts::TAU;
 
 /// Purposes mixed into per-tick seeds so each stream is independent.
@@ -145,6 +146,8 @@ pub(crate) struct Profile {
     /// When SQL Server started, ns (start_time_unix_nano of every point).
     pub process_start_ns: i64,
     uptime_s: f64,
+    /// How the simulated receiver reads this instance.
+    pub mode: ReceiverMode,
 }
 
 impl Profile {
@@ -153,6 +156,7 @@ impl Profile {
         let app = APP_DBS[index % APP_DBS.len()];
         let uptime_s = rng.random_range(3.0..40.0) * 86_400.0;
         Profile {
+            mode: ReceiverMode::Direct,
             index,
             name: format!("sql-{:02}", index + 1),
             host: format!("sqlhost-{:02}", index + 1),
@@ -344,6 +348,22 @@ pub(crate) struct State {
     hit_ratio: f64,
     ple: i64,
     tempdb_used_kb: i64,
+    /// The `…/sec` totals of the previous tick and the time since: a Windows
+    /// perf-counter receiver reports the rate between them.
+    prev: Totals,
+    dt_s: f64,
+}
+
+/// The `…/sec` counters' running totals at one tick.
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    batches: f64,
+    compilations: f64,
+    recompilations: f64,
+    lock_waits: f64,
+    deadlocks: f64,
+    page_splits: f64,
+    transactions: Vec<f64>,
 }
 
 /// Size of tempdb's data files, KB.
@@ -396,14 +416,19 @@ impl State {
             hit_ratio: 99.7,
             ple: p.base_ple as i64,
             tempdb_used_kb: 300_000,
+            prev: Totals::default(),
+            dt_s: 0.0,
         };
         state.observe(p, &mut rng, t0_ns, 0.0, fx);
+        state.prev = state.totals();
         state
     }
 
     /// Advance one scrape: draw this tick's gauges and integrate rates over `dt_s`.
     pub fn step(&mut self, p: &Profile, seed: u64, t_ns: i64, dt_s: f64, fx: Effects) {
         self.tick += 1;
+        self.prev = self.totals();
+        self.dt_s = dt_s;
         let mut rng = rng_for(&[seed, p.index as u64, self.tick, SALT_METRICS]);
         self.observe(p, &mut rng, t_ns, dt_s, fx);
     }
@@ -645,53 +670,122 @@ impl State {
         }
     }
 
-    /// The receiver-shaped request for the current tick.
+    fn totals(&self) -> Totals {
+        Totals {
+            batches: self.batches,
+            compilations: self.compilations,
+            recompilations: self.recompilations,
+            lock_waits: self.lock_waits,
+            deadlocks: self.deadlocks,
+            page_splits: self.page_splits,
+            transactions: self.dbs.iter().map(|d| d.transactions).collect(),
+        }
+    }
+
+    /// A `…/sec` performance counter as the receiver reports it: the raw running total
+    /// (`cntr_value`) over a direct connection, the per-second rate since the previous
+    /// scrape from Windows perf counters.
+    fn per_sec(&self, mode: ReceiverMode, total: f64, prev: f64) -> Num {
+        match mode {
+            ReceiverMode::Direct => Num::F(total.floor()),
+            ReceiverMode::Windows if self.dt_s > 0.0 => {
+                Num::F(round3((total.floor() - prev.floor()).max(0.0) / self.dt_s))
+            }
+            ReceiverMode::Windows => Num::F(0.0),
+        }
+    }
+
+    /// The receiver-shaped request for the current tick: the metrics the profile's
+    /// receiver mode emits (the catalogue's `mode`), in its units.
     pub fn request(&self, p: &Profile, t_ns: i64) -> ExportMetricsServiceRequest {
         let stamp = Stamp {
             start_ns: p.process_start_ns.max(0) as u64,
             time_ns: t_ns.max(0) as u64,
         };
-        let mut resource_metrics = vec![resource_block(p, None, self.instance_metrics(stamp))];
-        for (db, st) in p.databases.iter().zip(&self.dbs) {
-            let mut metrics = db_metrics(db, st, stamp);
+        let emitted = |mut metrics: Vec<Metric>| {
+            metrics.retain(|m| catalogue::metric(&m.name).is_none_or(|d| d.mode.emits_in(p.mode)));
+            metrics
+        };
+        let mut resource_metrics = vec![resource_block(
+            p,
+            None,
+            emitted(self.instance_metrics(p.mode, stamp)),
+        )];
+        for (i, (db, st)) in p.databases.iter().zip(&self.dbs).enumerate() {
+            let prev_tx = self
+                .prev
+                .transactions
+                .get(i)
+                .copied()
+                .unwrap_or(st.transactions);
+            let tx = self.per_sec(p.mode, st.transactions, prev_tx);
+            let mut metrics = db_metrics(db, st, tx, stamp);
             if db.name == WAIT_DATABASE {
                 metrics.push(self.wait_metric(stamp));
             }
-            resource_metrics.push(resource_block(p, Some(&db.name), metrics));
+            resource_metrics.push(resource_block(p, Some(&db.name), emitted(metrics)));
         }
         ExportMetricsServiceRequest { resource_metrics }
     }
 
-    fn instance_metrics(&self, stamp: Stamp) -> Vec<Metric> {
+    fn instance_metrics(&self, mode: ReceiverMode, stamp: Stamp) -> Vec<Metric> {
         let one = |name: &str, v: Num| metric(name, vec![Point::plain(v)], stamp);
+        let rate = |total: f64, prev: f64| self.per_sec(mode, total, prev);
+        let pv = &self.prev;
         vec![
-            one("sqlserver.cpu.utilization", Num::F(round3(self.cpu))),
+            // The receiver's unit for host CPU is `1`, a fraction (sqlvigil shows 0–100).
+            one(
+                "sqlserver.cpu.utilization",
+                Num::F((self.cpu * 1000.0).round() / 100_000.0),
+            ),
             one("sqlserver.user.connection.count", Num::I(self.connections)),
             one("sqlserver.processes.blocked", Num::I(self.blocked)),
             one(
                 "sqlserver.lock.wait_time.avg",
                 Num::F(round3(self.lock_wait_avg_ms)),
             ),
-            one("sqlserver.lock.wait.rate", Num::F(self.lock_waits.floor())),
-            one("sqlserver.batch.request.rate", Num::F(self.batches.floor())),
+            one(
+                "sqlserver.lock.wait.rate",
+                rate(self.lock_waits, pv.lock_waits),
+            ),
+            one(
+                "sqlserver.batch.request.rate",
+                rate(self.batches, pv.batches),
+            ),
             one(
                 "sqlserver.batch.sql_compilation.rate",
-                Num::F(self.compilations.floor()),
+                rate(self.compilations, pv.compilations),
             ),
             one(
                 "sqlserver.batch.sql_recompilation.rate",
-                Num::F(self.recompilations.floor()),
+                rate(self.recompilations, pv.recompilations),
             ),
-            one("sqlserver.deadlock.rate", Num::F(self.deadlocks)),
+            one(
+                "sqlserver.deadlock.rate",
+                rate(self.deadlocks, pv.deadlocks),
+            ),
             one(
                 "sqlserver.page.split.rate",
-                Num::F(self.page_splits.floor()),
+                rate(self.page_splits, pv.page_splits),
             ),
             one(
                 "sqlserver.page.buffer_cache.hit_ratio",
                 Num::F(round3(self.hit_ratio)),
             ),
-            one("sqlserver.page.life_expectancy", Num::I(self.ple)),
+            metric(
+                "sqlserver.page.life_expectancy",
+                vec![Point {
+                    attrs: vec![kv_str(
+                        "performance_counter.object_name",
+                        match mode {
+                            ReceiverMode::Direct => "SQLServer:Buffer Manager",
+                            ReceiverMode::Windows => "Buffer Manager",
+                        },
+                    )],
+                    value: Num::I(self.ple),
+                }],
+                stamp,
+            ),
             metric(
                 "sqlserver.database.tempdb.space",
                 vec![
@@ -775,7 +869,7 @@ fn blocked(fx: Effects, rng: &mut StdRng) -> i64 {
     }
 }
 
-fn db_metrics(db: &Database, st: &DbState, stamp: Stamp) -> Vec<Metric> {
+fn db_metrics(db: &Database, st: &DbState, transactions: Num, stamp: Stamp) -> Vec<Metric> {
     let one = |name: &str, v: Num| metric(name, vec![Point::plain(v)], stamp);
     let per_file = |pick: &dyn Fn(&FileTotals, usize) -> Num| -> Vec<Point> {
         let mut points = Vec::with_capacity(4);
@@ -795,10 +889,7 @@ fn db_metrics(db: &Database, st: &DbState, stamp: Stamp) -> Vec<Metric> {
         points
     };
     vec![
-        one(
-            "sqlserver.transaction.rate",
-            Num::F(st.transactions.floor()),
-        ),
+        one("sqlserver.transaction.rate", transactions),
         one(
             "sqlserver.transaction_log.usage",
             Num::I(st.log_shown as i64),

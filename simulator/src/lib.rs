@@ -1,10 +1,14 @@
 //! A deterministic simulator of a small SQL Server fleet that emits OTLP exactly like
-//! the OpenTelemetry Collector's `sqlserver` receiver in direct-connection mode: the
+//! the OpenTelemetry Collector's `sqlserver` receiver, in either of its modes
+//! ([`ReceiverModes`]): over a direct connection (the `…/sec` performance counters as
+//! running totals, the DMV metrics, the `db.server.top_query` / `db.server.query_sample`
+//! events) or with Windows perf counters (true per-second rates, the Windows-only
+//! metrics), each metric only in the mode the receiver's `metadata.yaml` says emits it:
+//! the
 //! same resource attributes (`host.name`, `server.address`, `server.port`,
 //! `service.instance.id`, `service.name`, `sqlserver.instance.name`, plus
 //! `sqlserver.database.name` on per-database resources), scope, metric names, units,
-//! kinds and point attributes (from `sqlvigil_model::catalogue`), with the `…/sec`
-//! performance counters sent as running totals. Values follow a daily and a weekly
+//! kinds and point attributes (from `sqlvigil_model::catalogue`). Values follow a daily and a weekly
 //! pattern (weekends at ~60 % of weekday load) with smoothed noise, all derived from a
 //! seed (per instance, so adding instances changes no other instance), and stay clear
 //! of alerting thresholds unless one of the named incidents ([`Scenario::ALL`]: CPU
@@ -31,13 +35,14 @@
 //! assert_eq!(fleet.labels()[0].name, "cpu_storm");
 //! ```
 
+mod events;
 mod fleet;
 mod instance;
 mod otlp;
 mod scenario;
 mod send;
 
-pub use fleet::{Fleet, FleetConfig, DEFAULT_START_TIME_NS, LOG_SCOPE_NAME};
+pub use fleet::{Fleet, FleetConfig, ReceiverModes, DEFAULT_START_TIME_NS, LOG_SCOPE_NAME};
 pub use otlp::{count_points, SCOPE_NAME, SCOPE_VERSION, SERVER_PORT, SERVICE_NAME};
 pub use scenario::{scenario_metric, Incident, IncidentLabel, Scenario};
 pub use send::{run, Protocol, RunConfig, RunStats};

@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, NumberDataPoint,
 };
 use prost::Message;
+use sqlvigil_model::catalogue::Mode;
 use sqlvigil_model::{catalogue, MetricKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -141,8 +142,111 @@ fn instances_are_independent_of_fleet_size() {
 }
 
 #[test]
-fn metrics_match_the_catalogue() {
-    let mut f = fleet(3, 2, &[]);
+fn metrics_match_the_catalogue_in_each_mode() {
+    for (mode, other) in [
+        (ReceiverModes::Direct, Mode::Windows),
+        (ReceiverModes::Windows, Mode::Direct),
+    ] {
+        let seen = emitted(mode);
+        for name in &seen {
+            let def = catalogue::metric(name).expect("in the catalogue");
+            assert_ne!(def.mode, other, "{name} is not sent in {mode:?} mode");
+        }
+        // What the simulator models of the receiver, in the modes that send it.
+        for name in SIMULATED {
+            let def = catalogue::metric(name).expect("in the catalogue");
+            let sent = def.mode != other;
+            assert_eq!(seen.contains(*name), sent, "{name} in {mode:?} mode");
+        }
+    }
+}
+
+/// The receiver metrics the simulator models.
+const SIMULATED: &[&str] = &[
+    "sqlserver.cpu.utilization",
+    "sqlserver.user.connection.count",
+    "sqlserver.processes.blocked",
+    "sqlserver.lock.wait_time.avg",
+    "sqlserver.lock.wait.rate",
+    "sqlserver.batch.request.rate",
+    "sqlserver.batch.sql_compilation.rate",
+    "sqlserver.batch.sql_recompilation.rate",
+    "sqlserver.deadlock.rate",
+    "sqlserver.page.split.rate",
+    "sqlserver.page.buffer_cache.hit_ratio",
+    "sqlserver.page.life_expectancy",
+    "sqlserver.database.tempdb.space",
+    "sqlserver.transaction.rate",
+    "sqlserver.transaction_log.usage",
+    "sqlserver.transaction_log.growth.count",
+    "sqlserver.database.io",
+    "sqlserver.database.latency",
+    "sqlserver.database.operations",
+    "sqlserver.os.wait.duration",
+];
+
+#[test]
+fn windows_rates_are_per_second_and_direct_ones_running_totals() {
+    let rate_at = |mode: ReceiverModes, tick: u64| {
+        let mut f = Fleet::new(FleetConfig {
+            instances: 1,
+            receiver_mode: mode,
+            ..FleetConfig::default()
+        });
+        points(&f.metrics(tick)[0])
+            .into_iter()
+            .find(|(k, _)| k.contains("|sqlserver.batch.request.rate|"))
+            .map(|(_, v)| v)
+            .expect("batch requests")
+    };
+    let (w1, w2) = (
+        rate_at(ReceiverModes::Windows, 5),
+        rate_at(ReceiverModes::Windows, 6),
+    );
+    let (d1, d2) = (
+        rate_at(ReceiverModes::Direct, 5),
+        rate_at(ReceiverModes::Direct, 6),
+    );
+    assert!(w1 > 10.0 && w1 < 5_000.0, "a rate: {w1}");
+    assert!(d1 > 1e5 && d2 > d1, "a running total: {d1} → {d2}");
+    assert!(
+        ((d2 - d1) / 10.0 - w2).abs() / w2 < 0.01,
+        "same load: {w2} vs {d1}→{d2}"
+    );
+    assert!(w1 != w2);
+}
+
+#[test]
+fn direct_mode_sends_the_query_events() {
+    let mut f = fleet(4, 2, &["blocking_chain@0s+1h:1"]);
+    let (mut samples, mut tops) = (0, 0);
+    for tick in 0..13 {
+        for req in f.logs(tick) {
+            for rec in req
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .flat_map(|s| &s.log_records)
+            {
+                match rec.event_name.as_str() {
+                    catalogue::QUERY_SAMPLE_EVENT => samples += 1,
+                    catalogue::TOP_QUERY_EVENT => tops += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!(samples > 13, "the chain's sessions each scrape: {samples}");
+    assert_eq!(tops, 2 * 2 * 3, "3 queries, 2 instances, ticks 6 and 12");
+}
+
+fn emitted(mode: ReceiverModes) -> BTreeSet<String> {
+    let mut f = Fleet::new(FleetConfig {
+        seed: 3,
+        instances: 2,
+        receiver_mode: mode,
+        ..FleetConfig::default()
+    });
     let mut seen = BTreeSet::new();
     for req in f.metrics(0) {
         for rm in &req.resource_metrics {
@@ -180,11 +284,7 @@ fn metrics_match_the_catalogue() {
             }
         }
     }
-    let all: BTreeSet<String> = catalogue::METRICS
-        .iter()
-        .map(|m| m.name.to_string())
-        .collect();
-    assert_eq!(seen, all, "every catalogue metric is emitted");
+    seen
 }
 
 #[test]
@@ -217,7 +317,8 @@ fn points_per_tick_counts_every_point() {
     let mut f = fleet(5, 4, &["cpu_storm@0s+1m"]);
     let n: usize = f.metrics(3).iter().map(count_points).sum();
     assert_eq!(n, f.points_per_tick());
-    assert_eq!(n, 4 * 65);
+    // Direct mode: 54 points an instance (the Windows-only metrics are not sent).
+    assert_eq!(n, 4 * 54);
 }
 
 /// Walk `ticks` ticks and call `check(instance index, tick, event ns, request)`.
@@ -239,7 +340,8 @@ fn quiet_day_stays_below_alert_thresholds() {
     let mut f = fleet(42, 3, &[]);
     let (mut max_cpu, mut min_cpu, mut max_blocked) = (0f64, 100f64, 0f64);
     walk(&mut f, DAY_TICKS, |_, _, _, req| {
-        let cpu = value(req, "sqlserver.cpu.utilization", None);
+        // The receiver sends host CPU as a fraction.
+        let cpu = 100.0 * value(req, "sqlserver.cpu.utilization", None);
         max_cpu = max_cpu.max(cpu);
         min_cpu = min_cpu.min(cpu);
         max_blocked = max_blocked.max(value(req, "sqlserver.processes.blocked", None));
@@ -275,8 +377,10 @@ fn incidents_shape_their_windows_and_nothing_else() {
             .iter()
             .filter(|l| l.instance == names[i] && l.contains(t))
             .collect();
-        let cpu = value(req, "sqlserver.cpu.utilization", None);
+        // The receiver sends host CPU as a fraction.
+        let cpu = 100.0 * value(req, "sqlserver.cpu.utilization", None);
         let blocked = value(req, "sqlserver.processes.blocked", None);
+        // Only Windows perf counters send the lock wait average.
         let lock_avg = value(req, "sqlserver.lock.wait_time.avg", None);
         let lck = value(req, "sqlserver.os.wait.duration", Some("LCK_M_X"));
         let lck_rate = lck - prev_lock_wait.insert(i, lck).unwrap_or(lck);
@@ -288,7 +392,7 @@ fn incidents_shape_their_windows_and_nothing_else() {
             Some(Scenario::BlockingChain) => {
                 chain_ticks += 1;
                 assert!((5.0..=20.0).contains(&blocked), "chain blocked {blocked}");
-                assert!(lock_avg > 1_000.0, "chain lock wait avg {lock_avg}");
+                assert!(lock_avg.is_nan(), "direct mode: no lock wait avg");
                 assert!(
                     t == labels[1].start_ns || lck_rate > 30.0,
                     "LCK_M_X grew only {lck_rate}s"
@@ -316,7 +420,7 @@ fn counters_never_decrease() {
     );
     let raw: BTreeSet<&str> = catalogue::METRICS
         .iter()
-        .filter(|m| m.raw_counter || (m.kind == MetricKind::CumulativeSum && m.monotonic))
+        .filter(|m| catalogue::has_rate(m))
         .map(|m| m.name)
         .collect();
     let mut last: HashMap<String, f64> = HashMap::new();
@@ -604,7 +708,8 @@ mod rule_set {
                         .unwrap_or_default()
                 };
                 match m.name.as_str() {
-                    "sqlserver.cpu.utilization" => r.cpu = first(),
+                    // A fraction on the wire; the rules read 0–100.
+                    "sqlserver.cpu.utilization" => r.cpu = 100.0 * first(),
                     "sqlserver.processes.blocked" => r.blocked = first(),
                     "sqlserver.user.connection.count" => r.conns = first(),
                     "sqlserver.batch.request.rate" => r.batches = first(),
@@ -699,16 +804,44 @@ mod rule_set {
         names: Vec<String>,
     }
 
+    /// The direct-mode fleet's requests with the Windows-only metrics of the same
+    /// fleet read through Windows perf counters added (the state is the same whatever
+    /// the mode), so every scenario's signal is observed.
+    fn both_modes(
+        direct: &mut Fleet,
+        windows: &mut Fleet,
+        tick: u64,
+    ) -> Vec<ExportMetricsServiceRequest> {
+        let mut out = direct.metrics(tick);
+        for (req, win) in out.iter_mut().zip(windows.metrics(tick)) {
+            for (rm, wrm) in req.resource_metrics.iter_mut().zip(win.resource_metrics) {
+                let only_windows = wrm
+                    .scope_metrics
+                    .into_iter()
+                    .flat_map(|s| s.metrics)
+                    .filter(|m| {
+                        catalogue::metric(&m.name).is_some_and(|d| d.mode == Mode::Windows)
+                    });
+                rm.scope_metrics[0].metrics.extend(only_windows);
+            }
+        }
+        out
+    }
+
     fn simulate(incidents: &[&str]) -> Run {
         let mut f = fleet(SEED, INSTANCES, incidents);
+        let mut w = Fleet::new(FleetConfig {
+            receiver_mode: ReceiverModes::Windows,
+            ..f.config().clone()
+        });
         assert_eq!(f.config().interval, Duration::from_secs(DT_S as u64));
-        let mut prev: Vec<Raw> = f.metrics(0).iter().map(raw).collect();
+        let mut prev: Vec<Raw> = both_modes(&mut f, &mut w, 0).iter().map(raw).collect();
         let mut out: Vec<Vec<Obs>> = (0..INSTANCES)
             .map(|_| Vec::with_capacity(WEEK_TICKS as usize))
             .collect();
         for tick in 1..WEEK_TICKS {
             let t = f.event_time_ns(tick);
-            for (i, req) in f.metrics(tick).iter().enumerate() {
+            for (i, req) in both_modes(&mut f, &mut w, tick).iter().enumerate() {
                 let cur = raw(req);
                 out[i].push(obs(&prev[i], &cur, t));
                 prev[i] = cur;
@@ -1132,7 +1265,12 @@ mod rule_set {
                         .iter()
                         .position(|n| *n == res["sqlserver.instance.name"])
                         .expect("instance");
-                    for rec in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                    // Error-log lines (the receiver's query events have no error number).
+                    let lines = rl
+                        .scope_logs
+                        .iter()
+                        .filter(|s| s.scope.as_ref().is_some_and(|sc| sc.name == LOG_SCOPE_NAME));
+                    for rec in lines.flat_map(|s| &s.log_records) {
                         let n = rec
                             .attributes
                             .iter()

@@ -323,6 +323,32 @@ pub(crate) struct Parts {
     pub(crate) top_queries: Vec<TopQuery>,
 }
 
+impl Parts {
+    /// A log record, or the receiver event it is (`sqlvigil_model::activity`, the one
+    /// parser both stores use): a top query, or the blocking event of a blocked sample
+    /// (samples of sessions that are not blocked feed nothing here). `database` fills in
+    /// an event without `db.namespace`.
+    pub(crate) fn push_log(&mut self, record: LogRecord, database: &str) -> Result<(), String> {
+        use sqlvigil_model::Activity;
+        match sqlvigil_model::activity::parse(&record)? {
+            Some(Activity::TopQuery(mut q)) => {
+                if q.database.is_empty() {
+                    q.database = database.to_string();
+                }
+                self.top_queries.push(q);
+            }
+            Some(Activity::Sample(mut s)) => {
+                if s.database.is_empty() {
+                    s.database = database.to_string();
+                }
+                self.blocking.extend(s.blocking_event());
+            }
+            None => self.logs.push(record),
+        }
+        Ok(())
+    }
+}
+
 /// Where a document's telemetry comes from.
 pub(crate) struct Origin {
     pub(crate) instance: String,
@@ -357,7 +383,7 @@ pub(crate) fn catalogue_sample(
         value,
         kind: def.kind,
         monotonic: def.monotonic,
-        unit: def.unit.into(),
+        unit: sqlvigil_model::catalogue::unit_of(def).into(),
         histogram: None,
     }
 }

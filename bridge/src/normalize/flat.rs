@@ -102,6 +102,8 @@ pub(crate) fn flat_top_query(
             .first_number(&["total_logical_reads", "logical_reads"])?
             .unwrap_or(0.0),
         statement: flat_statement(f)?,
+        database: origin.database.clone(),
+        ..TopQuery::default()
     }))
 }
 

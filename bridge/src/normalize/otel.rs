@@ -4,7 +4,7 @@ use super::*;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlvigil_model::catalogue::{self};
-use sqlvigil_model::{BlockingEvent, HistogramPoint, LogRecord, MetricKind, Sample, TopQuery};
+use sqlvigil_model::{HistogramPoint, LogRecord, MetricKind, Sample};
 use std::collections::BTreeMap;
 
 /// Top-level fields of the exporter that carry no telemetry we model.
@@ -79,7 +79,7 @@ pub(crate) fn otel_metrics(f: &mut Fields, mut origin: Origin) -> Result<Parts, 
             (None, None) => (MetricKind::Gauge, false),
         };
         let unit = def
-            .map(|d| d.unit.to_string())
+            .map(|d| catalogue::unit_of(d).to_string())
             .or_else(|| doc_unit.clone())
             .unwrap_or_default();
         samples.push(Sample {
@@ -168,28 +168,6 @@ pub(crate) fn otel_value(
     Ok((sum, Some(point)))
 }
 
-/// The `sqlserver` receiver's events (event names from its `metadata.yaml`; early
-/// versions named the sample event "query sample").
-pub(crate) enum Event {
-    TopQuery,
-    QuerySample,
-}
-
-pub(crate) fn event_kind(name: Option<&str>, attrs: &BTreeMap<String, &Value>) -> Option<Event> {
-    match name {
-        Some("db.server.top_query") => Some(Event::TopQuery),
-        Some("db.server.query_sample" | "query sample") => Some(Event::QuerySample),
-        // No (known) event name: the receiver's attributes still say what it is.
-        _ if attrs.contains_key("sqlserver.execution_count")
-            && attrs.contains_key("sqlserver.query_hash") =>
-        {
-            Some(Event::TopQuery)
-        }
-        _ if attrs.contains_key("sqlserver.blocking_session_id") => Some(Event::QuerySample),
-        _ => None,
-    }
-}
-
 pub(crate) fn otel_log(f: &mut Fields, origin: Origin) -> Result<Parts, String> {
     let time_ns = doc_time(f, &["@timestamp", "observed_timestamp"])?;
     let time = DateTime::from_timestamp_nanos(time_ns);
@@ -200,31 +178,10 @@ pub(crate) fn otel_log(f: &mut Fields, origin: Origin) -> Result<Parts, String> 
         instance: origin.instance.clone(),
         ..Parts::default()
     };
-    match event_kind(event.as_deref(), &attrs) {
-        Some(Event::TopQuery) => {
-            mark_log_fields(f);
-            parts
-                .top_queries
-                .push(otel_top_query(&attrs, &origin, time)?);
-        }
-        Some(Event::QuerySample) => {
-            mark_log_fields(f);
-            parts
-                .blocking
-                .extend(otel_query_sample(&attrs, &origin, time)?);
-        }
-        None => parts
-            .logs
-            .push(otel_record(f, &attrs, event, origin, time)?),
-    }
+    let database = origin.database.clone();
+    let record = otel_record(f, &attrs, event, origin, time)?;
+    parts.push_log(record, &database)?;
     Ok(parts)
-}
-
-/// Log fields an event document carries that the typed event does not keep.
-pub(crate) fn mark_log_fields(f: &mut Fields) {
-    for key in ["severity_text", "severity_number", "body"] {
-        f.mark(key);
-    }
 }
 
 pub(crate) fn otel_record(
@@ -266,74 +223,4 @@ pub(crate) fn body_text(body: Option<&Value>) -> String {
         Some(other) => other.to_string(),
         None => String::new(),
     }
-}
-
-pub(crate) fn attr_text(attrs: &BTreeMap<String, &Value>, key: &str) -> String {
-    match attrs.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => String::new(),
-    }
-}
-
-pub(crate) fn attr_number(attrs: &BTreeMap<String, &Value>, key: &str) -> Result<f64, String> {
-    attrs
-        .get(key)
-        .map_or(Ok(0.0), |v| number(v, &format!("attributes.{key}")))
-}
-
-/// `db.server.top_query`: counters are deltas since the receiver's previous scrape;
-/// `sqlserver.total_worker_time` and `sqlserver.total_elapsed_time` are seconds.
-pub(crate) fn otel_top_query(
-    attrs: &BTreeMap<String, &Value>,
-    origin: &Origin,
-    time: DateTime<Utc>,
-) -> Result<TopQuery, String> {
-    let query_hash = attr_text(attrs, "sqlserver.query_hash");
-    if query_hash.is_empty() {
-        return Err("top_query event without `sqlserver.query_hash`".into());
-    }
-    Ok(TopQuery {
-        last_seen: time,
-        instance: origin.instance.clone(),
-        query_hash,
-        executions: attr_number(attrs, "sqlserver.execution_count")?,
-        total_cpu_ms: attr_number(attrs, "sqlserver.total_worker_time")? * 1000.0,
-        total_elapsed_ms: attr_number(attrs, "sqlserver.total_elapsed_time")? * 1000.0,
-        total_logical_reads: attr_number(attrs, "sqlserver.total_logical_reads")?,
-        statement: attr_text(attrs, "db.query.text"),
-    })
-}
-
-/// `db.server.query_sample`: a blocking event when the session is blocked
-/// (`sqlserver.wait_time` is seconds).
-pub(crate) fn otel_query_sample(
-    attrs: &BTreeMap<String, &Value>,
-    origin: &Origin,
-    time: DateTime<Utc>,
-) -> Result<Option<BlockingEvent>, String> {
-    let int = |key: &str| {
-        attrs
-            .get(key)
-            .map(|v| integer(v, &format!("attributes.{key}")))
-            .transpose()
-    };
-    let blocker = int("sqlserver.blocking_session_id")?.unwrap_or(0);
-    if blocker == 0 {
-        return Ok(None);
-    }
-    let database = Some(attr_text(attrs, "db.namespace"))
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| origin.database.clone());
-    Ok(Some(BlockingEvent {
-        time,
-        instance: origin.instance.clone(),
-        session_id: int("sqlserver.session_id")?,
-        blocking_session_id: blocker,
-        wait_type: attr_text(attrs, "sqlserver.wait_type"),
-        wait_time_ms: attr_number(attrs, "sqlserver.wait_time")? * 1000.0,
-        database,
-        query_hash: attr_text(attrs, "sqlserver.query_hash"),
-        statement: attr_text(attrs, "db.query.text"),
-    }))
 }

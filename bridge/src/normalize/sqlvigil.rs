@@ -54,7 +54,7 @@ pub(crate) fn sqlvigil_metric(f: &mut Fields) -> Result<Parts, String> {
         kind,
         monotonic: monotonic.unwrap_or(def.is_some_and(|d| d.monotonic)),
         unit: unit
-            .unwrap_or_else(|| def.map_or("", |d| d.unit).to_string())
+            .unwrap_or_else(|| def.map_or("", catalogue::unit_of).to_string())
             .into(),
         histogram,
     };
@@ -109,6 +109,7 @@ pub(crate) fn log_doc(f: &mut Fields, time_fields: &[&str]) -> Result<Parts, Str
     let origin = flat_origin(f)?;
     let number = severity_number_field(f, "severity_number")?;
     let (severity, severity_number) = severity(f.text("severity")?, number);
+    let database = origin.database.clone();
     let record = LogRecord {
         time: DateTime::from_timestamp_nanos(time_ns),
         severity,
@@ -119,10 +120,13 @@ pub(crate) fn log_doc(f: &mut Fields, time_fields: &[&str]) -> Result<Parts, Str
         host: origin.host,
         attributes: stringify(&f.object("attributes")?),
     };
-    Ok(Parts {
+    // sqlvigil's own log documents keep the receiver's events as they came (the
+    // `event.name` attribute): they read back as events, not as log lines.
+    let mut parts = Parts {
         time_ns,
         instance: origin.instance,
-        logs: vec![record],
         ..Parts::default()
-    })
+    };
+    parts.push_log(record, &database)?;
+    Ok(parts)
 }

@@ -667,34 +667,13 @@ pub async fn top_queries(
     limit: usize,
 ) -> Result<Answer<TopQuery>> {
     let query = filters(range, instance, vec![any_exists(&QUERY_HASH_FIELDS)]);
-    let mut merged: BTreeMap<(String, String), TopQuery> = BTreeMap::new();
+    let mut seen: Vec<TopQuery> = Vec::new();
     let scanned = scan(es, &all_patterns(o), query, false, o.max_docs, |d| {
-        for q in d.top_queries {
-            let e = merged
-                .entry((q.instance.clone(), q.query_hash.clone()))
-                .or_insert_with(|| TopQuery {
-                    executions: 0.0,
-                    total_cpu_ms: 0.0,
-                    total_elapsed_ms: 0.0,
-                    total_logical_reads: 0.0,
-                    statement: String::new(),
-                    ..q.clone()
-                });
-            e.executions += q.executions;
-            e.total_cpu_ms += q.total_cpu_ms;
-            e.total_elapsed_ms += q.total_elapsed_ms;
-            e.total_logical_reads += q.total_logical_reads;
-            if e.statement.is_empty() {
-                e.statement = q.statement;
-            }
-            e.last_seen = e.last_seen.max(q.last_seen);
-        }
+        seen.extend(d.top_queries);
         true
     })
     .await?;
-    let mut rows: Vec<TopQuery> = merged.into_values().collect();
-    rows.sort_by(|a, b| b.total_cpu_ms.total_cmp(&a.total_cpu_ms));
-    rows.truncate(limit);
+    let rows = TopQuery::top(seen, limit);
     Ok(scanned.answer(rows))
 }
 

@@ -20,6 +20,7 @@
 use crate::config::OperatorsConfig;
 use crate::rate::RateOperator;
 use crate::rules::{parse_rules, CompiledRule, RuleConfig, RuleOperator, DEFAULT_RULES_YAML};
+use crate::units::UnitOperator;
 use crate::window::WindowOperator;
 use sqlvigil_core::{async_trait, Build, BuildContext, Chain, Error, Operator, Result, Stats};
 use std::collections::HashSet;
@@ -28,14 +29,17 @@ use std::sync::Arc;
 /// Builds one stage of the chain from the config.
 pub type Stage = fn(&ChainConfig, &Arc<Stats>) -> Result<Box<dyn Operator>>;
 
-/// The stages in data-flow order: rates, then windows (over raw and rate series), then
+/// The stages in data-flow order: units (to the catalogue's), rates, then windows (over raw and rate series), then
 /// the rules (which may watch raw, rate and window series). Adding an operator kind is
 /// one file (its config and its `Operator`) and one entry here.
 pub const STAGES: &[Stage] = &[
+    |_, stats| Ok(Box::new(UnitOperator::new(stats.clone()))),
     |c, stats| {
         let idle = c.operators.idle_series_after;
         Ok(Box::new(
-            RateOperator::new(stats.clone()).with_idle_after(idle),
+            RateOperator::new(stats.clone())
+                .with_idle_after(idle)
+                .with_modes(c.operators.rates.clone()),
         ))
     },
     |c, stats| {

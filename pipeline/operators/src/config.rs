@@ -2,9 +2,11 @@
 //! expiry, checkpoints and event-time windows.
 
 use crate::baseline::BaselineConfig;
+use crate::rate::classify::RateMode;
 use crate::window::WindowConfig;
 use serde::{Deserialize, Serialize};
 use sqlvigil_core::{Error, Result};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How far behind the watermark a point may arrive and still be judged.
@@ -36,6 +38,11 @@ pub struct OperatorsConfig {
     /// Event-time windows (tumbling or sliding) that turn chosen metrics into aggregate
     /// series (`<metric>.<stat>_<name>`); none by default.
     pub windows: Vec<WindowConfig>,
+    /// How the receiver's `…/s` gauges are read, per metric name: `auto` (the default:
+    /// decided per series from what it does: a running total from a direct connection
+    /// is differentiated, a Windows perf-counter rate is passed through), `counter` or
+    /// `gauge` to force it. Naming any other gauge here makes it a rate too.
+    pub rates: BTreeMap<String, RateMode>,
 }
 
 impl Default for OperatorsConfig {
@@ -48,6 +55,7 @@ impl Default for OperatorsConfig {
             idle_series_after: crate::DEFAULT_IDLE_AFTER,
             checkpoint_interval: Duration::from_secs(10),
             windows: Vec::new(),
+            rates: BTreeMap::new(),
         }
     }
 }
@@ -64,6 +72,11 @@ impl OperatorsConfig {
             .map_err(|e| Error::Config(format!("operators.{e}")))?;
         for w in &self.windows {
             w.validate()?;
+        }
+        if let Some(name) = self.rates.keys().find(|m| m.trim().is_empty()) {
+            return Err(Error::Config(format!(
+                "operators.rates: metric name `{name}` must not be empty"
+            )));
         }
         Ok(())
     }

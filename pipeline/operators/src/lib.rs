@@ -2,8 +2,9 @@
 //!
 //! A micro-batch is the decoded samples of a handful of bus records. [`chain`] builds the
 //! chain from the config — the same for `run`, `demo`, `replay`, `eval` and the
-//! benchmarks — in data-flow order: [`rate::RateOperator`] (cumulative counters →
-//! per-second series), [`window::WindowOperator`] (event-time windows → aggregate
+//! benchmarks — in data-flow order: [`units::UnitOperator`] (values to the catalogue's
+//! unit), [`rate::RateOperator`] (cumulative counters → per-second series; the
+//! receiver's `…/s` gauges classified per series as running totals or true rates), [`window::WindowOperator`] (event-time windows → aggregate
 //! series), then [`rules::RuleOperator`] (threshold rules such as `cpu_percent > 85 for
 //! 5m`, whose predicates DataFusion evaluates over Arrow batches; baseline deviation
 //! against [`baseline`] estimators; rate of change; absence), each reading the batch and
@@ -26,9 +27,11 @@ pub mod baseline;
 pub mod chain;
 pub mod config;
 pub mod error;
+mod memo;
 pub mod rate;
 pub mod rules;
 pub mod series;
+pub mod units;
 pub mod window;
 
 /// Series silent for this long (event time) have their operator state dropped, unless

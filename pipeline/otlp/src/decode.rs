@@ -174,7 +174,14 @@ fn resource_logs(rl: &ResourceLogs, out: &mut Vec<LogRecord>) {
             .map(|s| s.name.clone())
             .unwrap_or_default();
         for lr in &sl.log_records {
-            let attributes = attr_map(&lr.attributes);
+            let mut attributes = attr_map(&lr.attributes);
+            // The receiver's events (`db.server.top_query`, …) are named by the OTLP
+            // `event_name` field; LogRecord keeps it as the `event.name` attribute.
+            if !lr.event_name.is_empty() {
+                attributes
+                    .entry(sqlvigil_model::activity::EVENT_NAME_ATTR.to_string())
+                    .or_insert_with(|| lr.event_name.clone());
+            }
             let time = if lr.time_unix_nano != 0 {
                 lr.time_unix_nano
             } else {

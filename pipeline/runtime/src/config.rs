@@ -1,11 +1,14 @@
 //! `sqlvigil.yaml`: the root configuration, composed of each crate's section, loaded
-//! from a YAML file with `SQLVIGIL_*` environment overrides
-//! (`SQLVIGIL_API__ADDR=0.0.0.0:8080` sets `api.addr`).
+//! from a YAML file with environment overrides: `SQLVIGIL_<SECTION>__<KEY>`
+//! (`SQLVIGIL_API__ADDR=0.0.0.0:8080` sets `api.addr`, deeper keys join with `__`) and
+//! `SQLVIGIL_<TOP_LEVEL_FIELD>` (`SQLVIGIL_RULES_FILE`). Other `SQLVIGIL_*` variables
+//! (`SQLVIGIL_LOG`, a user's `SQLVIGIL_BIN`) are not config and are ignored; a known
+//! section with an unknown key is an error naming it.
 //!
 //! Every section rejects unknown fields and validates itself ([`Config::validate`]
 //! asks each); errors name the field at fault.
 
-use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::providers::{Format, Serialized, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use sqlvigil_analytics::AnalyticsConfig;
@@ -40,17 +43,28 @@ pub struct Config {
 }
 
 impl Config {
-    /// Load `path` (must exist) with `SQLVIGIL_*` overrides, then validate.
+    /// Load `path` (must exist) with the process's `SQLVIGIL_*` overrides, then validate.
     pub fn load(path: &Path) -> Result<Config> {
+        Config::load_with_env(path, std::env::vars())
+    }
+
+    /// Load `path` with the overrides found in `vars` (name, value), then validate.
+    pub fn load_with_env(
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
         if !path.is_file() {
             return Err(Error::Config(format!(
                 "config file {} does not exist",
                 path.display()
             )));
         }
-        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Yaml::file(path))
-            .merge(Env::prefixed("SQLVIGIL_").ignore(&["LOG"]).split("__"))
+        let mut figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Yaml::file(path));
+        for (key, value) in env_overrides(vars) {
+            figment = figment.merge((key, value));
+        }
+        let cfg: Config = figment
             .extract()
             .map_err(|e| Error::Config(figment_message(e)))?;
         cfg.validate()?;
@@ -93,6 +107,11 @@ impl Config {
         Ok(chain)
     }
 
+    /// The rules in force that cannot fire in some receiver mode, and why.
+    pub fn coverage_gaps(&self) -> Result<Vec<sqlvigil_model::catalogue::Gap>> {
+        sqlvigil_operators::rules::coverage::gaps(&self.effective_rules()?)
+    }
+
     /// Check every section: each validates itself; the Elastic and Kafka sections only
     /// when they are in use.
     pub fn validate(&self) -> Result<()> {
@@ -106,6 +125,33 @@ impl Config {
         self.analytics.validate()?;
         self.chain()?.validate()
     }
+}
+
+/// Environment variables that override config, as (dotted key, value): see the module
+/// doc. Values are read as YAML-like scalars (`10` a number, `true` a boolean), the way
+/// figment's `Env` reads them.
+pub fn env_overrides(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, figment::value::Value)> {
+    let top = match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    vars.into_iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix("SQLVIGIL_")?.to_ascii_lowercase();
+            let path: Vec<&str> = rest.split("__").collect();
+            let known = match (path.as_slice(), top.get(path[0])) {
+                // A section's key: unknown keys are refused by the section, by name.
+                ([_, _, ..], Some(section)) => section.is_object(),
+                // A top-level field that is not a section (`rules_file`).
+                ([_], Some(field)) => !field.is_object(),
+                _ => false,
+            };
+            let parsed = value.parse().unwrap_or(figment::value::Value::from(value));
+            known.then(|| (path.join("."), parsed))
+        })
+        .collect()
 }
 
 /// The rules of a rules file (the `rules_file` format: a list, or `rules:` with one).
@@ -175,6 +221,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rule `r`") && err.contains("when"), "{err}");
+    }
+
+    #[test]
+    fn only_section_keys_and_top_level_fields_are_env_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "{}\n").unwrap();
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let cfg = Config::load_with_env(
+            &path,
+            vars(&[
+                ("SQLVIGIL_BIN", "/usr/bin/x"),
+                ("SQLVIGIL_LOG", "debug"),
+                ("SQLVIGIL_NOSUCH__THING", "1"),
+                ("SQLVIGIL_API__ADDR", "0.0.0.0:9999"),
+                ("SQLVIGIL_OPERATORS__BATCH_RECORDS", "64"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.api.addr, "0.0.0.0:9999");
+        assert_eq!(cfg.operators.batch_records, 64);
+        let err = Config::load_with_env(&path, vars(&[("SQLVIGIL_API__ADR", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("adr"), "{err}");
     }
 
     #[test]

@@ -7,15 +7,21 @@
 //! process and in event time. Each opened anomaly is matched to the incident of the same
 //! name on the same instance (opened between its start and its end plus a grace period):
 //! a match is a true positive, anything else a false positive; an incident without a
-//! match is a miss. Printed per rule: precision, recall, F1 and time to detect; last line
+//! match is a miss. A rule `<kind>_<variant>` (`blocking_chain_lock_waits`, the Windows
+//! perf-counter form of `blocking_chain`) counts for incident kind `<kind>`. The fleet
+//! is read in one receiver mode (`windows`, `direct`, or `mixed`); an incident whose
+//! every rule reads a metric that mode does not send is a platform gap, counted apart,
+//! neither a miss nor a hit. Printed per rule: precision, recall, F1 and time to detect; last line
 //! `f1: X` (micro-averaged over all rules).
 
 use sqlvigil_core::Stats;
 use sqlvigil_core::{run_chain, MicroBatch, Result};
+use sqlvigil_model::catalogue::ReceiverMode;
 use sqlvigil_model::{AnomalyEvent, AnomalyEventKind};
 use sqlvigil_operators::chain::{ChainBuilder, ChainConfig};
+use sqlvigil_operators::rules::coverage;
 use sqlvigil_operators::rules::RuleConfig;
-use sqlvigil_simulator::{Fleet, FleetConfig, Incident, IncidentLabel, Scenario};
+use sqlvigil_simulator::{Fleet, FleetConfig, Incident, IncidentLabel, ReceiverModes, Scenario};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +36,7 @@ const GRACE: Duration = Duration::from_secs(10 * 60);
 pub const QUIET_INSTANCES: usize = 2;
 
 /// The fleet and its incident schedule: scenarios in turn over the busy instances.
-pub fn schedule(quick: bool, seed: u64) -> (FleetConfig, u64) {
+pub fn schedule(quick: bool, seed: u64, receiver_mode: ReceiverModes) -> (FleetConfig, u64) {
     let (instances, period) = if quick {
         (6, Duration::from_secs(36 * 3600))
     } else {
@@ -65,6 +71,7 @@ pub fn schedule(quick: bool, seed: u64) -> (FleetConfig, u64) {
             interval: INTERVAL,
             incidents,
             start_time_ns,
+            receiver_mode,
         },
         ticks,
     )
@@ -79,7 +86,40 @@ pub struct Score {
     pub false_pos: usize,
     /// Opened during a different incident on the same instance.
     pub related: usize,
+    /// Incidents no rule of the kind can see in their instance's receiver mode.
+    pub gaps: usize,
     pub ttd_s: Vec<f64>,
+}
+
+/// The incident kind a rule detects: its name, or `<kind>` of `<kind>_<variant>`.
+pub fn kind_of(rule: &str) -> &str {
+    Scenario::ALL
+        .iter()
+        .map(|s| s.name())
+        .find(|k| rule == *k || rule.strip_prefix(k).is_some_and(|r| r.starts_with('_')))
+        .unwrap_or(rule)
+}
+
+/// For each label: no rule of its kind can fire in its instance's receiver mode.
+pub fn undetectable(
+    labels: &[IncidentLabel],
+    rules: &[RuleConfig],
+    mode_of: impl Fn(&str) -> Option<ReceiverMode>,
+) -> Result<Vec<bool>> {
+    let needs = coverage::needs(rules)?;
+    Ok(labels
+        .iter()
+        .map(|l| {
+            let Some(mode) = mode_of(&l.instance) else {
+                return false;
+            };
+            let mut of_kind = needs
+                .iter()
+                .filter(|n| kind_of(&n.rule) == l.name)
+                .peekable();
+            of_kind.peek().is_some() && of_kind.all(|n| n.gap(mode).is_some())
+        })
+        .collect())
 }
 
 impl Score {
@@ -147,15 +187,21 @@ pub fn detect(cfg: FleetConfig, ticks: u64, chain: &ChainConfig) -> Result<Detec
 pub fn score(
     opened: &[AnomalyEvent],
     labels: &[IncidentLabel],
+    undetectable: &[bool],
     rules: &[RuleConfig],
     quiet: &[String],
 ) -> (BTreeMap<String, Score>, usize) {
     let mut scores: BTreeMap<String, Score> = rules
         .iter()
-        .map(|r| (r.name.clone(), Score::default()))
+        .map(|r| (kind_of(&r.name).to_string(), Score::default()))
         .collect();
-    for l in labels {
-        scores.entry(l.name.clone()).or_default().incidents += 1;
+    for (i, l) in labels.iter().enumerate() {
+        let s = scores.entry(l.name.clone()).or_default();
+        if undetectable.get(i).copied().unwrap_or(false) {
+            s.gaps += 1;
+        } else {
+            s.incidents += 1;
+        }
     }
     let grace = GRACE.as_nanos() as i64;
     let mut matched = vec![false; labels.len()];
@@ -167,8 +213,9 @@ pub fn score(
         let during = |l: &IncidentLabel| {
             *l.instance == *a.series.instance && t >= l.start_ns && t <= l.end_ns + grace
         };
-        let hit = labels.iter().position(|l| l.name == a.rule && during(l));
-        let s = scores.entry(a.rule.clone()).or_default();
+        let kind = kind_of(&a.rule);
+        let hit = labels.iter().position(|l| l.name == kind && during(l));
+        let s = scores.entry(kind.to_string()).or_default();
         // Another incident on the same instance explains it (e.g. I/O waits during a
         // buffer-pool collapse): a real symptom, neither a hit nor a false alarm.
         if hit.is_none() && labels.iter().any(during) {

@@ -30,6 +30,7 @@ pub mod topology;
 pub mod workers;
 
 pub use config::Config;
+use sqlvigil_model::catalogue::RuleNeeds;
 
 use sqlvigil_analytics::AnalyticsService;
 use sqlvigil_api::AppState;
@@ -64,6 +65,8 @@ pub struct Handles {
     pub bus: Arc<dyn Bus>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// What each rule in force reads (for `/api/v1/coverage`).
+    pub rule_needs: Arc<Vec<RuleNeeds>>,
 }
 
 impl Handles {
@@ -74,6 +77,7 @@ impl Handles {
             state: self.state.clone(),
             stats: self.stats.clone(),
             analytics: self.analytics.clone(),
+            rule_needs: self.rule_needs.clone(),
             started: Instant::now(),
         }
     }

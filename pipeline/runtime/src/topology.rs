@@ -166,6 +166,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
     };
     let (analytics, analytics_worker) =
         start_analytics(&config, &ctx, io, anomalies_sub, rx_analytics).await?;
+    let rule_needs = Arc::new(sqlvigil_operators::rules::coverage::needs(&chain.rules)?);
     tracing::info!(%grpc_addr, %http_addr, rules = chain.rules.len(), "pipeline started");
     Ok(Pipeline {
         handles: Handles {
@@ -177,6 +178,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
             bus,
             grpc_addr,
             http_addr,
+            rule_needs,
         },
         shutdown: Shutdown {
             stages: vec![

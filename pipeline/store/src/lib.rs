@@ -3,6 +3,8 @@
 //! - [`writer`]: telemetry buffered as Arrow and written as Parquet files per hour
 //!   (the [`Store`], a `Sink`);
 //! - [`query`]: DataFusion over those files plus the unflushed buffer;
+//! - [`activity`]: the receiver's events (top queries, query samples) as tables of
+//!   their own;
 //! - [`state`]: SQLite for anomalies, insights, analysis failures, API tokens and
 //!   operator checkpoints ([`StateStore`], the pipeline's `Ledger`;
 //!   [`SqliteCheckpoints`]);
@@ -13,6 +15,7 @@
 //! Must not touch the bus, the operators or the API: the store keeps what the workers
 //! hand it and answers readers.
 
+pub mod activity;
 pub mod checkpoints;
 pub mod config;
 pub mod error;

@@ -49,7 +49,7 @@ fn ts(ns: i64) -> Expr {
 
 impl Store {
     /// A DataFrame over the files and the buffer of `table`.
-    async fn frame(
+    pub(crate) async fn frame(
         &self,
         table: &str,
         buffer: &Mutex<Buffer>,
@@ -332,7 +332,7 @@ fn typed_col<T: Clone + 'static>(b: &RecordBatch, name: &'static str, dt: &DataT
         .ok_or_else(missing)?)
 }
 
-fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
+pub(crate) fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
     typed_col(b, name, &DataType::Utf8)
 }
 

@@ -1,14 +1,18 @@
 //! [`Reader`] over the embedded store: telemetry from Parquet (plus the unflushed
-//! buffer), anomalies and insights from SQLite. The summaries of waits, I/O, top
-//! queries and blocking need Elasticsearch documents: the trait's defaults say so.
+//! buffer), the receiver's events (top queries, blocking) from their tables, anomalies
+//! and insights from SQLite. The wait and I/O summaries are Elasticsearch views: the
+//! trait's defaults say so.
 
 use crate::state::StateStore;
 use crate::writer::Store;
 use sqlvigil_core::{async_trait, Reader, Result};
 use sqlvigil_model::query::{
-    AggregateRow, AnomalyFilter, GroupBy, MetricFilter, MetricStat, SeriesInfo,
+    AggregateRow, AnomalyFilter, Answer, GroupBy, MetricFilter, MetricStat, Range, SeriesInfo,
 };
-use sqlvigil_model::{Anomaly, Insight, LogRecord, Sample};
+use sqlvigil_model::{Anomaly, BlockingEvent, Insight, LogRecord, Sample, TopQuery};
+
+/// Most event rows one top-queries or blocking answer reads (then `truncated`).
+const MAX_EVENT_ROWS: usize = 200_000;
 use std::sync::Arc;
 
 pub struct EmbeddedReader {
@@ -71,5 +75,29 @@ impl Reader for EmbeddedReader {
 
     async fn insights(&self, anomaly_id: Option<&str>, limit: usize) -> Result<Vec<Insight>> {
         Ok(self.state.insights(anomaly_id, limit)?)
+    }
+
+    async fn top_queries(
+        &self,
+        range: &Range,
+        instance: Option<&str>,
+        limit: usize,
+    ) -> Result<Answer<TopQuery>> {
+        Ok(self
+            .store
+            .top_queries(range, instance, limit, MAX_EVENT_ROWS)
+            .await?)
+    }
+
+    async fn blocking(
+        &self,
+        range: &Range,
+        instance: Option<&str>,
+        limit: usize,
+    ) -> Result<Answer<BlockingEvent>> {
+        Ok(self
+            .store
+            .blocking(range, instance, limit, MAX_EVENT_ROWS)
+            .await?)
     }
 }

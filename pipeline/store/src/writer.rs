@@ -1,11 +1,14 @@
 //! The embedded telemetry store's write side: Arrow batches buffered in memory and
 //! written as Parquet files under `<data_dir>/metrics/day=YYYY-MM-DD/hour=HH/` (and
-//! `logs/`; hive-style names, which DataFusion lists below the table directory).
+//! `logs/`, and the receiver's events in `top_queries/` and `query_samples/`, see
+//! [`crate::activity`]; hive-style names, which DataFusion lists below the table
+//! directory).
 //!
 //! Files are written under a temporary name and renamed, so a reader or a crash never
 //! sees half a file. The read side ([`crate::query`]) sees the not-yet-flushed buffer
 //! too, so a point is visible as soon as the consumer has processed it.
 
+use crate::activity::{self, QUERY_SAMPLES, TOP_QUERIES};
 use crate::error::{Result, StoreError};
 use arrow::array::TimestampNanosecondArray;
 use arrow::datatypes::SchemaRef;
@@ -32,17 +35,19 @@ pub struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) metrics: Mutex<Buffer>,
     pub(crate) logs: Mutex<Buffer>,
+    pub(crate) top_queries: Mutex<Buffer>,
+    pub(crate) query_samples: Mutex<Buffer>,
     seq: AtomicU64,
     /// Serializes flushes (the runtime's workers may flush at the same time).
     flushing: Mutex<()>,
-    stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
 }
 
 pub(crate) fn lock(m: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn append(buffer: &Mutex<Buffer>, batch: RecordBatch) {
+pub(crate) fn append(buffer: &Mutex<Buffer>, batch: RecordBatch) {
     let mut buf = lock(buffer);
     buf.rows += batch.num_rows();
     buf.batches.push(batch);
@@ -50,13 +55,15 @@ fn append(buffer: &Mutex<Buffer>, batch: RecordBatch) {
 
 impl Store {
     pub fn open(data_dir: &Path, stats: Arc<Stats>) -> Result<Store> {
-        for sub in ["metrics", "logs"] {
+        for sub in ["metrics", "logs", TOP_QUERIES, QUERY_SAMPLES] {
             std::fs::create_dir_all(data_dir.join(sub))?;
         }
         Ok(Store {
             dir: data_dir.to_path_buf(),
             metrics: Mutex::new(Buffer::default()),
             logs: Mutex::new(Buffer::default()),
+            top_queries: Mutex::new(Buffer::default()),
+            query_samples: Mutex::new(Buffer::default()),
             seq: AtomicU64::new(0),
             flushing: Mutex::new(()),
             stats,
@@ -179,10 +186,11 @@ impl Sink for Store {
     }
 
     fn write_logs(&self, logs: &[LogRecord]) -> sqlvigil_core::Result<()> {
+        let logs = self.split_activity(logs)?;
         if logs.is_empty() {
             return Ok(());
         }
-        append(&self.logs, logs_to_batch(logs).map_err(StoreError::from)?);
+        append(&self.logs, logs_to_batch(&logs).map_err(StoreError::from)?);
         Ok(())
     }
 
@@ -191,10 +199,20 @@ impl Sink for Store {
         Stats::add(&self.stats.stored_rows, rows as u64);
         let logs = self.flush_buffer("logs", &self.logs, log_schema())?;
         Stats::add(&self.stats.stored_log_records, logs as u64);
+        self.flush_buffer(TOP_QUERIES, &self.top_queries, activity::schema())?;
+        self.flush_buffer(QUERY_SAMPLES, &self.query_samples, activity::schema())?;
         Ok(())
     }
 
     fn buffered_rows(&self) -> usize {
-        lock(&self.metrics).rows + lock(&self.logs).rows
+        [
+            &self.metrics,
+            &self.logs,
+            &self.top_queries,
+            &self.query_samples,
+        ]
+        .iter()
+        .map(|b| lock(b).rows)
+        .sum()
     }
 }

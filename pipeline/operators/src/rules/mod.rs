@@ -29,6 +29,7 @@ pub mod absence;
 pub mod change;
 pub mod compile;
 pub mod config;
+pub mod coverage;
 pub mod deviation;
 pub mod lifecycle;
 pub mod operator;

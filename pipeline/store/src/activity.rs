@@ -1,0 +1,236 @@
+//! The receiver's events in the embedded store: a Parquet table each,
+//! `top_queries/` ([`TopQuery`] observations) and `query_samples/` ([`QuerySample`]s),
+//! written next to `metrics/` and `logs/` (same hour partitions, same flush).
+//!
+//! Columns: `time`, `instance`, `database`, `query_hash` (what reads filter and group
+//! on, so DataFusion prunes by them) and `record`, the typed model as JSON (the model is
+//! the schema; a field added to it needs no migration). Log records that are events go
+//! here instead of `logs/`: the query text and plan would only bloat the log table.
+
+use crate::error::Result;
+use crate::writer::{Buffer, Store};
+use arrow::array::{ArrayRef, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::{col, lit};
+use datafusion::scalar::ScalarValue;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlvigil_model::query::{Answer, Malformed, Range};
+use sqlvigil_model::{Activity, BlockingEvent, LogRecord, QuerySample, TopQuery};
+use std::sync::{Arc, LazyLock, Mutex};
+
+pub(crate) const TOP_QUERIES: &str = "top_queries";
+pub(crate) const QUERY_SAMPLES: &str = "query_samples";
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("instance", DataType::Utf8, false),
+        Field::new("database", DataType::Utf8, false),
+        Field::new("query_hash", DataType::Utf8, false),
+        Field::new("record", DataType::Utf8, false),
+    ]))
+});
+
+pub(crate) fn schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// One row: (time ns, instance, database, query hash, the model).
+type Row<'a, T> = (i64, &'a str, &'a str, &'a str, &'a T);
+
+fn to_batch<T: Serialize>(rows: &[Row<'_, T>]) -> Result<RecordBatch> {
+    let time =
+        TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| r.0)).with_timezone("UTC");
+    let text = |pick: usize| {
+        let values = rows.iter().map(|r| match pick {
+            1 => r.1,
+            2 => r.2,
+            _ => r.3,
+        });
+        Arc::new(StringArray::from_iter_values(values)) as ArrayRef
+    };
+    let records: Vec<String> = rows
+        .iter()
+        .map(|r| serde_json::to_string(r.4))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(time),
+            text(1),
+            text(2),
+            text(3),
+            Arc::new(StringArray::from(records)),
+        ],
+    )?)
+}
+
+/// Buffer `models` as rows of their table; `key` gives each one's indexed columns.
+fn append_models<T: Serialize>(
+    buffer: &Mutex<Buffer>,
+    models: &[T],
+    key: impl for<'a> Fn(&'a T) -> (i64, &'a str, &'a str, &'a str),
+) -> Result<()> {
+    if models.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Row<'_, T>> = models
+        .iter()
+        .map(|m| {
+            let (t, instance, database, hash) = key(m);
+            (t, instance, database, hash, m)
+        })
+        .collect();
+    crate::writer::append(buffer, to_batch(&rows)?);
+    Ok(())
+}
+
+fn nanos(t: &chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Keep the events among `logs` in their tables; the rest are log lines.
+    pub(crate) fn split_activity(&self, logs: &[LogRecord]) -> Result<Vec<LogRecord>> {
+        let (mut tops, mut samples, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+        for log in logs {
+            match sqlvigil_model::activity::parse(log) {
+                Ok(Some(Activity::TopQuery(q))) => tops.push(q),
+                Ok(Some(Activity::Sample(s))) => samples.push(s),
+                Ok(None) => plain.push(log.clone()),
+                Err(reason) => {
+                    // Stored as the log line it is, never lost; the reason is logged.
+                    tracing::warn!(instance = %log.instance, "receiver event kept as a log line: {reason}");
+                    plain.push(log.clone());
+                }
+            }
+        }
+        sqlvigil_core::Stats::add(
+            &self.stats.query_events,
+            (tops.len() + samples.len()) as u64,
+        );
+        append_models(&self.top_queries, &tops, |q| {
+            (nanos(&q.last_seen), &q.instance, &q.database, &q.query_hash)
+        })?;
+        append_models(&self.query_samples, &samples, |s| {
+            (nanos(&s.time), &s.instance, &s.database, &s.query_hash)
+        })?;
+        Ok(plain)
+    }
+
+    /// The models stored in `table` within `range` (and of `instance`), newest first,
+    /// at most `limit`; rows whose record does not parse are listed as malformed.
+    async fn records<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        buffer: &Mutex<Buffer>,
+        range: &Range,
+        instance: Option<&str>,
+        limit: usize,
+    ) -> Result<Answer<T>> {
+        let ts = |ns: i64| {
+            lit(ScalarValue::TimestampNanosecond(
+                Some(ns),
+                Some("UTC".into()),
+            ))
+        };
+        let (_ctx, df) = self.frame(table, buffer, schema()).await?;
+        let mut conds = Vec::new();
+        if let Some(from) = range.from_ns {
+            conds.push(col("time").gt_eq(ts(from)));
+        }
+        if let Some(to) = range.to_ns {
+            conds.push(col("time").lt_eq(ts(to)));
+        }
+        if let Some(i) = instance {
+            conds.push(col("instance").eq(lit(i)));
+        }
+        let df = match conds.into_iter().reduce(datafusion::prelude::Expr::and) {
+            Some(c) => df.filter(c)?,
+            None => df,
+        };
+        let df = df
+            .sort(vec![col("time").sort(false, false)])?
+            .limit(0, Some(limit.saturating_add(1)))?;
+        let (mut rows, mut malformed) = (Vec::new(), Vec::new());
+        for batch in df.collect().await? {
+            let records = crate::query::string_col(&batch, "record")?;
+            for i in 0..batch.num_rows() {
+                match serde_json::from_str::<T>(records.value(i)) {
+                    Ok(r) => rows.push(r),
+                    Err(e) => malformed.push(Malformed {
+                        index: table.into(),
+                        id: i.to_string(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+        }
+        let truncated = rows.len() > limit;
+        rows.truncate(limit);
+        Ok(Answer::new(rows, malformed, truncated))
+    }
+
+    /// Queries by CPU within `range`: the observations (deltas) summed per query.
+    pub async fn top_queries(
+        &self,
+        range: &Range,
+        instance: Option<&str>,
+        limit: usize,
+        max_observations: usize,
+    ) -> Result<Answer<TopQuery>> {
+        let seen: Answer<TopQuery> = self
+            .records(
+                TOP_QUERIES,
+                &self.top_queries,
+                range,
+                instance,
+                max_observations,
+            )
+            .await?;
+        Ok(Answer {
+            rows: TopQuery::top(seen.rows, limit),
+            ..seen
+        })
+    }
+
+    /// The query samples within `range`, newest first.
+    pub async fn query_samples(
+        &self,
+        range: &Range,
+        instance: Option<&str>,
+        limit: usize,
+    ) -> Result<Answer<QuerySample>> {
+        self.records(QUERY_SAMPLES, &self.query_samples, range, instance, limit)
+            .await
+    }
+
+    /// Blocked sessions within `range`, newest first.
+    pub async fn blocking(
+        &self,
+        range: &Range,
+        instance: Option<&str>,
+        limit: usize,
+        max_samples: usize,
+    ) -> Result<Answer<BlockingEvent>> {
+        let samples = self.query_samples(range, instance, max_samples).await?;
+        let mut rows: Vec<BlockingEvent> = samples
+            .rows
+            .iter()
+            .filter_map(QuerySample::blocking_event)
+            .collect();
+        rows.truncate(limit);
+        Ok(Answer {
+            rows,
+            malformed: samples.malformed,
+            malformed_count: samples.malformed_count,
+            truncated: samples.truncated,
+        })
+    }
+}
