@@ -8,7 +8,7 @@
 //! sees half a file. The read side ([`crate::query`]) sees the not-yet-flushed buffer
 //! too, so a point is visible as soon as the consumer has processed it.
 
-use crate::activity::{self, QUERY_SAMPLES, TOP_QUERIES};
+use crate::activity::table::{self as activity, QUERY_SAMPLES, TOP_QUERIES};
 use crate::error::{Result, StoreError};
 use arrow::array::TimestampNanosecondArray;
 use arrow::datatypes::SchemaRef;
