@@ -108,37 +108,27 @@ fn scrape(golden: &Value, n: i64, direct: bool, t0_ns: i64) -> Value {
 /// OTLP/JSON as the `opentelemetry-proto` serde derive reads it (the receiver's own
 /// leniency, `asInt` as a string and empty values, is for the HTTP path).
 fn to_proto<T: serde::de::DeserializeOwned>(mut v: Value) -> T {
-    walk(&mut v, &mut |k, child| {
-        if k == "asInt" {
-            if let Some(i) = child.as_str().and_then(|s| s.parse::<i64>().ok()) {
-                *child = json!(i);
-            }
-        }
-        if let Value::Object(map) = child {
-            map.retain(|k, v| {
-                !(matches!(k.as_str(), "body" | "value")
-                    && v.as_object().is_some_and(|o| o.is_empty()))
-            });
-        }
-    });
-    if let Value::Object(map) = &mut v {
-        for rl in map
-            .get_mut("resourceLogs")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            for sl in rl["scopeLogs"].as_array_mut().into_iter().flatten() {
-                for r in sl["logRecords"].as_array_mut().into_iter().flatten() {
-                    if let Value::Object(rec) = r {
-                        rec.retain(|k, v| {
-                            !(k == "body" && v.as_object().is_some_and(|o| o.is_empty()))
-                        });
+    fn fix(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|k, v| {
+                    !(matches!(k.as_str(), "body" | "value")
+                        && v.as_object().is_some_and(|o| o.is_empty()))
+                });
+                for (k, child) in map.iter_mut() {
+                    if k == "asInt" {
+                        if let Some(i) = child.as_str().and_then(|s| s.parse::<i64>().ok()) {
+                            *child = json!(i);
+                        }
                     }
+                    fix(child);
                 }
             }
+            Value::Array(items) => items.iter_mut().for_each(fix),
+            _ => {}
         }
     }
+    fix(&mut v);
     serde_json::from_value(v).expect("golden decodes as OTLP")
 }
 

@@ -229,7 +229,7 @@ pub fn blocking_tree(
             .push(e);
     }
     let blocked = |instance: &str, s: i64| newest.contains_key(&(instance.to_string(), s));
-    let mut heads: Vec<(String, i64)> = children
+    let heads: Vec<(String, i64)> = children
         .keys()
         .filter(|(i, s)| !blocked(i, *s))
         .cloned()
@@ -242,7 +242,6 @@ pub fn blocking_tree(
     }
     for key in newest.keys() {
         if !seen.contains(key) {
-            heads.push(key.clone());
             chains.push(chain(key, &children, statements, &mut seen));
         }
     }

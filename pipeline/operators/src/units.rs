@@ -80,8 +80,9 @@ pub fn factor(from: &str, to: &str) -> Option<f64> {
 pub struct UnitOperator {
     stats: Arc<Stats>,
     warned: HashSet<u64>,
-    /// Metric name → its catalogue unit (None: not a catalogue metric).
-    unit: Memo<Option<&'static str>>,
+    /// Metric name → its catalogue unit (None: not a catalogue metric), shared by
+    /// the points it is set on.
+    unit: Memo<Option<Arc<str>>>,
 }
 
 impl UnitOperator {
@@ -95,7 +96,7 @@ impl UnitOperator {
 
     fn normalize(&mut self, s: &mut Sample) {
         let wanted = self.unit.get(&s.key.metric, |m| {
-            catalogue::metric(m).map(catalogue::unit_of)
+            catalogue::metric(m).map(|d| Arc::from(catalogue::unit_of(d)))
         });
         let Some(unit) = wanted else {
             return;
@@ -103,15 +104,15 @@ impl UnitOperator {
         if *s.unit == *unit {
             return;
         }
-        match factor(&s.unit, unit) {
+        match factor(&s.unit, &unit) {
             Some(f) => {
                 if f != 1.0 {
                     s.value *= f;
                     Stats::add(&self.stats.units_converted, 1);
                 }
-                s.unit = unit.into();
+                s.unit = unit.clone();
             }
-            None if s.unit.is_empty() => s.unit = unit.into(),
+            None if s.unit.is_empty() => s.unit = unit.clone(),
             None => {
                 Stats::add(&self.stats.unit_mismatches, 1);
                 let id = s.key.id();

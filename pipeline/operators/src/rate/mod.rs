@@ -223,14 +223,19 @@ impl RateOperator {
     /// Learn instances' receiver modes from the metrics in the batch (before the
     /// points are classified, so the first scrape already benefits).
     fn learn_modes(&mut self, samples: &[Sample]) {
+        // Points of one instance come together: look each (instance, mode) up once.
+        let mut last: Option<(&Arc<str>, ReceiverMode)> = None;
         for s in samples {
             let evidence = self
                 .mode_evidence
                 .get(&s.key.metric, catalogue::mode_evidence);
-            if let Some(mode) = evidence {
-                if self.instance_mode.get(&s.key.instance) != Some(&mode) {
-                    self.instance_mode.insert(s.key.instance.clone(), mode);
-                }
+            let Some(mode) = evidence else { continue };
+            if last.is_some_and(|(i, m)| m == mode && **i == *s.key.instance) {
+                continue;
+            }
+            last = Some((&s.key.instance, mode));
+            if self.instance_mode.get(&s.key.instance) != Some(&mode) {
+                self.instance_mode.insert(s.key.instance.clone(), mode);
             }
         }
     }

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlvigil_model::query::{Answer, Malformed, Range};
 use sqlvigil_model::{Activity, BlockingEvent, LogRecord, QuerySample, TopQuery};
+use std::borrow::Cow;
 use std::sync::Mutex;
 use table::{schema, to_batch, Row, QUERY_SAMPLES, TOP_QUERIES};
 
@@ -46,19 +47,21 @@ fn nanos(t: &chrono::DateTime<chrono::Utc>) -> i64 {
 
 impl Store {
     /// Keep the events among `logs` in their tables; the rest are log lines.
-    pub(crate) fn split_activity(&self, logs: &[LogRecord]) -> Result<Vec<LogRecord>> {
-        let (mut tops, mut samples, mut plain) = (Vec::new(), Vec::new(), Vec::new());
-        for log in logs {
+    /// The log lines come back borrowed when the batch holds no event (the usual case).
+    pub(crate) fn split_activity<'a>(&self, logs: &'a [LogRecord]) -> Result<Cow<'a, [LogRecord]>> {
+        let (mut tops, mut samples, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, log) in logs.iter().enumerate() {
             match sqlvigil_model::activity::parse(log) {
                 Ok(Some(Activity::TopQuery(q))) => tops.push(q),
                 Ok(Some(Activity::Sample(s))) => samples.push(s),
-                Ok(None) => plain.push(log.clone()),
+                Ok(None) => continue,
                 Err(reason) => {
                     // Stored as the log line it is, never lost; the reason is logged.
                     tracing::warn!(instance = %log.instance, "receiver event kept as a log line: {reason}");
-                    plain.push(log.clone());
+                    continue;
                 }
             }
+            events.push(i);
         }
         sqlvigil_core::Stats::add(
             &self.stats.query_events,
@@ -70,7 +73,16 @@ impl Store {
         append_models(&self.query_samples, &samples, |s| {
             (nanos(&s.time), &s.instance, &s.database, &s.query_hash)
         })?;
-        Ok(plain)
+        if events.is_empty() {
+            return Ok(Cow::Borrowed(logs));
+        }
+        let plain = logs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| events.binary_search(i).is_err())
+            .map(|(_, l)| l.clone())
+            .collect();
+        Ok(Cow::Owned(plain))
     }
 
     /// The models stored in `table` within `range` (and of `instance`), newest first,
