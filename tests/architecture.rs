@@ -51,6 +51,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "model",
             "core",
             "otlp",
+            "receiver",
             "bus",
             "operators",
             "bridge",

@@ -52,6 +52,9 @@ impl Analyzer {
     ) -> Result<Insight, AnalyticsError> {
         match subject {
             Subject::Anomaly(a) => rules::analyze(a, ctx, now),
+            Subject::Burst { anomalies, .. } => {
+                rules::summarize_burst(subject, anomalies, ctx, now)
+            }
             other => rules::summarize_window(other, ctx, now),
         }
     }
@@ -86,7 +89,7 @@ impl Analyzer {
                     id: format!("fail-{}-{}", &prompt.digest[..16], now.timestamp_millis()),
                     at: now,
                     model: llm.model().to_string(),
-                    anomaly_ids: anomaly_ids(subject),
+                    anomaly_ids: subject.anomaly_ids(),
                     instance: subject.instance().to_string(),
                     input_digest: prompt.digest.clone(),
                     attempts,
@@ -98,13 +101,6 @@ impl Analyzer {
                 })
             }
         }
-    }
-}
-
-fn anomaly_ids(subject: &Subject) -> Vec<String> {
-    match subject {
-        Subject::Anomaly(a) => vec![a.id.clone()],
-        _ => Vec::new(),
     }
 }
 
@@ -154,16 +150,13 @@ fn llm_insight(
     reply: &ChatReply,
     now: DateTime<Utc>,
 ) -> Insight {
-    let fingerprint = match subject {
-        Subject::Anomaly(a) => a.fingerprint.clone(),
-        other => format!("{}:{}", other.trigger(), other.instance()),
-    };
+    let fingerprint = subject.fingerprint();
     Insight {
         id: format!("ins-{}", &prompt.digest[..16]),
         generated_at: now,
         model: reply.model.clone(),
         prompt_version: prompt.version.to_string(),
-        anomaly_ids: anomaly_ids(subject),
+        anomaly_ids: subject.anomaly_ids(),
         fingerprint,
         instance: subject.instance().to_string(),
         summary: answer.summary,
@@ -175,6 +168,7 @@ fn llm_insight(
         prompt_tokens: reply.prompt_tokens,
         completion_tokens: reply.completion_tokens,
         trigger: subject.trigger().to_string(),
+        note: None,
     }
 }
 

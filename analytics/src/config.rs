@@ -22,6 +22,16 @@ pub struct AnalyticsConfig {
     /// Largest prompt (system + user) in characters; least relevant sections go first.
     pub prompt_budget_chars: usize,
     pub digest: DigestConfig,
+    /// Analyses of opened anomalies run at most this many at a time.
+    pub concurrency: usize,
+    /// LLM requests in flight at most; an analysis that finds none free gets a rules
+    /// insight at once (labelled in its `note`) instead of waiting behind a storm.
+    pub llm_concurrency: usize,
+    /// Anomalies that open on one instance within this window are analysed together:
+    /// one insight for the burst, naming each. A lone anomaly waits at most the quiet gap
+    /// (a quarter of a second) before its analysis starts.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub coalesce_window: Duration,
 }
 
 impl Default for AnalyticsConfig {
@@ -31,6 +41,9 @@ impl Default for AnalyticsConfig {
             min_interval_per_instance: Duration::from_secs(60),
             prompt_budget_chars: 12_000,
             digest: DigestConfig::default(),
+            concurrency: 4,
+            llm_concurrency: 1,
+            coalesce_window: Duration::from_secs(5),
         }
     }
 }
@@ -73,6 +86,16 @@ impl Build for AnalyticsConfig {
             return Err(Error::Config(
                 "analytics.digest.interval and analytics.digest.window must be greater than 0"
                     .into(),
+            ));
+        }
+        if self.concurrency == 0 || self.llm_concurrency == 0 {
+            return Err(Error::Config(
+                "analytics.concurrency and analytics.llm_concurrency must be greater than 0".into(),
+            ));
+        }
+        if self.coalesce_window.is_zero() {
+            return Err(Error::Config(
+                "analytics.coalesce_window must be greater than 0".into(),
             ));
         }
         if let Some(llm) = &self.llm {

@@ -23,5 +23,7 @@ pub fn anomaly(instance: &str, metric: &str) -> Anomaly {
         expected: Some(85.0),
         score: 97.0 / 85.0,
         evidence: vec![],
+        folded: 0,
+        folded_into: None,
     }
 }

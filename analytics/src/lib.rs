@@ -27,6 +27,7 @@ pub mod prompt;
 pub mod rules;
 pub mod schema;
 pub mod service;
+pub mod worker;
 
 pub use config::AnalyticsConfig;
 pub use error::AnalyticsError;
@@ -74,4 +75,25 @@ pub struct Context {
 pub struct LiveSnapshot {
     pub top_queries: Vec<sqlvigil_model::live::TopQueryRow>,
     pub sessions: Vec<sqlvigil_model::live::SessionRow>,
+}
+
+/// When the first and the last of `anomalies` opened.
+pub fn burst_span(
+    anomalies: &[sqlvigil_model::Anomaly],
+) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+    let times = anomalies.iter().map(|a| a.opened_at);
+    let first = times.clone().min().unwrap_or_default();
+    (first, times.max().unwrap_or(first))
+}
+
+/// `anomalies` most severe first (severity, then score, then id for a stable order).
+pub fn most_severe(anomalies: &[sqlvigil_model::Anomaly]) -> Vec<&sqlvigil_model::Anomaly> {
+    let mut v: Vec<_> = anomalies.iter().collect();
+    v.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.score.total_cmp(&a.score))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    v
 }

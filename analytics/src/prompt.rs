@@ -36,13 +36,45 @@ pub enum Subject {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     },
+    /// Anomalies that opened on one instance together (a storm): one insight for all.
+    Burst {
+        instance: String,
+        anomalies: Vec<Anomaly>,
+    },
 }
 
 impl Subject {
     pub fn instance(&self) -> &str {
         match self {
             Subject::Anomaly(a) => &a.series.instance,
-            Subject::Window { instance, .. } | Subject::Digest { instance, .. } => instance,
+            Subject::Window { instance, .. }
+            | Subject::Digest { instance, .. }
+            | Subject::Burst { instance, .. } => instance,
+        }
+    }
+
+    /// The anomalies the insight is about.
+    pub fn anomaly_ids(&self) -> Vec<String> {
+        match self {
+            Subject::Anomaly(a) => vec![a.id.clone()],
+            Subject::Burst { anomalies, .. } => anomalies.iter().map(|a| a.id.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The insight's fingerprint (dedup key together with the input digest).
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Subject::Anomaly(a) => a.fingerprint.clone(),
+            Subject::Burst {
+                instance,
+                anomalies,
+            } => {
+                let first = anomalies.iter().map(|a| a.opened_at).min();
+                let ns = first.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(0);
+                format!("burst:{instance}:{ns}")
+            }
+            other => format!("{}:{}", other.trigger(), other.instance()),
         }
     }
 
@@ -52,6 +84,7 @@ impl Subject {
             Subject::Anomaly(_) => "anomaly",
             Subject::Window { .. } => "on_demand",
             Subject::Digest { .. } => "digest",
+            Subject::Burst { .. } => "burst",
         }
     }
 }
@@ -102,7 +135,15 @@ fn subject_section(subject: &Subject) -> Section {
                 .map(|e| format!("{} {:.2}", e.time.format("%H:%M:%S"), e.value))
                 .collect();
             let _ = writeln!(b, "Evidence window (time value): {}.", window.join(", "));
+            if a.folded > 0 {
+                let _ = writeln!(
+                    b,
+                    "This is a storm anomaly: it stands for {} anomalies of this rule on this instance, past its open-rate limit.",
+                    a.folded
+                );
+            }
         }
+        Subject::Burst { anomalies, .. } => burst_task(&mut b, anomalies),
         Subject::Window { from, to, .. } => {
             let _ = writeln!(
                 b,
@@ -123,6 +164,47 @@ fn subject_section(subject: &Subject) -> Section {
     Section {
         title: "Task",
         body: b,
+    }
+}
+
+/// Anomalies listed in a burst prompt; the rest are counted per rule.
+const BURST_LISTED: usize = 20;
+
+fn burst_task(b: &mut String, anomalies: &[Anomaly]) {
+    let (first, last) = crate::burst_span(anomalies);
+    let _ = writeln!(
+        b,
+        "{} anomalies opened on this instance between {} and {}. Find the common cause, if there is one, and say which anomalies follow from it.",
+        anomalies.len(),
+        first.to_rfc3339(),
+        last.to_rfc3339()
+    );
+    let mut by_rule: std::collections::BTreeMap<&str, usize> = Default::default();
+    for a in anomalies {
+        *by_rule.entry(&a.rule).or_default() += 1;
+    }
+    let counts: Vec<String> = by_rule.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
+    let _ = writeln!(b, "By rule: {}.", counts.join(", "));
+    for a in crate::most_severe(anomalies).into_iter().take(BURST_LISTED) {
+        let storm = if a.folded > 0 {
+            format!(" (storm of {})", a.folded)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            b,
+            "- {} {} `{}` on {} {:?}: observed {}, expected {}, opened {}{storm}.",
+            a.severity.as_str(),
+            a.rule,
+            a.condition,
+            a.series.metric,
+            a.series.attributes,
+            a.observed,
+            a.expected
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "n/a".into()),
+            a.opened_at.format("%H:%M:%S")
+        );
     }
 }
 

@@ -185,6 +185,64 @@ pub fn analyze(
         prompt_tokens: None,
         completion_tokens: None,
         trigger: "anomaly".into(),
+        note: None,
+    })
+}
+
+/// One insight for a burst of anomalies on one instance: what opened, by rule, and the
+/// rules explanation of the most severe, naming every anomaly it covers.
+pub fn summarize_burst(
+    subject: &crate::prompt::Subject,
+    anomalies: &[Anomaly],
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<Insight, AnalyticsError> {
+    let ranked = crate::most_severe(anomalies);
+    let Some(worst) = ranked.first() else {
+        return summarize_window(subject, ctx, now);
+    };
+    let base = analyze(worst, ctx, now)?;
+    let instance = subject.instance();
+    let (first, last) = crate::burst_span(anomalies);
+    let mut by_rule: std::collections::BTreeMap<&str, (usize, u64)> = Default::default();
+    for a in anomalies {
+        let e = by_rule.entry(&a.rule).or_default();
+        e.0 += 1;
+        e.1 += a.folded;
+    }
+    let counts: Vec<String> = by_rule
+        .iter()
+        .map(|(rule, (n, folded))| match folded {
+            0 => format!("{rule} ×{n}"),
+            f => format!("{rule} ×{n} (storm of {f} more)"),
+        })
+        .collect();
+    let summary = format!(
+        "{} anomalies opened on {instance} between {} and {} ({}). Most severe: {}",
+        anomalies.len(),
+        first.format("%H:%M:%S"),
+        last.format("%H:%M:%S"),
+        counts.join(", "),
+        base.summary
+    );
+    let ids = subject.anomaly_ids();
+    let inputs = serde_json::json!({ "burst": ids, "most_severe": base.inputs });
+    let digest = hex::encode(Sha256::digest(serde_json::to_vec(&inputs)?));
+    let mut supporting = base.supporting_metrics;
+    supporting["by_rule"] = serde_json::json!(by_rule
+        .iter()
+        .map(|(r, (n, _))| (r.to_string(), *n))
+        .collect::<std::collections::BTreeMap<_, _>>());
+    Ok(Insight {
+        id: format!("ins-{}", &digest[..16]),
+        anomaly_ids: ids,
+        fingerprint: subject.fingerprint(),
+        summary,
+        supporting_metrics: supporting,
+        input_digest: digest,
+        inputs,
+        trigger: subject.trigger().into(),
+        ..base
     })
 }
 
@@ -259,6 +317,7 @@ pub fn summarize_window(
         prompt_tokens: None,
         completion_tokens: None,
         trigger: subject.trigger().to_string(),
+        note: None,
     })
 }
 

@@ -12,13 +12,12 @@ use crate::llm::{LlmClient, ModelStatus};
 use crate::prompt::Subject;
 use crate::{Context, RelatedMetric};
 use chrono::{DateTime, Utc};
-use sqlvigil_core::{publish_retrying, Bus, Ledger, Reader, Record, Sink, Stats, Subscription};
+use sqlvigil_core::{publish_retrying, Bus, Component, Ledger, Reader, Record, Sink, Stats};
 use sqlvigil_model::query::MetricFilter;
-use sqlvigil_model::{AnomalyEvent, AnomalyEventKind, Insight};
+use sqlvigil_model::Insight;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// How far back the analyzer looks for related metrics and log lines.
 const CONTEXT_WINDOW_NS: i64 = 5 * 60 * 1_000_000_000;
@@ -56,6 +55,12 @@ pub struct AnalyticsService {
     pub(crate) min_interval: Duration,
     /// Last LLM analysis of an opened anomaly per instance (rate limit).
     pub(crate) last_llm: Mutex<HashMap<String, Instant>>,
+    /// Free LLM request slots (`analytics.llm_concurrency`).
+    pub(crate) llm_slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) concurrency: usize,
+    pub(crate) coalesce_window: Duration,
+    /// The stage's health (backlog, progress, waiting).
+    pub(crate) health: Arc<Component>,
 }
 
 pub(crate) fn ns(t: DateTime<Utc>) -> i64 {
@@ -70,6 +75,7 @@ impl AnalyticsService {
         io: StageIo,
         insights_topic: &str,
         stats: Arc<Stats>,
+        health: Arc<Component>,
     ) -> Self {
         AnalyticsService {
             analyzer,
@@ -81,6 +87,10 @@ impl AnalyticsService {
             topic: insights_topic.to_string(),
             min_interval: config.min_interval_per_instance,
             last_llm: Mutex::new(HashMap::new()),
+            llm_slots: Arc::new(tokio::sync::Semaphore::new(config.llm_concurrency)),
+            concurrency: config.concurrency,
+            coalesce_window: config.coalesce_window,
+            health,
         }
     }
 
@@ -112,6 +122,10 @@ impl AnalyticsService {
             Subject::Window { from, to, .. } | Subject::Digest { from, to, .. } => {
                 (ns(*from), ns(*to))
             }
+            Subject::Burst { anomalies, .. } => {
+                let (first, last) = crate::burst_span(anomalies);
+                (ns(first).saturating_sub(CONTEXT_WINDOW_NS), ns(last))
+            }
         };
         let instance = subject.instance().to_string();
         let mut ctx = Context {
@@ -123,7 +137,9 @@ impl AnalyticsService {
         };
         self.query_activity(&instance, from, to, &mut ctx).await?;
         match subject {
-            Subject::Anomaly(_) => ctx.related = self.latest(&instance, from, to).await?,
+            Subject::Anomaly(_) | Subject::Burst { .. } => {
+                ctx.related = self.latest(&instance, from, to).await?
+            }
             _ => {
                 ctx.stats = self.reader.metric_stats(&instance, from, to).await?;
                 let tail = to.saturating_sub(CONTEXT_WINDOW_NS).max(from);
@@ -198,27 +214,49 @@ impl AnalyticsService {
 
     /// Analyse `subject` on request (API, digest): the LLM when configured, else rules.
     pub async fn analyze(&self, subject: Subject) -> Result<Insight> {
-        self.analyze_with(subject, true).await
+        self.analyze_with(subject, true, None).await
     }
 
-    /// Analyse an anomaly that just opened: the LLM only if this instance's rate limit
-    /// allows, else rules — so an anomaly storm cannot flood the model.
-    async fn analyze_opened(&self, subject: Subject) -> Result<Insight> {
-        let allowed = self.llm_model().is_some() && self.take_llm_slot(subject.instance());
-        self.analyze_with(subject, allowed).await
+    /// Analyse anomalies that just opened (one, or a burst of one instance): the LLM only
+    /// when this instance's rate limit allows and a request slot is free right now, else
+    /// the rules analyzer, saying why in the insight's `note` — a storm never queues
+    /// behind the model.
+    pub(crate) async fn analyze_opened(&self, subject: Subject) -> Result<Insight> {
+        let Some(model) = self.llm_model() else {
+            return self.analyze_with(subject, false, None).await;
+        };
+        let permit = self.llm_slots.clone().try_acquire_owned();
+        let note = match &permit {
+            Err(_) => Some(format!(
+                "rules analyzer: every LLM slot ({model}) was busy with other analyses"
+            )),
+            Ok(_) if !self.take_llm_slot(subject.instance()) => Some(format!(
+                "rules analyzer: {model} analysed this instance less than min_interval_per_instance ago"
+            )),
+            Ok(_) => None,
+        };
+        if note.is_some() {
+            Stats::add(&self.stats.analytics_rules_fallback, 1);
+        }
+        let insight = self.analyze_with(subject, note.is_none(), note).await;
+        drop(permit);
+        insight
     }
 
-    /// Analyse, persist, publish. `llm_allowed = false` forces the rules analyzer.
-    async fn analyze_with(&self, subject: Subject, llm_allowed: bool) -> Result<Insight> {
+    /// Analyse, persist, publish. `llm_allowed = false` forces the rules analyzer; `note`
+    /// says why on the insight.
+    async fn analyze_with(
+        &self,
+        subject: Subject,
+        llm_allowed: bool,
+        note: Option<String>,
+    ) -> Result<Insight> {
         let ctx = self.context(&subject).await?;
         let use_llm = llm_allowed && self.llm_model().is_some();
         if use_llm {
             // Same prompt as before → same insight: do not ask the model twice.
             let prompt = self.analyzer.prompt(&subject, &ctx);
-            let fingerprint = match &subject {
-                Subject::Anomaly(a) => a.fingerprint.clone(),
-                other => format!("{}:{}", other.trigger(), other.instance()),
-            };
+            let fingerprint = subject.fingerprint();
             if let Some(existing) = self.ledger.insight_for(&fingerprint, &prompt.digest)? {
                 return Ok(existing);
             }
@@ -230,7 +268,8 @@ impl AnalyticsService {
         if let Some(f) = &outcome.failure {
             self.ledger.insert_failure(f)?;
         }
-        let insight = outcome.insight;
+        let mut insight = outcome.insight;
+        insight.note = note;
         if !self.ledger.insert_insight(&insight)? {
             return Ok(self
                 .ledger
@@ -244,7 +283,13 @@ impl AnalyticsService {
             key: insight.instance.clone().into_bytes().into(),
             payload: serde_json::to_vec(&insight)?.into(),
         };
-        publish_retrying(self.bus.as_ref(), &self.topic, vec![record]).await?;
+        publish_retrying(
+            self.bus.as_ref(),
+            &self.topic,
+            vec![record],
+            Some(&self.health),
+        )
+        .await?;
         Ok(insight)
     }
 
@@ -269,37 +314,5 @@ impl AnalyticsService {
 
     fn analyzer_client(&self) -> Option<&dyn LlmClient> {
         self.analyzer.client()
-    }
-
-    /// Consume the anomalies topic until stopped and drained.
-    pub async fn run_worker(
-        self: Arc<Self>,
-        mut sub: Box<dyn Subscription>,
-        topic: String,
-        stop: watch::Receiver<bool>,
-    ) -> Result<()> {
-        loop {
-            let batch = sub.next_batch(64, Duration::from_millis(250)).await?;
-            if batch.is_empty() {
-                if *stop.borrow() && self.bus.pending(&topic, ANALYTICS_GROUP) == 0 {
-                    return Ok(());
-                }
-                continue;
-            }
-            for d in &batch {
-                match serde_json::from_slice::<AnomalyEvent>(&d.record.payload) {
-                    Ok(ev) if ev.event == AnomalyEventKind::Open => {
-                        self.analyze_opened(Subject::Anomaly(Box::new(ev.anomaly)))
-                            .await?;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        Stats::add(&self.stats.decode_errors, 1);
-                        tracing::warn!("undecodable anomaly event skipped: {e}");
-                    }
-                }
-            }
-            sub.ack(&batch).await?;
-        }
     }
 }

@@ -1,5 +1,6 @@
 //! The REST API over the pipeline's store — embedded, or Elasticsearch through the
-//! bridge: `/health`, `/metrics` (Prometheus self metrics) and the bearer-token protected
+//! bridge: `/health` (liveness) and `/ready` (readiness), both 503 naming the part at
+//! fault, `/metrics` (Prometheus self metrics and each part's state) and the bearer-token protected
 //! `/api/v1/{series,metrics,aggregates,anomalies,insights}` (with `POST /api/v1/insights`
 //! for on-demand analyses, operator role), `/api/v1/{waits,top-queries,io,blocking,coverage}`
 //! (Elastic only), plus a small status page at `/`.
@@ -28,7 +29,7 @@ pub use error::ApiError;
 
 use axum::Router;
 use sqlvigil_analytics::AnalyticsService;
-use sqlvigil_core::{Reader, Stats};
+use sqlvigil_core::{Health, Reader, Stats};
 use sqlvigil_store::StateStore;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +42,8 @@ pub struct AppState {
     /// Tokens and analysis failures (always SQLite).
     pub state: Arc<StateStore>,
     pub stats: Arc<Stats>,
+    /// What each part of the pipeline is doing (`/health`, `/ready`, `/metrics`).
+    pub health: Arc<Health>,
     /// On-demand insights (`POST /api/v1/insights`).
     pub analytics: Arc<AnalyticsService>,
     /// What each rule in force reads: which rules each instance's receiver mode can fire.

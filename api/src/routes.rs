@@ -11,13 +11,15 @@ use axum::Extension;
 use axum::{middleware, Json, Router};
 use serde_json::{json, Value};
 use sqlvigil_analytics::prompt::Subject;
-use sqlvigil_model::query::{AnomalyFilter, GroupBy, MetricFilter, Range};
+use sqlvigil_model::query::{AnomalyCursor, AnomalyFilter, GroupBy, MetricFilter, Range};
 use sqlvigil_model::Sample;
 use sqlvigil_store::Role;
 use std::collections::HashMap;
 
 const MAX_POINTS: usize = 100_000;
 const DEFAULT_POINTS: usize = 10_000;
+/// Anomalies per page when `limit` is not given.
+const DEFAULT_ANOMALIES: usize = 1000;
 const PAGE: &str = include_str!("../static/index.html");
 
 pub fn router(app: AppState) -> Router {
@@ -38,6 +40,7 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(prometheus))
         .nest("/api/v1", protected)
         .fallback(|| async {
@@ -48,20 +51,51 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-async fn health(State(app): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": app.started.elapsed().as_secs(),
-    }))
+/// Liveness: 503 while a part is stopped, failing over and over, or stalled.
+async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    let report = app.health.report();
+    let status = if report.live { "ok" } else { "unhealthy" };
+    let code = if report.live {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "problems": if report.live { Vec::new() } else { report.problems },
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": app.started.elapsed().as_secs(),
+        })),
+    )
+}
+
+/// Readiness: 503 while any part is not running, stalled or over its backlog limit;
+/// every part's state, backlog and progress either way.
+async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    let report = app.health.report();
+    let code = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let status = if report.ready { "ready" } else { "not ready" };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "live": report.live,
+            "problems": report.problems,
+            "components": report.components,
+        })),
+    )
 }
 
 async fn prometheus(State(app): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.stats.render(),
-    )
-        .into_response()
+    let mut text = app.stats.render();
+    text.push_str(&app.health.render());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 fn metric_filter(p: &Params) -> Result<MetricFilter, ApiError> {
@@ -168,15 +202,31 @@ async fn anomalies(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = Params::new(q, &["state", "instance", "rule", "limit"])?;
+    let p = Params::new(q, &["state", "instance", "rule", "limit", "cursor"])?;
+    let after = match p.string("cursor") {
+        Some(c) => Some(AnomalyCursor::decode(&c).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`cursor` must be a `next_cursor` from an earlier page, got `{c}`"
+            ))
+        })?),
+        None => None,
+    };
+    let limit = p.usize("limit", 10_000)?.unwrap_or(DEFAULT_ANOMALIES);
     let f = AnomalyFilter {
         state: p.one_of("state", &["open", "resolved"])?,
         instance: p.string("instance"),
         rule: p.string("rule"),
-        limit: p.usize("limit", 10_000)?,
+        limit: Some(limit),
+        after,
     };
-    let list = app.reader.anomalies(&f).await?;
-    Ok(Json(json!({ "anomalies": list })))
+    let (list, total) = tokio::try_join!(app.reader.anomalies(&f), app.reader.count_anomalies(&f))?;
+    // A full page may have more after it; the last page has no cursor.
+    let next = (list.len() == limit)
+        .then(|| list.last().map(|a| AnomalyCursor::after(a).encode()))
+        .flatten();
+    Ok(Json(
+        json!({ "anomalies": list, "total": total, "next_cursor": next }),
+    ))
 }
 
 async fn anomaly(

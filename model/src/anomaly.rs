@@ -79,6 +79,18 @@ pub struct Anomaly {
     pub score: f64,
     /// The window that crossed, oldest first (bounded).
     pub evidence: Vec<EvidencePoint>,
+    /// A storm anomaly: how many anomalies of its rule and instance it stands for
+    /// (opened past the rule's open-rate limit and folded into it). 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub folded: u64,
+    /// An anomaly folded into a storm: the storm anomaly's id. Such an anomaly is never
+    /// published on its own (no open or resolve event); the storm stands for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_into: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Anomaly {

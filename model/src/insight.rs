@@ -33,6 +33,10 @@ pub struct Insight {
     /// What prompted it: `anomaly`, `on_demand` or `digest`.
     #[serde(default = "default_trigger")]
     pub trigger: String,
+    /// Why this answer comes from the analyzer it does, when that is not the configured
+    /// one: e.g. the rules analyzer standing in while the LLM is busy during a storm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn default_trigger() -> String {

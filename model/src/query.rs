@@ -94,6 +94,43 @@ pub struct AnomalyFilter {
     pub instance: Option<String>,
     pub rule: Option<String>,
     pub limit: Option<usize>,
+    /// Continue after this anomaly (a page's `next_cursor`): keyset paging, so anomalies
+    /// opening meanwhile never shift a page.
+    pub after: Option<AnomalyCursor>,
+}
+
+/// Where a page of anomalies ended: the last one's opening time and id (the list is
+/// ordered by opening time, newest first, then id). Opaque text on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnomalyCursor {
+    pub opened_at: chrono::DateTime<chrono::Utc>,
+    pub id: String,
+}
+
+impl AnomalyCursor {
+    /// The cursor after `a`.
+    pub fn after(a: &crate::Anomaly) -> Self {
+        AnomalyCursor {
+            opened_at: a.opened_at,
+            id: a.id.clone(),
+        }
+    }
+
+    /// `<opened_at ns>.<id>`, URL-safe (ids are `rule:hex-ns`).
+    pub fn encode(&self) -> String {
+        let ns = self.opened_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        format!("{ns}.{}", self.id)
+    }
+
+    /// The cursor `encode` wrote, or `None` for anything else.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (ns, id) = s.split_once('.')?;
+        let ns: i64 = ns.parse().ok()?;
+        (!id.is_empty()).then(|| AnomalyCursor {
+            opened_at: crate::ns_to_datetime(ns),
+            id: id.to_string(),
+        })
+    }
 }
 
 /// A time range in nanoseconds since the epoch (either end open), both ends inclusive.

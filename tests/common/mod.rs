@@ -123,6 +123,36 @@ pub fn gauge_request_at(
             ..Default::default()
         })
         .collect();
+    gauge_points(instance, metric, data_points)
+}
+
+/// One instance's CPU gauge over `series` series (attribute `n`), `points` points each,
+/// 1 s apart from `t0`, values 90–96: `series × points` data points.
+pub fn fleet_request(
+    instance: &str,
+    series: usize,
+    t0: u64,
+    points: usize,
+) -> ExportMetricsServiceRequest {
+    let data_points = (0..series)
+        .flat_map(|n| {
+            (0..points).map(move |i| NumberDataPoint {
+                attributes: vec![kv("n", &n.to_string())],
+                time_unix_nano: t0 + i as u64 * 1_000_000_000,
+                value: Some(number_data_point::Value::AsDouble(90.0 + (n % 7) as f64)),
+                ..Default::default()
+            })
+        })
+        .collect();
+    gauge_points(instance, "sqlserver.cpu.utilization", data_points)
+}
+
+/// A request of one gauge (unit `%`) on `instance` with these points.
+fn gauge_points(
+    instance: &str,
+    metric: &str,
+    data_points: Vec<NumberDataPoint>,
+) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {

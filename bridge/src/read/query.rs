@@ -717,8 +717,8 @@ fn sources<T: serde::de::DeserializeOwned>(answer: &Value) -> Answer<T> {
     Answer::new(rows, malformed, false)
 }
 
-/// Anomalies, most recently opened first.
-pub async fn anomalies(es: &Elastic, f: &AnomalyFilter) -> Result<Answer<Anomaly>> {
+/// The filter terms of an anomalies query.
+fn anomaly_terms(f: &AnomalyFilter) -> Vec<Value> {
     let mut terms = Vec::new();
     for (field, v) in [
         ("state", &f.state),
@@ -729,14 +729,38 @@ pub async fn anomalies(es: &Elastic, f: &AnomalyFilter) -> Result<Answer<Anomaly
             terms.push(json!({"term": {field: v}}));
         }
     }
-    let body = json!({
+    terms
+}
+
+/// Anomalies, most recently opened first (then by id), after `f.after` when given:
+/// `search_after` on the same sort, so pages never overlap.
+pub async fn anomalies(es: &Elastic, f: &AnomalyFilter) -> Result<Answer<Anomaly>> {
+    let mut body = json!({
         "size": f.limit.unwrap_or(100),
-        "query": {"bool": {"filter": terms}},
-        "sort": [{"opened_at": {"order": "desc", "unmapped_type": "date"}}]
+        "query": {"bool": {"filter": anomaly_terms(f)}},
+        "sort": [
+            {"opened_at": {"order": "desc", "unmapped_type": "date"}},
+            {"id": {"order": "asc", "unmapped_type": "keyword"}}
+        ]
     });
+    if let Some(c) = &f.after {
+        // Date sort values are epoch milliseconds, the resolution of a `date` field.
+        body["search_after"] = json!([c.opened_at.timestamp_millis(), c.id]);
+    }
     Ok(sources(
         &search(es, &[ANOMALIES_INDEX.to_string()], &body).await?,
     ))
+}
+
+/// How many anomalies match `f` (cursor and limit aside).
+pub async fn count_anomalies(es: &Elastic, f: &AnomalyFilter) -> Result<u64> {
+    let body = json!({
+        "size": 0,
+        "track_total_hits": true,
+        "query": {"bool": {"filter": anomaly_terms(f)}}
+    });
+    let answer = search(es, &[ANOMALIES_INDEX.to_string()], &body).await?;
+    Ok(answer["hits"]["total"]["value"].as_u64().unwrap_or(0))
 }
 
 /// One anomaly by id.

@@ -91,6 +91,10 @@ impl Reader for ElasticReader {
         Ok(self.rows(query::anomalies(&self.es, f).await?))
     }
 
+    async fn count_anomalies(&self, f: &AnomalyFilter) -> Result<u64> {
+        Ok(query::count_anomalies(&self.es, f).await?)
+    }
+
     async fn anomaly(&self, id: &str) -> Result<Option<Anomaly>> {
         Ok(query::anomaly(&self.es, id).await?)
     }

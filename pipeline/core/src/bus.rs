@@ -104,17 +104,41 @@ pub trait Subscription: Send {
     }
 }
 
-/// Publish to an internal topic, waiting for room rather than failing: the producer is
-/// one of sqlvigil's own workers, so back-pressure slows it down (up to about 30 s of
-/// doubling waits) instead of losing what it publishes.
-pub async fn publish_retrying(bus: &dyn Bus, topic: &str, records: Vec<Record>) -> Result<()> {
-    let mut delay = Duration::from_millis(10);
+/// Longest pause between two attempts of [`publish_retrying`].
+const MAX_PUBLISH_PAUSE: Duration = Duration::from_millis(500);
+
+/// Publish to an internal topic, waiting for room as long as it takes: the producer is
+/// one of sqlvigil's own workers, so back-pressure slows it down (and, through the
+/// topics above it, the receiver answers 503) instead of losing what it publishes or
+/// ending the worker. While it waits, `reporter` says so (health shows the part as
+/// waiting, then stalled). Errors that retrying cannot fix are returned.
+pub async fn publish_retrying(
+    bus: &dyn Bus,
+    topic: &str,
+    records: Vec<Record>,
+    reporter: Option<&crate::health::Component>,
+) -> Result<()> {
+    let mut delay = Duration::from_millis(5);
+    let mut waited = false;
     loop {
         match bus.publish(topic, records.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && delay < Duration::from_secs(30) => {
+            Ok(()) => {
+                if waited {
+                    if let Some(c) = reporter {
+                        c.waiting(None);
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() => {
+                if !waited {
+                    waited = true;
+                    if let Some(c) = reporter {
+                        c.waiting(Some(format!("room on topic `{topic}`: {e}")));
+                    }
+                }
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(MAX_PUBLISH_PAUSE);
             }
             Err(e) => return Err(e),
         }

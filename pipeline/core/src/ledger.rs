@@ -4,11 +4,16 @@
 //! backend, so dedup and audit do not depend on Elasticsearch being up).
 
 use crate::error::Result;
-use sqlvigil_model::{AnalysisFailure, Anomaly, Insight};
+use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, Insight};
 
 pub trait Ledger: Send + Sync {
     /// Insert or update an anomaly (keyed by its id).
     fn upsert_anomaly(&self, anomaly: &Anomaly) -> Result<()>;
+    /// Insert or update many anomalies at once (one transaction where the store has them:
+    /// a storm writes thousands per micro-batch).
+    fn upsert_anomalies(&self, anomalies: &[Anomaly]) -> Result<()> {
+        anomalies.iter().try_for_each(|a| self.upsert_anomaly(a))
+    }
     /// Insert an insight; `false` when one with the same fingerprint and input digest
     /// already exists (nothing is written then).
     fn insert_insight(&self, insight: &Insight) -> Result<bool>;
@@ -16,4 +21,11 @@ pub trait Ledger: Send + Sync {
     fn insight_for(&self, fingerprint: &str, input_digest: &str) -> Result<Option<Insight>>;
     /// Record an analysis that fell back to the rules analyzer, and why.
     fn insert_failure(&self, failure: &AnalysisFailure) -> Result<()>;
+    /// Keep anomaly events the analytics stage had no time to analyse before a shutdown,
+    /// for the next start.
+    fn spool_events(&self, events: &[AnomalyEvent]) -> Result<()>;
+    /// Up to `limit` spooled events, oldest first, with their spool ids.
+    fn spooled_events(&self, limit: usize) -> Result<Vec<(i64, AnomalyEvent)>>;
+    /// Forget spooled events once analysed.
+    fn unspool(&self, ids: &[i64]) -> Result<()>;
 }

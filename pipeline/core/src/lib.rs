@@ -11,7 +11,8 @@
 //! - [`sink`]: [`Sink`] and the [`Backend`] pair of sink and [`Reader`] ([`reader`]);
 //! - [`checkpoint`]: [`CheckpointStore`], [`Snapshot`]; [`ledger`]: [`Ledger`];
 //! - [`build`]: [`Build`] and [`BuildContext`], the component pattern;
-//! - [`stats`]: the self metrics every component bumps; [`error`]: the error kinds.
+//! - [`stats`]: the self metrics every component bumps; [`health`]: what each part is
+//!   doing (live, ready, stalled, backlog); [`error`]: the error kinds.
 //!
 //! Depends on: `sqlvigil-model` (the nouns), serde, async-trait, tokio's timer.
 //! Must not touch: sockets, files, Kafka, Elasticsearch, DataFusion or any other sqlvigil
@@ -22,6 +23,7 @@ pub mod build;
 pub mod bus;
 pub mod checkpoint;
 pub mod error;
+pub mod health;
 pub mod ledger;
 pub mod operator;
 pub mod reader;
@@ -33,6 +35,7 @@ pub use build::{Build, BuildContext};
 pub use bus::{publish_retrying, Bus, Delivery, Record, Subscription, Topics};
 pub use checkpoint::{CheckpointStore, Snapshot};
 pub use error::{BoxError, Error, Result};
+pub use health::{Component, Health};
 pub use ledger::Ledger;
 pub use operator::{run_chain, Chain, MicroBatch, Operator};
 pub use reader::Reader;

@@ -44,7 +44,10 @@ pub trait Reader: Send + Sync {
         to_ns: i64,
         limit: usize,
     ) -> Result<Vec<LogRecord>>;
+    /// Anomalies newest first (by opening time, then id), continuing after `f.after`.
     async fn anomalies(&self, f: &AnomalyFilter) -> Result<Vec<Anomaly>>;
+    /// How many anomalies match `f` (its cursor and limit aside).
+    async fn count_anomalies(&self, f: &AnomalyFilter) -> Result<u64>;
     async fn anomaly(&self, id: &str) -> Result<Option<Anomaly>>;
     async fn insights(&self, anomaly_id: Option<&str>, limit: usize) -> Result<Vec<Insight>>;
 

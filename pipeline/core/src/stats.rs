@@ -46,6 +46,12 @@ counters {
     stored_log_records: "Log records written to Parquet.",
     anomalies_opened: "Anomalies opened.",
     anomalies_resolved: "Anomalies resolved.",
+    anomalies_folded: "Anomalies past their rule's open-rate limit on an instance, folded into a storm anomaly.",
+    worker_restarts: "Workers that failed and were started again.",
+    analytics_coalesced: "Opened anomalies analysed together with others of their instance (one insight per burst).",
+    analytics_rules_fallback: "Anomalies the LLM had no free slot for in time, analysed by the rules analyzer instead.",
+    analytics_spooled: "Anomaly events kept for the next start because shutdown came first.",
+    analytics_failed: "Analyses that failed (their anomalies got no insight; they can be analysed on request).",
     insights_written: "Insights written.",
     decode_errors: "Bus records that could not be decoded.",
     elastic_bulk_requests: "_bulk requests sent to Elasticsearch (including retries).",
@@ -65,6 +71,7 @@ gauges {
     elastic_queue_bytes: "Bytes in the on-disk queue waiting for Elasticsearch.",
     kafka_consumer_lag: "Records in the consumed Kafka partitions not yet read by this process.",
     kafka_producer_queue: "Records in the Kafka producer's queue awaiting delivery.",
+    analytics_backlog: "Anomaly events waiting for the analytics stage (topic and current window).",
 }
 }
 

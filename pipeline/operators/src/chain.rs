@@ -53,7 +53,8 @@ pub const STAGES: &[Stage] = &[
         Ok(Box::new(
             RuleOperator::new(&c.rules, ops.baseline.clone(), stats.clone())?
                 .with_allowed_lateness(ops.allowed_lateness)
-                .with_idle_after(ops.idle_series_after),
+                .with_idle_after(ops.idle_series_after)
+                .with_storm(ops.storm),
         ))
     },
 ];

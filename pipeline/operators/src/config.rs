@@ -43,6 +43,10 @@ pub struct OperatorsConfig {
     /// is differentiated, a Windows perf-counter rate is passed through), `counter` or
     /// `gauge` to force it. Naming any other gauge here makes it a rate too.
     pub rates: BTreeMap<String, RateMode>,
+    /// Open-rate limit per rule and instance: past `max_opens` within `per`, anomalies
+    /// are folded into one storm anomaly carrying their count (a rule's own `storm`
+    /// overrides it).
+    pub storm: crate::rules::StormConfig,
 }
 
 impl Default for OperatorsConfig {
@@ -56,6 +60,7 @@ impl Default for OperatorsConfig {
             checkpoint_interval: Duration::from_secs(10),
             windows: Vec::new(),
             rates: BTreeMap::new(),
+            storm: crate::rules::StormConfig::default(),
         }
     }
 }
@@ -73,6 +78,9 @@ impl OperatorsConfig {
         for w in &self.windows {
             w.validate()?;
         }
+        self.storm
+            .validate()
+            .map_err(|e| Error::Config(format!("operators.{e}")))?;
         if let Some(name) = self.rates.keys().find(|m| m.trim().is_empty()) {
             return Err(Error::Config(format!(
                 "operators.rates: metric name `{name}` must not be empty"

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use sqlvigil_core::{Bus, Error, Record, Stats, Topics};
+use sqlvigil_core::{Bus, Error, Health, Record, Stats, Topics};
 use sqlvigil_otlp as decode;
 use std::sync::Arc;
 
@@ -42,11 +42,25 @@ pub struct Ingest {
     bus: Arc<dyn Bus>,
     topics: Topics,
     stats: Arc<Stats>,
+    /// When set, data is refused while a part that must process it is down or stalled.
+    health: Option<Arc<Health>>,
 }
 
 impl Ingest {
     pub fn new(bus: Arc<dyn Bus>, topics: Topics, stats: Arc<Stats>) -> Self {
-        Ingest { bus, topics, stats }
+        Ingest {
+            bus,
+            topics,
+            stats,
+            health: None,
+        }
+    }
+
+    /// Refuse data (UNAVAILABLE / 503) while `health` says a part that processes it is
+    /// down: accepting it would tell the client it is safe when nothing moves it on.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     pub fn stats(&self) -> &Stats {
@@ -120,6 +134,11 @@ impl Ingest {
     async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), IngestError> {
         if records.is_empty() {
             return Ok(());
+        }
+        if let Some(why) = self.health.as_ref().and_then(|h| h.refusal()) {
+            return Err(IngestError::Unavailable(format!(
+                "sqlvigil is not processing data right now: {why}"
+            )));
         }
         self.bus.publish(topic, records).await.map_err(|e| {
             if matches!(e, Error::Full(_)) {

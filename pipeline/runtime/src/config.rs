@@ -35,6 +35,10 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     /// Elasticsearch, used when `store.backend` is `elastic`.
     pub elastic: ElasticConfig,
+    /// When a part counts as stalled or over its backlog (`/health`, `/ready`).
+    pub health: crate::health::HealthConfig,
+    /// How long SIGINT / SIGTERM may take.
+    pub shutdown: crate::shutdown::ShutdownConfig,
     /// Rules inline; appended to those of `rules_file`.
     pub rules: Vec<RuleConfig>,
     /// A YAML file holding a list of rules. Without it and without inline rules the
@@ -117,6 +121,8 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.receiver.validate()?;
         self.api.validate()?;
+        self.health.validate()?;
+        self.shutdown.validate()?;
         self.bus.validate()?;
         self.store.validate()?;
         if self.store.backend == Backend::Elastic {

@@ -6,7 +6,7 @@
 //! ones it covers. Overlapping the Parquet (or disk-queue) write with decoding and the
 //! operators keeps the consumer busy instead of waiting on the disk.
 
-use sqlvigil_core::{Delivery, Error, Result, Sink};
+use sqlvigil_core::{Component, Delivery, Error, Result, Sink};
 use sqlvigil_store::StoreConfig;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 pub(crate) struct Flusher {
     sink: Arc<dyn Sink>,
     config: StoreConfig,
+    /// Told of every finished flush (the sink's progress).
+    health: Arc<Component>,
     /// Processed since the last flush started.
     pending: Vec<Delivery>,
     since: Instant,
@@ -23,10 +25,11 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    pub(crate) fn new(sink: Arc<dyn Sink>, config: StoreConfig) -> Self {
+    pub(crate) fn new(sink: Arc<dyn Sink>, config: StoreConfig, health: Arc<Component>) -> Self {
         Flusher {
             sink,
             config,
+            health,
             pending: Vec::new(),
             since: Instant::now(),
             running: None,
@@ -69,6 +72,7 @@ impl Flusher {
             return Ok(None);
         };
         handle.await.map_err(|e| Error::task("flush", e))??;
+        self.health.progress();
         Ok(Some(covered))
     }
 

@@ -22,10 +22,12 @@
 pub mod config;
 pub mod eval;
 mod flusher;
+pub mod health;
 pub mod partitions;
 pub mod replay;
 pub mod serve;
 pub mod shutdown;
+mod supervise;
 pub mod topology;
 pub mod workers;
 
@@ -34,13 +36,12 @@ use sqlvigil_model::catalogue::RuleNeeds;
 
 use sqlvigil_analytics::AnalyticsService;
 use sqlvigil_api::AppState;
-use sqlvigil_core::{Bus, Reader, Result, Stats};
+use sqlvigil_core::{Bus, Health, Reader, Result, Stats};
 use sqlvigil_receiver::Ingest;
 use sqlvigil_store::StateStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::task::JoinHandle;
 
 /// A running pipeline: what its users may reach ([`Handles`]) and how it stops.
 /// Dropping it without [`Pipeline::shutdown`] aborts it.
@@ -57,6 +58,8 @@ pub struct Handles {
     /// The SQLite state: tokens, the ledger of anomalies and insights.
     pub state: Arc<StateStore>,
     pub stats: Arc<Stats>,
+    /// What each part is doing (`/health`, `/ready`).
+    pub health: Arc<Health>,
     /// Insights on demand (the API).
     pub analytics: Arc<AnalyticsService>,
     /// The receiver core, for in-process producers (benchmarks, examples).
@@ -76,6 +79,7 @@ impl Handles {
             reader: self.reader.clone(),
             state: self.state.clone(),
             stats: self.stats.clone(),
+            health: self.health.clone(),
             analytics: self.analytics.clone(),
             rule_needs: self.rule_needs.clone(),
             started: Instant::now(),
@@ -93,7 +97,8 @@ impl Pipeline {
         &self.handles
     }
 
-    /// Stop accepting, drain, flush and checkpoint. Returns the first worker error.
+    /// Stop accepting, drain, flush and checkpoint, within `shutdown.timeout`. Returns
+    /// the first error (a worker that failed while stopping, or the timeout).
     pub async fn shutdown(self) -> Result<()> {
         self.shutdown.run().await
     }
@@ -109,18 +114,4 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-}
-
-/// Spawn a worker, logging its failure when it happens (not only at shutdown's join).
-fn spawn_logged(
-    name: &'static str,
-    work: impl std::future::Future<Output = Result<()>> + Send + 'static,
-) -> JoinHandle<Result<()>> {
-    tokio::spawn(async move {
-        let r = work.await;
-        if let Err(e) = &r {
-            tracing::error!("{name} stopped: {e}");
-        }
-        r
-    })
 }

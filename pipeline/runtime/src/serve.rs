@@ -58,7 +58,14 @@ pub async fn serve(cfg: Config, companion: Option<Companion>) -> Result<()> {
     println!("API + page: http://{api_addr}/");
     let companion = companion.map(|c| c(&handles, stop_rx.clone()));
     termination().await;
-    println!("shutting down: draining and flushing what was accepted…");
+    println!(
+        "shutting down: draining and flushing what was accepted (a second Ctrl-C exits at once)…"
+    );
+    tokio::spawn(async {
+        termination().await;
+        eprintln!("second signal: exiting without finishing the shutdown");
+        std::process::exit(130);
+    });
     let _ = stop_tx.send(true);
     if let Some(c) = companion {
         let _ = c.await;

@@ -12,17 +12,22 @@
 //! impl), a variant in its kind enum, and one arm here.
 
 use crate::config::Config;
+use crate::health::Lag;
 use crate::partitions::PartitionChains;
 use crate::shutdown::{Shutdown, Stage};
+use crate::supervise::supervise;
 use crate::workers::metrics::MetricsWorker;
 use crate::workers::{Telemetry, OPERATORS_GROUP};
 use crate::{Handles, Pipeline};
 use sqlvigil_analytics::service::{StageIo, ANALYTICS_GROUP};
+use sqlvigil_analytics::worker::Signals;
 use sqlvigil_analytics::AnalyticsService;
 use sqlvigil_bus::BusKind;
 use sqlvigil_core::{
-    Backend, Build, BuildContext, Bus, CheckpointStore, Result, Stats, Subscription,
+    Backend, Build, BuildContext, Bus, CheckpointStore, Component, Health, Result, Stats,
+    Subscription,
 };
+use sqlvigil_operators::chain::ChainConfig;
 use sqlvigil_receiver::Ingest;
 use sqlvigil_store::{EmbeddedReader, SqliteCheckpoints, StateStore};
 use std::sync::Arc;
@@ -67,23 +72,51 @@ async fn backend(config: &Config, ctx: &BuildContext, state: &Arc<StateStore>) -
     })
 }
 
-/// The analytics stage over `io`: the model check, the digest schedule and the worker
-/// on the anomalies topic.
+/// Subscribe `group` to `topic` — the first time with the subscription made before the
+/// receivers opened, again on a restart (resuming after the last acknowledged record).
+fn resubscriber(
+    bus: Arc<dyn Bus>,
+    topic: String,
+    group: &'static str,
+    first: Box<dyn Subscription>,
+) -> impl FnMut() -> futures::future::BoxFuture<'static, Result<Box<dyn Subscription>>> {
+    let mut first = Some(first);
+    move || {
+        let (bus, topic, first) = (bus.clone(), topic.clone(), first.take());
+        Box::pin(async move {
+            match first {
+                Some(sub) => Ok(sub),
+                None => bus.subscribe(&topic, group).await,
+            }
+        })
+    }
+}
+
+/// The analytics stage over `io`: the model check, the digest schedule and the
+/// supervised worker on the anomalies topic.
 async fn start_analytics(
     config: &Config,
     ctx: &BuildContext,
     io: StageIo,
     anomalies: Box<dyn Subscription>,
-    stop: watch::Receiver<bool>,
+    health: Arc<Component>,
+    signals: (
+        watch::Receiver<bool>,
+        watch::Receiver<bool>,
+        watch::Receiver<bool>,
+    ),
 ) -> Result<(Arc<AnalyticsService>, JoinHandle<Result<()>>)> {
+    let (spool, stop, helpers) = signals;
     let analyzer = config.analytics.build(ctx).await?;
     let topics = &ctx.topics;
+    let bus = io.bus.clone();
     let analytics = Arc::new(AnalyticsService::new(
         &config.analytics,
         analyzer,
         io,
         &topics.insights,
         ctx.stats.clone(),
+        health.clone(),
     ));
     tokio::spawn({
         let s = analytics.clone();
@@ -93,14 +126,54 @@ async fn start_analytics(
     if digest.enabled {
         let run = analytics
             .clone()
-            .run_digests(digest.interval, digest.window, stop.clone());
+            .run_digests(digest.interval, digest.window, helpers);
         tokio::spawn(run);
     }
-    let worker = analytics
-        .clone()
-        .run_worker(anomalies, topics.anomalies.clone(), stop);
-    let handle = crate::spawn_logged("analytics worker", async move { Ok(worker.await?) });
+    let mut subscribe = resubscriber(bus, topics.anomalies.clone(), ANALYTICS_GROUP, anomalies);
+    let (service, topic) = (analytics.clone(), topics.anomalies.clone());
+    let handle = supervise(health, ctx.stats.clone(), stop.clone(), move || {
+        let (service, topic, next) = (service.clone(), topic.clone(), subscribe());
+        let signals = Signals {
+            spool: spool.clone(),
+            stop: stop.clone(),
+        };
+        async move { Ok(service.run_worker(next.await?, topic, signals).await?) }
+    });
     Ok((analytics, handle))
+}
+
+/// The metrics worker, supervised: a restart subscribes again and restores each
+/// partition's operator state from its latest checkpoint.
+async fn start_metrics_worker(
+    (config, chain): (&Config, &ChainConfig),
+    ctx: &BuildContext,
+    worker: (Telemetry, Arc<StateStore>, Arc<Component>),
+    sub: Box<dyn Subscription>,
+    stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<Result<()>>> {
+    let (telemetry, state, health) = worker;
+    let chain = chain.build(ctx).await?;
+    let store = checkpoints(config, ctx, &state).await?;
+    let topic = ctx.topics.metrics.clone();
+    let durable = telemetry.bus.durable();
+    let mut subscribe = resubscriber(telemetry.bus.clone(), topic.clone(), OPERATORS_GROUP, sub);
+    let stats = ctx.stats.clone();
+    Ok(supervise(
+        health.clone(),
+        stats.clone(),
+        stop.clone(),
+        move || {
+            let chains =
+                PartitionChains::new(&topic, chain.clone(), store.clone(), durable, stats.clone());
+            let worker = MetricsWorker {
+                telemetry: telemetry.clone(),
+                ledger: state.clone(),
+                health: health.clone(),
+            };
+            let (next, stop) = (subscribe(), stop.clone());
+            async move { worker.run(next.await?, chains, stop).await }
+        },
+    ))
 }
 
 /// Build every component of `config` and start the tasks.
@@ -113,6 +186,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
         data_dir: config.store.data_dir.clone(),
         topics: topics.clone(),
     };
+    let health = Arc::new(Health::new(config.health.stall_after));
     let state = Arc::new(StateStore::open(&ctx.data_dir)?);
     let backend = backend(&config, &ctx, &state).await?;
     let bus = bus(&config, &ctx).await?;
@@ -122,21 +196,30 @@ pub async fn start(config: Config) -> Result<Pipeline> {
     let logs_sub = bus.subscribe(&topics.logs, OPERATORS_GROUP).await?;
     let anomalies_sub = bus.subscribe(&topics.anomalies, ANALYTICS_GROUP).await?;
 
-    let chains = PartitionChains::new(
-        &topics.metrics,
-        chain.build(&ctx).await?,
-        checkpoints(&config, &ctx, &state).await?,
-        bus.durable(),
-        ctx.stats.clone(),
-    );
+    let capacity = (config.bus.kind == BusKind::Memory).then_some(config.bus.capacity);
+    let lag_limit = config.health.lag_limit(capacity);
+    let h = &config.health;
+    let receivers_health = health.register("otlp receivers", false, 0);
+    let metrics_health = health.register("metrics worker", true, lag_limit);
+    let logs_health = health.register("logs worker", true, lag_limit);
+    let sink_health = health.register("sink", false, h.sink_backlog_limit);
+    let analytics_health = health.register("analytics", false, h.analytics_backlog_limit);
+
     let receiver = config.receiver.build(&ctx).await?;
     let (grpc_addr, http_addr) = (receiver.grpc_addr, receiver.http_addr);
-    let ingest = Arc::new(Ingest::new(bus.clone(), topics.clone(), ctx.stats.clone()));
+    let ingest = Arc::new(
+        Ingest::new(bus.clone(), topics.clone(), ctx.stats.clone()).with_health(health.clone()),
+    );
 
     let (stop_receivers, rx_receivers) = watch::channel(false);
     let (stop_telemetry, rx_telemetry) = watch::channel(false);
     let (stop_analytics, rx_analytics) = watch::channel(false);
-    let receivers = receiver.start(ingest.clone(), rx_receivers);
+    let (spool_analytics, rx_spool) = watch::channel(false);
+    let (stop_helpers, rx_helpers) = watch::channel(false);
+    let receivers = watched(
+        receiver.start(ingest.clone(), rx_receivers),
+        &receivers_health,
+    );
 
     let telemetry = Telemetry {
         bus: bus.clone(),
@@ -145,18 +228,32 @@ pub async fn start(config: Config) -> Result<Pipeline> {
         topics: topics.clone(),
         operators: config.operators.clone(),
         store: config.store.clone(),
+        sink_health: sink_health.clone(),
     };
-    let metrics = MetricsWorker {
-        telemetry: telemetry.clone(),
-        ledger: state.clone(),
+    sink_health.running();
+    let metrics = start_metrics_worker(
+        (&config, &chain),
+        &ctx,
+        (telemetry.clone(), state.clone(), metrics_health.clone()),
+        metrics_sub,
+        rx_telemetry.clone(),
+    )
+    .await?;
+    let logs = {
+        let mut subscribe =
+            resubscriber(bus.clone(), topics.logs.clone(), OPERATORS_GROUP, logs_sub);
+        let (stop, health) = (rx_telemetry.clone(), logs_health.clone());
+        supervise(
+            logs_health.clone(),
+            ctx.stats.clone(),
+            rx_telemetry,
+            move || {
+                let (t, next, stop, health) =
+                    (telemetry.clone(), subscribe(), stop.clone(), health.clone());
+                async move { t.run_logs(next.await?, stop, health).await }
+            },
+        )
     };
-    let workers = vec![
-        crate::spawn_logged(
-            "metrics worker",
-            metrics.run(metrics_sub, chains, rx_telemetry.clone()),
-        ),
-        crate::spawn_logged("logs worker", telemetry.run_logs(logs_sub, rx_telemetry)),
-    ];
 
     let io = StageIo {
         reader: backend.reader.clone(),
@@ -164,8 +261,41 @@ pub async fn start(config: Config) -> Result<Pipeline> {
         ledger: state.clone(),
         bus: bus.clone(),
     };
-    let (analytics, analytics_worker) =
-        start_analytics(&config, &ctx, io, anomalies_sub, rx_analytics).await?;
+    let signals = (rx_spool, rx_analytics, rx_helpers.clone());
+    let (analytics, analytics_worker) = start_analytics(
+        &config,
+        &ctx,
+        io,
+        anomalies_sub,
+        analytics_health.clone(),
+        signals,
+    )
+    .await?;
+    let lags = vec![
+        Lag {
+            component: metrics_health,
+            topic: topics.metrics.clone(),
+            group: OPERATORS_GROUP,
+        },
+        Lag {
+            component: logs_health,
+            topic: topics.logs.clone(),
+            group: OPERATORS_GROUP,
+        },
+        Lag {
+            component: analytics_health.clone(),
+            topic: topics.anomalies.clone(),
+            group: ANALYTICS_GROUP,
+        },
+    ];
+    tokio::spawn(crate::health::monitor(
+        bus.clone(),
+        lags,
+        (backend.sink.clone(), sink_health),
+        analytics_health,
+        ctx.stats.clone(),
+        rx_helpers,
+    ));
     let rule_needs = Arc::new(sqlvigil_operators::rules::coverage::needs(&chain.rules)?);
     tracing::info!(%grpc_addr, %http_addr, rules = chain.rules.len(), "pipeline started");
     Ok(Pipeline {
@@ -173,6 +303,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
             reader: backend.reader.clone(),
             state,
             stats: ctx.stats,
+            health: health.clone(),
             analytics,
             ingest,
             bus,
@@ -181,12 +312,40 @@ pub async fn start(config: Config) -> Result<Pipeline> {
             rule_needs,
         },
         shutdown: Shutdown {
-            stages: vec![
-                Stage::new("receivers", stop_receivers, receivers),
-                Stage::new("telemetry workers", stop_telemetry, workers),
-                Stage::new("analytics", stop_analytics, vec![analytics_worker]),
-            ],
+            receivers: Stage::new("receivers", stop_receivers, receivers),
+            telemetry: Stage::new("telemetry workers", stop_telemetry, vec![metrics, logs]),
+            analytics: Stage::new("analytics", stop_analytics, vec![analytics_worker]),
+            spool: spool_analytics,
+            helpers: stop_helpers,
             sink: backend.sink,
+            health,
+            timeout: config.shutdown.timeout,
         },
     })
+}
+
+/// The receivers' tasks, reporting as one part: running once started, stopped (with
+/// the reason) if one ends before shutdown.
+fn watched(
+    tasks: Vec<JoinHandle<Result<()>>>,
+    health: &Arc<Component>,
+) -> Vec<JoinHandle<Result<()>>> {
+    health.running();
+    tasks
+        .into_iter()
+        .map(|t| {
+            let health = health.clone();
+            tokio::spawn(async move {
+                let r = t
+                    .await
+                    .map_err(|e| sqlvigil_core::Error::task("receiver", e))
+                    .and_then(|r| r);
+                match &r {
+                    Ok(()) => health.stopped("shut down"),
+                    Err(e) => health.stopped(&e.to_string()),
+                }
+                r
+            })
+        })
+        .collect()
 }

@@ -69,6 +69,10 @@ impl Reader for EmbeddedReader {
         Ok(self.state.anomalies(f)?)
     }
 
+    async fn count_anomalies(&self, f: &AnomalyFilter) -> Result<u64> {
+        Ok(self.state.count_anomalies(f)?)
+    }
+
     async fn anomaly(&self, id: &str) -> Result<Option<Anomaly>> {
         Ok(self.state.anomaly(id)?)
     }

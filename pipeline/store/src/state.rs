@@ -8,7 +8,7 @@ use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlvigil_model::{AnalysisFailure, Anomaly, Insight};
+use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, Insight};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     name TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS analytics_spool (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,
     body TEXT NOT NULL,
@@ -111,38 +115,110 @@ impl StateStore {
 
     /// Insert or replace an anomaly (open, update and resolve all carry the same id).
     pub fn upsert_anomaly(&self, a: &Anomaly) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO anomalies (id, fingerprint, rule, state, severity, instance, opened_at, updated_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, body = excluded.body",
-            params![
-                a.id,
-                a.fingerprint,
-                a.rule,
-                a.state.as_str(),
-                a.severity.as_str(),
-                a.series.instance,
-                a.opened_at.to_rfc3339(),
-                a.updated_at.to_rfc3339(),
-                serde_json::to_string(a)?
-            ],
-        )?;
+        self.upsert_anomalies(std::slice::from_ref(a))
+    }
+
+    /// [`StateStore::upsert_anomaly`] for many, in one transaction.
+    pub fn upsert_anomalies(&self, list: &[Anomaly]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO anomalies (id, fingerprint, rule, state, severity, instance, opened_at, updated_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, body = excluded.body",
+            )?;
+            for a in list {
+                stmt.execute(params![
+                    a.id,
+                    a.fingerprint,
+                    a.rule,
+                    a.state.as_str(),
+                    a.severity.as_str(),
+                    a.series.instance,
+                    a.opened_at.to_rfc3339(),
+                    a.updated_at.to_rfc3339(),
+                    serde_json::to_string(a)?
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
-    /// Anomalies newest first.
+    /// Anomalies newest first (by opening time, then id), after `f.after` when given:
+    /// keyset paging over any number of them. Anomalies folded into a storm are listed
+    /// too (each names its storm in `folded_into`).
     pub fn anomalies(&self, f: &AnomalyFilter) -> Result<Vec<Anomaly>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT body FROM anomalies
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR instance = ?2) AND (?3 IS NULL OR rule = ?3)
+               AND (?5 IS NULL OR opened_at < ?5 OR (opened_at = ?5 AND id > ?6))
              ORDER BY opened_at DESC, id LIMIT ?4",
         )?;
         let limit = f.limit.unwrap_or(1000) as i64;
-        let rows = stmt.query_map(params![f.state, f.instance, f.rule, limit], |r| {
+        let (at, id) = match &f.after {
+            Some(c) => (Some(c.opened_at.to_rfc3339()), Some(c.id.clone())),
+            None => (None, None),
+        };
+        let rows = stmt.query_map(params![f.state, f.instance, f.rule, limit, at, id], |r| {
             r.get::<_, String>(0)
         })?;
         rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+    }
+
+    /// How many anomalies match `f` (its cursor and limit aside).
+    pub fn count_anomalies(&self, f: &AnomalyFilter) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT count(*) FROM anomalies
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR instance = ?2) AND (?3 IS NULL OR rule = ?3)",
+            params![f.state, f.instance, f.rule],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Keep anomaly events for the next start (the analytics stage at shutdown).
+    pub fn spool_events(&self, events: &[AnomalyEvent]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("INSERT INTO analytics_spool (body) VALUES (?1)")?;
+            for ev in events {
+                stmt.execute(params![serde_json::to_string(ev)?])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` spooled events, oldest first.
+    pub fn spooled_events(&self, limit: usize) -> Result<Vec<(i64, AnomalyEvent)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT id, body FROM analytics_spool ORDER BY id LIMIT ?1")?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|row| {
+            let (id, body) = row?;
+            Ok((id, serde_json::from_str(&body)?))
+        })
+        .collect()
+    }
+
+    pub fn unspool(&self, ids: &[i64]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM analytics_spool WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn anomaly(&self, id: &str) -> Result<Option<Anomaly>> {
@@ -275,6 +351,22 @@ impl StateStore {
 impl sqlvigil_core::Ledger for StateStore {
     fn upsert_anomaly(&self, anomaly: &Anomaly) -> sqlvigil_core::Result<()> {
         Ok(StateStore::upsert_anomaly(self, anomaly)?)
+    }
+
+    fn upsert_anomalies(&self, anomalies: &[Anomaly]) -> sqlvigil_core::Result<()> {
+        Ok(StateStore::upsert_anomalies(self, anomalies)?)
+    }
+
+    fn spool_events(&self, events: &[AnomalyEvent]) -> sqlvigil_core::Result<()> {
+        Ok(StateStore::spool_events(self, events)?)
+    }
+
+    fn spooled_events(&self, limit: usize) -> sqlvigil_core::Result<Vec<(i64, AnomalyEvent)>> {
+        Ok(StateStore::spooled_events(self, limit)?)
+    }
+
+    fn unspool(&self, ids: &[i64]) -> sqlvigil_core::Result<()> {
+        Ok(StateStore::unspool(self, ids)?)
     }
 
     fn insert_insight(&self, insight: &Insight) -> sqlvigil_core::Result<bool> {

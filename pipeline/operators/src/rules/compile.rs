@@ -55,6 +55,17 @@ impl CompiledRule {
             config.change.is_some(),
             config.absent_for.is_some(),
         ];
+        if let (Some(max), base) = (config.cooldown_max, config.cooldown.unwrap_or_default()) {
+            if max < base {
+                return Err(rule_err(
+                    config,
+                    "field `cooldown_max` must not be below `cooldown`",
+                ));
+            }
+        }
+        if let Some(storm) = &config.storm {
+            storm.validate().map_err(|e| rule_err(config, e))?;
+        }
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(rule_err(
                 config,

@@ -53,6 +53,17 @@ pub struct RuleConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub cooldown: Option<Duration>,
+    /// A series that reopens within one re-arm delay of re-arming doubles its next one,
+    /// up to this (default 12h); a longer calm resets it to `cooldown`.
+    #[serde(
+        default,
+        with = "opt_duration_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cooldown_max: Option<Duration>,
+    /// This rule's open-rate limit per instance (default: `operators.storm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<crate::rules::StormConfig>,
     #[serde(default = "default_severity")]
     pub severity: Severity,
     /// Deviation rules: which baseline (default `ewma`).
@@ -100,6 +111,8 @@ impl RuleConfig {
             for_,
             resolve_after: None,
             cooldown: None,
+            cooldown_max: None,
+            storm: None,
             severity: Severity::Warning,
             baseline: None,
             deviation: None,

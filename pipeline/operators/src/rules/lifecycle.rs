@@ -1,10 +1,11 @@
 //! The anomaly lifecycle: judgements of one series turned into open, update and resolve
-//! events, with `for`, `resolve_after` (hysteresis) and the cooldown.
+//! events, with `for`, `resolve_after` (hysteresis) and the re-arm delay after a resolve
+//! (`cooldown`), which doubles each time the series reopens soon after re-arming, up to
+//! `cooldown_max`: a flapping series quietens, a series that stays calm starts afresh.
 
 use super::compile::{CompiledRule, Judgement};
 use super::state::Episode;
-use super::{DEFAULT_COOLDOWN, DEFAULT_RESOLVE_AFTER, EVIDENCE_POINTS};
-use sqlvigil_core::Stats;
+use super::{DEFAULT_COOLDOWN, DEFAULT_COOLDOWN_MAX, DEFAULT_RESOLVE_AFTER, EVIDENCE_POINTS};
 use sqlvigil_model::{
     ns_to_datetime, Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, EvidencePoint, SeriesKey,
 };
@@ -14,12 +15,32 @@ pub(crate) fn is_open(ep: &Option<Box<Episode>>) -> bool {
     ep.as_ref().is_some_and(|e| e.open.is_some())
 }
 
+/// When a series may open again after a resolve, and how often it has flapped.
+pub(crate) struct Rearm<'a> {
+    /// Event time before which it may not reopen.
+    pub until: &'a mut i64,
+    /// Reopenings in a row soon after re-arming: the delay is `cooldown × 2^level`.
+    pub level: &'a mut u8,
+}
+
+/// The re-arm delay of `rule` at flap `level`, in ns.
+fn rearm_delay(rule: &CompiledRule, level: u8) -> i64 {
+    let base = rule.config.cooldown.unwrap_or(DEFAULT_COOLDOWN).as_nanos() as i64;
+    let max = rule
+        .config
+        .cooldown_max
+        .unwrap_or(DEFAULT_COOLDOWN_MAX)
+        .as_nanos() as i64;
+    base.saturating_mul(1i64 << level.min(32))
+        .min(max.max(base))
+}
+
 /// The lifecycle: advance one series by one judged point; returns the event it caused.
 /// The episode is allocated when a breach starts and dropped when nothing is left in it.
 pub(crate) fn step(
     rule: &CompiledRule,
     ep: &mut Option<Box<Episode>>,
-    cooldown_until: &mut i64,
+    rearm: Rearm<'_>,
     key: &SeriesKey,
     t: i64,
     v: f64,
@@ -28,23 +49,32 @@ pub(crate) fn step(
     if !j.breach {
         // Calm with no episode: nothing to clear, nothing open (the common case).
         let e = ep.as_mut()?;
-        let event = calm(rule, e, cooldown_until, t);
+        let event = calm(rule, e, rearm, t);
         if e.is_empty() {
             *ep = None;
         }
         return event;
     }
     let e = ep.get_or_insert_with(Box::default);
-    breach(rule, e, *cooldown_until, key, t, v, j)
+    let event = breach(rule, e, *rearm.until, key, t, v, j);
+    if event
+        .as_ref()
+        .is_some_and(|ev| ev.event == AnomalyEventKind::Open)
+    {
+        // Reopened within one re-arm delay of re-arming: flapping, so the next delay
+        // doubles; after a longer calm it starts again from `cooldown`.
+        let flapping = *rearm.until > 0 && t - *rearm.until < rearm_delay(rule, *rearm.level);
+        *rearm.level = if flapping {
+            rearm.level.saturating_add(1).min(32)
+        } else {
+            0
+        };
+    }
+    event
 }
 
 /// A calm point: the breach (if any) ends; an open anomaly resolves after `resolve_after`.
-fn calm(
-    rule: &CompiledRule,
-    st: &mut Episode,
-    cooldown_until: &mut i64,
-    t: i64,
-) -> Option<AnomalyEvent> {
+fn calm(rule: &CompiledRule, st: &mut Episode, rearm: Rearm<'_>, t: i64) -> Option<AnomalyEvent> {
     st.breach_since = None;
     st.peak = None;
     st.evidence.clear();
@@ -62,7 +92,7 @@ fn calm(
     let mut anomaly = open.clone();
     st.open = None;
     st.clear_since = None;
-    *cooldown_until = t + rule.config.cooldown.unwrap_or(DEFAULT_COOLDOWN).as_nanos() as i64;
+    *rearm.until = t.saturating_add(rearm_delay(rule, *rearm.level));
     anomaly.state = AnomalyState::Resolved;
     anomaly.updated_at = time;
     anomaly.resolved_at = Some(time);
@@ -126,18 +156,12 @@ fn breach(
         expected: j.expected,
         score,
         evidence: st.evidence.iter().cloned().collect(),
+        folded: 0,
+        folded_into: None,
     };
     st.open = Some(anomaly.clone());
     Some(AnomalyEvent {
         event: AnomalyEventKind::Open,
         anomaly,
     })
-}
-
-pub(crate) fn count(stats: &Stats, ev: &AnomalyEvent) {
-    match ev.event {
-        AnomalyEventKind::Open => Stats::add(&stats.anomalies_opened, 1),
-        AnomalyEventKind::Resolve => Stats::add(&stats.anomalies_resolved, 1),
-        AnomalyEventKind::Update => {}
-    }
 }

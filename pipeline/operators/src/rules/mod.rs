@@ -21,8 +21,10 @@
 //!
 //! Every kind judges each point (breach or not, expected value, score); the lifecycle
 //! here turns judgements into events: a breach held for `for` opens an anomaly (once the
-//! fingerprint's cooldown has passed), a worse score updates it, and `resolve_after` of
-//! calm resolves it (hysteresis). Rules are validated at load; errors name the rule and
+//! fingerprint's re-arm delay has passed: `cooldown`, doubling while the series flaps,
+//! up to `cooldown_max`), a worse score updates it, and `resolve_after` of calm resolves
+//! it (hysteresis). Storm control ([`storm`]) folds opens past a rule's rate limit per
+//! instance into one storm anomaly. Rules are validated at load; errors name the rule and
 //! the field.
 
 pub mod absence;
@@ -34,6 +36,7 @@ pub mod deviation;
 pub mod lifecycle;
 pub mod operator;
 pub mod state;
+pub mod storm;
 pub mod threshold;
 
 pub use compile::{CompiledRule, Judgement, RuleKind};
@@ -42,11 +45,14 @@ pub use config::{parse_rules, Direction, RuleConfig, DEFAULT_RULES_YAML};
 pub use operator::RuleOperator;
 pub use state::SeriesState;
 use std::time::Duration;
+pub use storm::StormConfig;
 
 /// Evidence points kept per open or breaching series.
 pub(crate) const EVIDENCE_POINTS: usize = 30;
 const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(60);
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+/// The longest a flapping series' re-arm delay grows to.
+const DEFAULT_COOLDOWN_MAX: Duration = Duration::from_secs(12 * 3600);
 
 #[cfg(test)]
 mod tests {
@@ -54,7 +60,7 @@ mod tests {
     use crate::baseline::{BaselineConfig, BaselineKind};
     use sqlvigil_core::{MicroBatch, Operator, Stats};
     use sqlvigil_model::{
-        AnomalyEvent, AnomalyEventKind, AnomalyState, Sample, SeriesKey, Severity,
+        Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, Sample, SeriesKey, Severity,
     };
     use std::sync::Arc;
 
@@ -94,6 +100,133 @@ mod tests {
 
     fn kinds(ev: &[AnomalyEvent]) -> Vec<AnomalyEventKind> {
         ev.iter().map(|e| e.event).collect()
+    }
+
+    /// A series of `metric` on instance `inst` with attribute `n`.
+    fn point(inst: &str, n: usize, t_s: i64, v: f64) -> Sample {
+        let attributes = [("n".to_string(), n.to_string())].into();
+        let key = SeriesKey::from_parts(inst, "h", "", "sqlserver.cpu.utilization", attributes);
+        Sample::gauge(key, t_s * 1_000_000_000, v, "%")
+    }
+
+    #[test]
+    fn a_storm_folds_past_the_open_rate_limit_and_resolves_with_its_last_anomaly() {
+        let stats = Arc::new(Stats::default());
+        let storm = StormConfig {
+            max_opens: 3,
+            per: Duration::from_secs(60),
+        };
+        let mut op = RuleOperator::new(
+            &[rule("cpu_percent > 85", 0)],
+            BaselineConfig::default(),
+            stats.clone(),
+        )
+        .unwrap()
+        .with_storm(storm);
+        // 50 series on sql1 and 2 on sql2 breach at once.
+        let mut batch: Vec<Sample> = (0..50).map(|n| point("sql1", n, 0, 99.0)).collect();
+        batch.extend((0..2).map(|n| point("sql2", n, 0, 99.0)));
+        let ev = run(&mut op, batch);
+        let opens: Vec<&Anomaly> = ev
+            .iter()
+            .filter(|e| e.event == AnomalyEventKind::Open)
+            .map(|e| &e.anomaly)
+            .collect();
+        // 3 on sql1 + the storm + 2 on sql2 (under its limit).
+        assert_eq!(opens.len(), 6, "{:?}", kinds(&ev));
+        let storm_anomaly = opens
+            .iter()
+            .find(|a| a.condition.starts_with("storm"))
+            .unwrap();
+        assert_eq!(&*storm_anomaly.series.instance, "sql1");
+        assert_eq!(
+            storm_anomaly
+                .series
+                .attributes
+                .get(storm::STORM_ATTRIBUTE)
+                .map(String::as_str),
+            Some("true")
+        );
+        // One update carries the count (47 folded), not one event per fold.
+        let updates: Vec<&AnomalyEvent> = ev
+            .iter()
+            .filter(|e| e.event == AnomalyEventKind::Update)
+            .collect();
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].anomaly.folded, 47);
+        assert_eq!(Stats::get(&stats.anomalies_opened), 6);
+        assert_eq!(Stats::get(&stats.anomalies_folded), 47);
+        // Folded series calm down one by one: nothing is published for them, and the
+        // storm resolves with the last one (resolve_after is 30 s).
+        let calm: Vec<Sample> = (0..49).map(|n| point("sql1", n, 40, 10.0)).collect();
+        assert!(run(&mut op, calm).is_empty());
+        let mut calm: Vec<Sample> = (0..49).map(|n| point("sql1", n, 80, 10.0)).collect();
+        calm.push(point("sql1", 49, 40, 10.0));
+        let ev = run(&mut op, calm);
+        assert!(ev.iter().all(|e| e.event == AnomalyEventKind::Resolve));
+        // The 3 admitted resolve on their own; the storm once (its 47 folded are silent).
+        assert_eq!(ev.len(), 3, "{:?}", kinds(&ev));
+        let ev = run(&mut op, vec![point("sql1", 49, 80, 10.0)]);
+        assert_eq!(kinds(&ev), vec![AnomalyEventKind::Resolve]);
+        assert_eq!(ev[0].anomaly.folded, 47);
+        assert_eq!(Stats::get(&stats.anomalies_resolved), 4);
+    }
+
+    #[test]
+    fn storm_state_survives_a_checkpoint() {
+        let storm = StormConfig {
+            max_opens: 1,
+            per: Duration::from_secs(60),
+        };
+        let build = || op(&[rule("cpu_percent > 85", 0)]).with_storm(storm);
+        let mut a = build();
+        run(&mut a, (0..3).map(|n| point("sql1", n, 0, 99.0)).collect());
+        let mut b = build();
+        b.restore(a.checkpoint().unwrap()).unwrap();
+        // Folded series resolving in the restored operator still resolve the storm.
+        run(&mut b, (0..3).map(|n| point("sql1", n, 40, 10.0)).collect());
+        let ev = run(&mut b, (0..3).map(|n| point("sql1", n, 80, 10.0)).collect());
+        assert_eq!(
+            kinds(&ev),
+            vec![AnomalyEventKind::Resolve, AnomalyEventKind::Resolve]
+        );
+        assert!(ev.iter().any(|e| e.anomaly.folded == 2));
+    }
+
+    #[test]
+    fn a_flapping_series_waits_longer_each_time_it_reopens() {
+        let flappy = RuleConfig {
+            resolve_after: Some(Duration::from_secs(10)),
+            cooldown: Some(Duration::from_secs(60)),
+            cooldown_max: Some(Duration::from_secs(240)),
+            ..RuleConfig::threshold("cpu_storm", "cpu_percent > 85", Duration::ZERO)
+        };
+        let mut op = op(&[flappy]);
+        // Breach one point, calm 10 s: resolves. Then breach every second from then on
+        // with calm gaps, and see when it reopens.
+        let mut opens = Vec::new();
+        let mut t = 0;
+        while t < 2000 {
+            // 1 s breach, 11 s calm: opens (if armed) and resolves each cycle.
+            for (dt, v) in [(0, 99.0), (1, 10.0), (12, 10.0)] {
+                for e in run(&mut op, vec![cpu(t + dt, v)]) {
+                    if e.event == AnomalyEventKind::Open {
+                        opens.push(t);
+                    }
+                }
+            }
+            t += 13;
+        }
+        let gaps: Vec<i64> = opens.windows(2).map(|w| w[1] - w[0]).collect();
+        // Re-arm delays 60, 120, 240, then capped at 240 (plus the cycle's rounding).
+        assert!(gaps.len() >= 5, "{opens:?}");
+        assert!(gaps[0] >= 60 + 12 && gaps[0] < 120, "{gaps:?}");
+        assert!(gaps[1] >= 120 + 12 && gaps[1] < 240, "{gaps:?}");
+        assert!(gaps[2] >= 240 + 12, "{gaps:?}");
+        assert!(
+            gaps[3..].iter().all(|g| *g >= 240 + 12 && *g < 240 + 40),
+            "{gaps:?}"
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 
 use super::compile::{CompiledRule, Judgement, RuleKind};
 use super::config::RuleConfig;
-use super::lifecycle::{count, is_open, step};
+use super::lifecycle::{is_open, step, Rearm};
 use super::state::{KindColumn, RuleColumns, SeriesState, NO_STATE};
+use super::storm::{StormConfig, StormWire, Storms};
 use crate::baseline::{BaselineConfig, BaselineKind, Params};
 use crate::config::DEFAULT_ALLOWED_LATENESS;
 use crate::error::Result;
@@ -67,6 +68,9 @@ pub struct RuleOperator {
     allowed_lateness_ns: i64,
     idle_sweep: i64,
     idle_ns: i64,
+    /// The open-rate limit of rules without their own.
+    storm: StormConfig,
+    storms: Storms,
     stats: Arc<Stats>,
 }
 
@@ -118,6 +122,8 @@ impl RuleOperator {
             allowed_lateness_ns: DEFAULT_ALLOWED_LATENESS.as_nanos() as i64,
             idle_sweep: 0,
             idle_ns: crate::DEFAULT_IDLE_AFTER.as_nanos() as i64,
+            storm: StormConfig::default(),
+            storms: Storms::default(),
             stats,
         })
     }
@@ -131,6 +137,12 @@ impl RuleOperator {
     /// State of series silent this long (event time) is dropped unless an anomaly is open.
     pub fn with_idle_after(mut self, idle: Duration) -> Self {
         self.idle_ns = idle.as_nanos() as i64;
+        self
+    }
+
+    /// The open-rate limit per rule and instance of rules without their own.
+    pub fn with_storm(mut self, storm: StormConfig) -> Self {
+        self.storm = storm;
         self
     }
 
@@ -211,6 +223,7 @@ impl RuleOperator {
             return;
         }
         let horizon = self.watermark - idle;
+        self.storms.expire(self.watermark, self.storm.per);
         for g in &mut self.groups {
             for slot in 0..g.registry.slots() {
                 if !g.registry.is_live(slot as u32) {
@@ -252,16 +265,18 @@ impl RuleOperator {
             return;
         }
         self.absence_checked = self.watermark;
-        for (rule, cols) in self.rules.iter().zip(self.columns.iter_mut()) {
+        for (r, (rule, cols)) in self.rules.iter().zip(self.columns.iter_mut()).enumerate() {
             let RuleKind::Absence(a) = &rule.kind else {
                 continue;
             };
+            let limit = rule.config.storm.as_ref().unwrap_or(&self.storm);
             for slot in 0..cols.len() {
                 let last_seen = cols.last_seen_opt(slot);
                 let RuleColumns {
                     kind: KindColumn::Absence(keys),
                     episode,
                     cooldown_until,
+                    rearm_level,
                     ..
                 } = cols
                 else {
@@ -271,10 +286,14 @@ impl RuleOperator {
                 let open = is_open(&episode[slot]);
                 if let Some((j, t)) = a.judge_silence(last_seen, open, self.watermark) {
                     let key = key.key();
-                    let (ep, cd) = (&mut episode[slot], &mut cooldown_until[slot]);
-                    if let Some(ev) = step(rule, ep, cd, &key, t, j.score, j) {
-                        count(&self.stats, &ev);
-                        events.push(ev);
+                    let ep = &mut episode[slot];
+                    let rearm = Rearm {
+                        until: &mut cooldown_until[slot],
+                        level: &mut rearm_level[slot],
+                    };
+                    if let Some(ev) = step(rule, ep, rearm, &key, t, j.score, j) {
+                        self.storms
+                            .emit(r, rule, limit, ep, ev, &self.stats, events);
                     }
                 }
             }
@@ -284,7 +303,11 @@ impl RuleOperator {
 
 /// Judge `points` (the rule's metric group, sorted by series and time) for rule `rule`.
 struct Apply<'a> {
+    /// The rule's index, its open-rate limit and the storms it counts against.
+    r: usize,
     rule: &'a CompiledRule,
+    limit: &'a StormConfig,
+    storms: &'a mut Storms,
     cols: &'a mut RuleColumns,
     params: &'a Params,
     baseline: &'a BaselineConfig,
@@ -357,10 +380,14 @@ impl Apply<'_> {
                 }
                 _ => continue,
             };
-            let (ep, cd) = (&mut cols.episode[slot], &mut cols.cooldown_until[slot]);
-            if let Some(ev) = step(rule, ep, cd, &s.key, s.time_ns, s.value, judgement) {
-                count(self.stats, &ev);
-                events.push(ev);
+            let ep = &mut cols.episode[slot];
+            let rearm = Rearm {
+                until: &mut cols.cooldown_until[slot],
+                level: &mut cols.rearm_level[slot],
+            };
+            if let Some(ev) = step(rule, ep, rearm, &s.key, s.time_ns, s.value, judgement) {
+                let (limit, stats) = (self.limit, self.stats);
+                self.storms.emit(self.r, rule, limit, ep, ev, stats, events);
             }
         }
         Ok(())
@@ -388,8 +415,12 @@ impl Operator for RuleOperator {
             if points.is_empty() {
                 continue;
             }
+            let rule = &self.rules[r];
             Apply {
-                rule: &self.rules[r],
+                r,
+                rule,
+                limit: rule.config.storm.as_ref().unwrap_or(&self.storm),
+                storms: &mut self.storms,
                 cols: &mut self.columns[r],
                 params: &self.params,
                 baseline: &self.baseline,
@@ -398,6 +429,7 @@ impl Operator for RuleOperator {
             .run(points, &batch.samples, &mut batch.events)?;
         }
         self.check_absences(&mut batch.events);
+        self.storms.flush_updates(&mut batch.events);
         self.expire_idle();
         Ok(())
     }
@@ -410,6 +442,7 @@ impl Operator for RuleOperator {
         }
         self.watermark = watermark;
         self.check_absences(&mut out.events);
+        self.storms.flush_updates(&mut out.events);
         self.expire_idle();
         Ok(())
     }
@@ -429,7 +462,11 @@ impl Operator for RuleOperator {
                 }
             }
         }
-        Ok(serde_json::json!({ "watermark": self.watermark, "states": entries }))
+        Ok(serde_json::json!({
+            "watermark": self.watermark,
+            "states": entries,
+            "storms": self.storms.to_wire(&self.rules),
+        }))
     }
 
     fn restore(&mut self, state: serde_json::Value) -> Result<()> {
@@ -437,9 +474,12 @@ impl Operator for RuleOperator {
         struct Saved {
             watermark: i64,
             states: Vec<(String, u64, SeriesState)>,
+            #[serde(default)]
+            storms: Vec<StormWire>,
         }
         let saved: Saved = serde_json::from_value(state)?;
         self.watermark = saved.watermark;
+        self.storms.load(&self.rules, saved.storms);
         for (name, id, s) in saved.states {
             let Some(r) = self.rules.iter().position(|rule| rule.config.name == name) else {
                 continue;

@@ -13,7 +13,7 @@
 //!
 //! | rule kind | columns | heap |
 //! |---|---|---|
-//! | every kind | 24 B (last seen, cooldown, episode pointer) | episode only while breaching or open |
+//! | every kind | 25 B (last seen, re-arm time and flap level, episode pointer) | episode only while breaching or open |
 //! | threshold | – | – |
 //! | deviation, EWMA | 24 B ([`EwmaCell`]) | – |
 //! | deviation, median/MAD or seasonal | 8 B | [`Baseline::memory_bytes`] ≤ 1968 B (default config) |
@@ -49,6 +49,9 @@ pub struct SeriesState {
     open: Option<Anomaly>,
     evidence: VecDeque<EvidencePoint>,
     cooldown_until: i64,
+    /// Reopenings in a row soon after re-arming (the re-arm delay doubles per level).
+    #[serde(default)]
+    rearm_level: u8,
     /// Deviation rules.
     pub baseline: Option<Baseline>,
     /// Rate-of-change rules: (time, value) over the comparison span.
@@ -106,6 +109,7 @@ pub(crate) struct RuleColumns {
     /// Event time of the last judged point; [`NO_STATE`] when the rule has no state.
     pub last_seen: Vec<i64>,
     pub cooldown_until: Vec<i64>,
+    pub rearm_level: Vec<u8>,
     pub episode: Vec<Option<Box<Episode>>>,
     pub kind: KindColumn,
 }
@@ -115,6 +119,7 @@ impl RuleColumns {
         RuleColumns {
             last_seen: Vec::new(),
             cooldown_until: Vec::new(),
+            rearm_level: Vec::new(),
             episode: Vec::new(),
             kind,
         }
@@ -131,6 +136,7 @@ impl RuleColumns {
         }
         self.last_seen.resize(slots, NO_STATE);
         self.cooldown_until.resize(slots, 0);
+        self.rearm_level.resize(slots, 0);
         self.episode.resize_with(slots, || None);
         match &mut self.kind {
             KindColumn::Threshold => {}
@@ -166,6 +172,7 @@ impl RuleColumns {
         }
         self.last_seen[slot] = NO_STATE;
         self.cooldown_until[slot] = 0;
+        self.rearm_level[slot] = 0;
         self.episode[slot] = None;
         match &mut self.kind {
             KindColumn::Threshold => {}
@@ -207,6 +214,7 @@ impl RuleColumns {
             open: ep.and_then(|e| e.open.clone()),
             evidence: ep.map(|e| e.evidence.clone()).unwrap_or_default(),
             cooldown_until: self.cooldown_until[slot],
+            rearm_level: self.rearm_level[slot],
             baseline,
             history,
         }
@@ -219,6 +227,7 @@ impl RuleColumns {
         }
         self.last_seen[slot] = s.last_seen.unwrap_or(NEVER_SEEN).max(NEVER_SEEN);
         self.cooldown_until[slot] = s.cooldown_until;
+        self.rearm_level[slot] = s.rearm_level;
         let ep = Episode {
             breach_since: s.breach_since,
             clear_since: s.clear_since,
@@ -252,7 +261,10 @@ mod tests {
     /// Keeps the table in the module doc honest.
     #[test]
     fn column_bytes_per_series_match_the_documented_table() {
-        assert_eq!(size_of::<i64>() * 2 + size_of::<Option<Box<Episode>>>(), 24);
+        assert_eq!(
+            size_of::<i64>() * 2 + size_of::<u8>() + size_of::<Option<Box<Episode>>>(),
+            25
+        );
         assert_eq!(size_of::<EwmaCell>(), 24);
         assert_eq!(size_of::<Option<Box<Baseline>>>(), 8);
         assert_eq!(size_of::<VecDeque<(i64, f64)>>(), 32);

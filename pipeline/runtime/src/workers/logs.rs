@@ -4,7 +4,8 @@ use super::{stopping, Telemetry};
 use crate::flusher::Flusher;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use prost::Message;
-use sqlvigil_core::{Result, Stats, Subscription};
+use sqlvigil_core::{Component, Result, Stats, Subscription};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 impl Telemetry {
@@ -12,9 +13,14 @@ impl Telemetry {
         self,
         mut sub: Box<dyn Subscription>,
         stop: watch::Receiver<bool>,
+        health: Arc<Component>,
     ) -> Result<()> {
         let topic = self.topics.logs.clone();
-        let mut flusher = Flusher::new(self.sink.clone(), self.store.clone());
+        let mut flusher = Flusher::new(
+            self.sink.clone(),
+            self.store.clone(),
+            self.sink_health.clone(),
+        );
         while let Some(batch) = self.next(&mut sub, &topic, &stop).await? {
             flusher.forget(&sub.revoked());
             let mut logs = Vec::new();
@@ -32,6 +38,7 @@ impl Telemetry {
             if let Some(flushed) = flusher.poll(stopping(&stop)).await? {
                 sub.ack(&flushed).await?;
             }
+            health.progress();
         }
         sub.ack(&flusher.drain().await?).await
     }

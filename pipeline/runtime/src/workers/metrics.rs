@@ -9,11 +9,11 @@ use crate::partitions::{PartitionChain, PartitionChains};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use sqlvigil_core::{
-    publish_retrying, Delivery, Error, Ledger, MicroBatch, Record, Result, Sink, Stats,
+    publish_retrying, Component, Delivery, Error, Ledger, MicroBatch, Record, Result, Sink, Stats,
     Subscription,
 };
-use sqlvigil_model::{AnomalyEvent, Sample};
-use std::collections::BTreeMap;
+use sqlvigil_model::{Anomaly, AnomalyEvent, AnomalyEventKind, Sample};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -25,6 +25,8 @@ const TICK_STEP: Duration = Duration::from_secs(1);
 pub struct MetricsWorker {
     pub telemetry: Telemetry,
     pub ledger: Arc<dyn Ledger>,
+    /// This worker's health: progress per batch, what it waits for.
+    pub health: Arc<Component>,
 }
 
 impl MetricsWorker {
@@ -36,7 +38,7 @@ impl MetricsWorker {
     ) -> Result<()> {
         let t = &self.telemetry;
         let topic = t.topics.metrics.clone();
-        let mut flusher = Flusher::new(t.sink.clone(), t.store.clone());
+        let mut flusher = Flusher::new(t.sink.clone(), t.store.clone(), t.sink_health.clone());
         // On a durable bus, flushed positions wait here for the next operator checkpoint,
         // so the committed offsets never run ahead of the saved state: a restart (or the
         // partition's next owner) resumes from the snapshot and is redelivered the rest.
@@ -75,6 +77,7 @@ impl MetricsWorker {
                 }
                 last_checkpoint = Instant::now();
             }
+            self.health.progress();
         }
         held.extend(flusher.drain().await?);
         chains.checkpoint(sub.assignment().as_ref()).await?;
@@ -101,28 +104,34 @@ impl MetricsWorker {
         for (partition, records) in by_partition {
             jobs.push((partition, chains.take(partition).await?, records));
         }
-        let (sink, stats) = (t.sink.clone(), t.stats.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            std::thread::scope(|scope| {
-                let running: Vec<_> = jobs
-                    .into_iter()
-                    .map(|(p, chain, records)| {
-                        let (sink, stats) = (sink.as_ref(), stats.as_ref());
-                        scope.spawn(move || (p, run_partition(chain, &records, sink, stats)))
-                    })
-                    .collect();
-                running.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+        // One blocking-pool task per partition: the pool's threads live on between
+        // batches (no OS thread started per batch, and their allocator heaps stay warm).
+        let running: Vec<_> = jobs
+            .into_iter()
+            .map(|(p, chain, records)| {
+                let (sink, stats) = (t.sink.clone(), t.stats.clone());
+                tokio::task::spawn_blocking(move || {
+                    (
+                        p,
+                        run_partition(chain, &records, sink.as_ref(), stats.as_ref()),
+                    )
+                })
             })
-        })
-        .await
-        .map_err(|e| Error::task("operator", e))?;
+            .collect();
+        let mut done = Vec::with_capacity(running.len());
+        for job in running {
+            done.push(job.await);
+        }
         let mut events = Vec::new();
         let mut failed = None;
         let mut busy = Vec::new();
         for outcome in done {
-            let Ok((p, (chain, result))) = outcome else {
-                failed.get_or_insert(Error::Bug("an operator thread panicked".into()));
-                continue;
+            let (p, (chain, result)) = match outcome {
+                Ok(done) => done,
+                Err(e) => {
+                    failed.get_or_insert(Error::task("operator", e));
+                    continue;
+                }
             };
             busy.push(p);
             *newest = (*newest).max(chain.seen_until());
@@ -149,28 +158,59 @@ impl MetricsWorker {
         self.publish_events(&events).await
     }
 
-    /// Store anomaly events and hand them to analytics through the bus.
+    /// Store anomaly events (the latest state of each anomaly, in one transaction) and
+    /// hand opens and resolves to analytics through the bus. Updates only refresh the
+    /// stored anomaly: a storm's thousands of "worse score" events would otherwise fill
+    /// the anomalies topic with records nobody acts on.
     async fn publish_events(&self, events: &[AnomalyEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         let t = &self.telemetry;
-        let mut records = Vec::with_capacity(events.len());
-        let anomalies: Vec<_> = events.iter().map(|e| e.anomaly.clone()).collect();
-        t.sink.write_anomalies(&anomalies)?;
-        for ev in events {
-            self.ledger.upsert_anomaly(&ev.anomaly)?;
+        let latest = latest_states(events);
+        t.sink.write_anomalies(&latest)?;
+        self.ledger.upsert_anomalies(&latest)?;
+        let mut records = Vec::new();
+        for ev in events
+            .iter()
+            .filter(|e| e.event != AnomalyEventKind::Update)
+        {
             records.push(Record {
                 key: ev.anomaly.series.instance.as_bytes().to_vec().into(),
                 payload: serde_json::to_vec(ev)?.into(),
             });
             tracing::info!(
                 event = ?ev.event, rule = %ev.anomaly.rule, instance = %ev.anomaly.series.instance,
-                observed = ev.anomaly.observed, "anomaly"
+                observed = ev.anomaly.observed, folded = ev.anomaly.folded, "anomaly"
             );
         }
-        publish_retrying(t.bus.as_ref(), &t.topics.anomalies, records).await
+        if records.is_empty() {
+            return Ok(());
+        }
+        publish_retrying(
+            t.bus.as_ref(),
+            &t.topics.anomalies,
+            records,
+            Some(&self.health),
+        )
+        .await
     }
+}
+
+/// The last state of each anomaly among `events`, in the order each first appears.
+fn latest_states(events: &[AnomalyEvent]) -> Vec<Anomaly> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<Anomaly> = Vec::new();
+    for ev in events {
+        match index.get(ev.anomaly.id.as_str()) {
+            Some(&i) => out[i] = ev.anomaly.clone(),
+            None => {
+                index.insert(&ev.anomaly.id, out.len());
+                out.push(ev.anomaly.clone());
+            }
+        }
+    }
+    out
 }
 
 /// One partition's share of a batch: decode, operators, sink. Returns the chain (to be

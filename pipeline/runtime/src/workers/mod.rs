@@ -6,7 +6,7 @@
 pub mod logs;
 pub mod metrics;
 
-use sqlvigil_core::{Bus, Delivery, Result, Sink, Stats, Subscription, Topics};
+use sqlvigil_core::{Bus, Component, Delivery, Result, Sink, Stats, Subscription, Topics};
 use sqlvigil_operators::config::OperatorsConfig;
 use sqlvigil_store::StoreConfig;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ pub struct Telemetry {
     pub topics: Topics,
     pub operators: OperatorsConfig,
     pub store: StoreConfig,
+    /// The sink's health: progress on every flush, backlog in buffered rows.
+    pub sink_health: Arc<Component>,
 }
 
 /// Whether shutdown was requested (read without holding the lock across an await).
