@@ -26,12 +26,14 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
+    // Running from the moment it is started, not from its first poll: the receiver opens
+    // before the task runs and must not refuse data meanwhile.
+    component.running();
     tokio::spawn(async move {
         let name = component.name.clone();
         let mut backoff = FIRST_BACKOFF;
         loop {
             let began = Instant::now();
-            component.running();
             let err = match start().await {
                 Ok(()) => {
                     component.stopped("shut down");
@@ -58,6 +60,61 @@ where
                 }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
+            component.running();
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlvigil_core::health::State;
+    use sqlvigil_core::{Error, Health};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_worker_is_restarted_with_backoff_and_reported() {
+        let health = Health::default();
+        let c = health.register("worker", true, 0);
+        let stats = Arc::new(Stats::default());
+        let (_stop_tx, stop) = watch::channel(false);
+        let attempts = Arc::new(AtomicU32::new(0));
+        let seen = attempts.clone();
+        let handle = supervise(c.clone(), stats.clone(), stop, move || {
+            let n = seen.fetch_add(1, Ordering::Relaxed);
+            async move {
+                match n {
+                    0 | 1 => Err(Error::Unavailable(format!("attempt {n} failed"))),
+                    _ => Ok(()),
+                }
+            }
+        });
+        // Running as soon as it is started: the receiver must not refuse meanwhile.
+        assert_eq!(c.state(), State::Running);
+        assert_eq!(health.refusal(), None);
+        handle.await.unwrap().unwrap();
+        assert_eq!(attempts.load(Ordering::Relaxed), 3);
+        assert_eq!(Stats::get(&stats.worker_restarts), 2);
+        assert_eq!(c.restarts(), 2);
+        assert!(matches!(c.state(), State::Stopped(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_the_backoff_ends_it() {
+        let health = Health::default();
+        let c = health.register("worker", true, 0);
+        let (stop_tx, stop) = watch::channel(false);
+        let handle = supervise(c.clone(), Arc::new(Stats::default()), stop, || async {
+            Err(Error::Unavailable("down".into()))
+        });
+        tokio::task::yield_now().await;
+        assert!(matches!(c.state(), State::Restarting(_)));
+        assert!(health.refusal().unwrap().contains("down"));
+        stop_tx.send(true).unwrap();
+        assert!(
+            handle.await.unwrap().is_err(),
+            "the last failure is returned"
+        );
+        assert!(matches!(c.state(), State::Stopped(_)));
+    }
 }
