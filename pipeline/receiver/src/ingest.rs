@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use sqlvigil_core::{Bus, Error, Health, Record, Stats, Topics};
+use sqlvigil_core::{Bus, Component, Error, Health, Record, Stats, Topics};
 use sqlvigil_otlp as decode;
 use std::sync::Arc;
 
@@ -42,8 +42,9 @@ pub struct Ingest {
     bus: Arc<dyn Bus>,
     topics: Topics,
     stats: Arc<Stats>,
-    /// When set, data is refused while a part that must process it is down or stalled.
-    health: Option<Arc<Health>>,
+    /// When set, data is refused while a part that must process it is down or stalled,
+    /// and each accepted request is the receivers' progress.
+    health: Option<(Arc<Health>, Arc<Component>)>,
 }
 
 impl Ingest {
@@ -58,8 +59,9 @@ impl Ingest {
 
     /// Refuse data (UNAVAILABLE / 503) while `health` says a part that processes it is
     /// down: accepting it would tell the client it is safe when nothing moves it on.
-    pub fn with_health(mut self, health: Arc<Health>) -> Self {
-        self.health = Some(health);
+    /// Accepted requests count as the progress of `receivers`.
+    pub fn with_health(mut self, health: Arc<Health>, receivers: Arc<Component>) -> Self {
+        self.health = Some((health, receivers));
         self
     }
 
@@ -135,7 +137,7 @@ impl Ingest {
         if records.is_empty() {
             return Ok(());
         }
-        if let Some(why) = self.health.as_ref().and_then(|h| h.refusal()) {
+        if let Some(why) = self.health.as_ref().and_then(|(h, _)| h.refusal()) {
             return Err(IngestError::Unavailable(format!(
                 "sqlvigil is not processing data right now: {why}"
             )));
@@ -145,6 +147,10 @@ impl Ingest {
                 Stats::add(&self.stats.bus_full, 1);
             }
             IngestError::from(e)
-        })
+        })?;
+        if let Some((_, receivers)) = &self.health {
+            receivers.progress();
+        }
+        Ok(())
     }
 }

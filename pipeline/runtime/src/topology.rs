@@ -208,7 +208,8 @@ pub async fn start(config: Config) -> Result<Pipeline> {
     let receiver = config.receiver.build(&ctx).await?;
     let (grpc_addr, http_addr) = (receiver.grpc_addr, receiver.http_addr);
     let ingest = Arc::new(
-        Ingest::new(bus.clone(), topics.clone(), ctx.stats.clone()).with_health(health.clone()),
+        Ingest::new(bus.clone(), topics.clone(), ctx.stats.clone())
+            .with_health(health.clone(), receivers_health.clone()),
     );
 
     let (stop_receivers, rx_receivers) = watch::channel(false);
