@@ -51,17 +51,20 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
+fn ok_or_unavailable(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
 /// Liveness: 503 while a part is stopped, failing over and over, or stalled.
 async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     let report = app.health.report();
     let status = if report.live { "ok" } else { "unhealthy" };
-    let code = if report.live {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     (
-        code,
+        ok_or_unavailable(report.live),
         Json(json!({
             "status": status,
             "problems": if report.live { Vec::new() } else { report.problems },
@@ -75,14 +78,9 @@ async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
 /// every part's state, backlog and progress either way.
 async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     let report = app.health.report();
-    let code = if report.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     let status = if report.ready { "ready" } else { "not ready" };
     (
-        code,
+        ok_or_unavailable(report.ready),
         Json(json!({
             "status": status,
             "live": report.live,

@@ -149,10 +149,53 @@ impl Component {
         self.restarts.load(Ordering::Relaxed)
     }
 
+    /// What is wrong with the part now (its backlog limit aside), if anything.
+    fn trouble(&self, state: &State, stalled: bool) -> Option<Trouble> {
+        let failures = self.failures_in_a_row.load(Ordering::Relaxed);
+        let (text, fatal) = match state {
+            State::Starting => ("starting".to_string(), false),
+            State::Running if stalled => {
+                let on = Component::lock(&self.waiting)
+                    .as_deref()
+                    .map(|w| format!(" (waiting for {w})"))
+                    .unwrap_or_default();
+                let text = format!(
+                    "stalled: no progress for {}s with {} waiting{on}",
+                    self.since_progress().as_secs(),
+                    self.backlog()
+                );
+                (text, true)
+            }
+            State::Running => {
+                let (n, why) = self.recovering()?;
+                let text = format!(
+                    "restarted after {n} failure(s) in a row, not yet running for {:?}: {why}",
+                    self.recovered_after
+                );
+                (text, n >= FAILURES_UNTIL_DEAD)
+            }
+            State::Restarting(why) => (
+                format!("failed {failures} time(s) in a row, restarting: {why}"),
+                failures >= FAILURES_UNTIL_DEAD,
+            ),
+            State::Stopped(why) => (
+                format!("stopped: {why}"),
+                !self.stopping.load(Ordering::Relaxed),
+            ),
+        };
+        Some(Trouble { text, fatal })
+    }
+
     fn since_progress(&self) -> Duration {
         let last = self.progress_ms.load(Ordering::Relaxed);
         Duration::from_millis((self.born.elapsed().as_millis() as u64).saturating_sub(last))
     }
+}
+
+/// A part's problem: what to say, and whether it makes the process not live.
+struct Trouble {
+    text: String,
+    fatal: bool,
 }
 
 /// One part in a [`Report`].
@@ -262,53 +305,13 @@ impl Health {
             let state = c.state();
             let backlog = c.backlog();
             let since = c.since_progress();
-            let stalled = state == State::Running && backlog > 0 && since >= self.stall_after;
+            let stalled = self.stalled(&c, &state);
             let over_limit = c.backlog_limit > 0 && backlog > c.backlog_limit;
             let waiting_for = Component::lock(&c.waiting).clone();
-            let expected_stop = c.stopping.load(Ordering::Relaxed);
-            match &state {
-                State::Starting => {
-                    ready = false;
-                    problems.push(format!("{}: starting", c.name));
-                }
-                State::Running => {
-                    if let Some((n, why)) = c.recovering() {
-                        ready = false;
-                        live &= n < FAILURES_UNTIL_DEAD;
-                        problems.push(format!(
-                            "{}: restarted after {n} failure(s) in a row, not yet running for {:?}: {why}",
-                            c.name, c.recovered_after
-                        ));
-                    }
-                }
-                State::Restarting(why) => {
-                    ready = false;
-                    let n = c.failures_in_a_row.load(Ordering::Relaxed);
-                    if n >= FAILURES_UNTIL_DEAD {
-                        live = false;
-                    }
-                    problems.push(format!(
-                        "{}: failed {n} time(s) in a row, restarting: {why}",
-                        c.name
-                    ));
-                }
-                State::Stopped(why) => {
-                    ready = false;
-                    live &= expected_stop;
-                    problems.push(format!("{}: stopped: {why}", c.name));
-                }
-            }
-            if stalled {
-                (live, ready) = (false, false);
-                let on = waiting_for
-                    .as_deref()
-                    .map(|w| format!(" (waiting for {w})"))
-                    .unwrap_or_default();
-                problems.push(format!(
-                    "{}: stalled: no progress for {}s with {backlog} waiting{on}",
-                    c.name,
-                    since.as_secs()
-                ));
+            if let Some(t) = c.trouble(&state, stalled) {
+                ready = false;
+                live &= !t.fatal;
+                problems.push(format!("{}: {}", c.name, t.text));
             }
             if over_limit {
                 ready = false;
@@ -337,27 +340,20 @@ impl Health {
         }
     }
 
+    /// Running, with input waiting and no progress for `stall_after`.
+    fn stalled(&self, c: &Component, state: &State) -> bool {
+        *state == State::Running && c.backlog() > 0 && c.since_progress() >= self.stall_after
+    }
+
     /// Why the receiver must refuse data now, if it must: a part that processes it is
     /// not running, or stalled. `None`: accept. (Called per request: no report built.)
     pub fn refusal(&self) -> Option<String> {
         let components = self.components.read().unwrap_or_else(|p| p.into_inner());
-        components
-            .iter()
-            .filter(|c| c.gates_ingest)
-            .find_map(|c| match c.state() {
-                State::Running => {
-                    if let Some((n, why)) = c.recovering() {
-                        return Some(format!("{} restarted after {n} failure(s): {why}", c.name));
-                    }
-                    let stalled = c.backlog() > 0 && c.since_progress() >= self.stall_after;
-                    stalled.then(|| format!("{} is stalled", c.name))
-                }
-                State::Restarting(why) => {
-                    Some(format!("{} failed and is restarting: {why}", c.name))
-                }
-                State::Stopped(why) => Some(format!("{} stopped: {why}", c.name)),
-                State::Starting => Some(format!("{} is starting", c.name)),
-            })
+        components.iter().filter(|c| c.gates_ingest).find_map(|c| {
+            let state = c.state();
+            let t = c.trouble(&state, self.stalled(c, &state))?;
+            Some(format!("{} {}", c.name, t.text))
+        })
     }
 
     /// Prometheus text: up, ready, backlog and restarts per part.

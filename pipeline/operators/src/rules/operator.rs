@@ -123,7 +123,7 @@ impl RuleOperator {
             idle_sweep: 0,
             idle_ns: crate::DEFAULT_IDLE_AFTER.as_nanos() as i64,
             storm: StormConfig::default(),
-            storms: Storms::default(),
+            storms: Storms::new(stats.clone()),
             stats,
         })
     }
@@ -292,8 +292,7 @@ impl RuleOperator {
                         level: &mut rearm_level[slot],
                     };
                     if let Some(ev) = step(rule, ep, rearm, &key, t, j.score, j) {
-                        self.storms
-                            .emit(r, rule, limit, ep, ev, &self.stats, events);
+                        self.storms.emit(r, rule, limit, ep, ev, events);
                     }
                 }
             }
@@ -311,7 +310,6 @@ struct Apply<'a> {
     cols: &'a mut RuleColumns,
     params: &'a Params,
     baseline: &'a BaselineConfig,
-    stats: &'a Stats,
 }
 
 impl Apply<'_> {
@@ -386,8 +384,7 @@ impl Apply<'_> {
                 level: &mut cols.rearm_level[slot],
             };
             if let Some(ev) = step(rule, ep, rearm, &s.key, s.time_ns, s.value, judgement) {
-                let (limit, stats) = (self.limit, self.stats);
-                self.storms.emit(self.r, rule, limit, ep, ev, stats, events);
+                self.storms.emit(self.r, rule, self.limit, ep, ev, events);
             }
         }
         Ok(())
@@ -424,7 +421,6 @@ impl Operator for RuleOperator {
                 cols: &mut self.columns[r],
                 params: &self.params,
                 baseline: &self.baseline,
-                stats: &self.stats,
             }
             .run(points, &batch.samples, &mut batch.events)?;
         }

@@ -67,19 +67,27 @@ pub(crate) struct Storm {
 }
 
 /// Every rule's storms, keyed by rule index and instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Storms {
     by: HashMap<(usize, Arc<str>), Storm>,
+    /// Opens, resolves and folds are counted here, as they are published.
+    stats: Arc<Stats>,
 }
 
 /// The checkpoint form: (rule name, instance, state).
 pub(crate) type StormWire = (String, String, Storm);
 
 impl Storms {
+    pub fn new(stats: Arc<Stats>) -> Self {
+        Storms {
+            by: HashMap::new(),
+            stats,
+        }
+    }
+
     /// Pass an event of rule `r`'s lifecycle on to `out` through storm control: count it,
     /// or fold it (marking the series' open anomaly in `ep`), or drop it (events of
     /// folded anomalies).
-    #[allow(clippy::too_many_arguments)]
     pub fn emit(
         &mut self,
         r: usize,
@@ -87,16 +95,16 @@ impl Storms {
         limit: &StormConfig,
         ep: &mut Option<Box<Episode>>,
         ev: AnomalyEvent,
-        stats: &Stats,
         out: &mut Vec<AnomalyEvent>,
     ) {
         let t = ev.anomaly.updated_at.timestamp_nanos_opt().unwrap_or(0);
         if ev.anomaly.folded_into.is_some() {
             if ev.event == AnomalyEventKind::Resolve {
-                self.release(r, &ev.anomaly.series.instance, t, stats, out);
+                self.release(r, &ev.anomaly.series.instance, t, out);
             }
             return;
         }
+        let stats = &*self.stats;
         if ev.event != AnomalyEventKind::Open || limit.max_opens == 0 {
             count(stats, &ev);
             out.push(ev);
@@ -140,14 +148,7 @@ impl Storms {
     }
 
     /// A folded anomaly resolved: the storm resolves with the last of them.
-    fn release(
-        &mut self,
-        r: usize,
-        instance: &Arc<str>,
-        t: i64,
-        stats: &Stats,
-        out: &mut Vec<AnomalyEvent>,
-    ) {
+    fn release(&mut self, r: usize, instance: &Arc<str>, t: i64, out: &mut Vec<AnomalyEvent>) {
         let Some(storm) = self.by.get_mut(&(r, instance.clone())) else {
             return;
         };
@@ -165,7 +166,7 @@ impl Storms {
                 event: AnomalyEventKind::Resolve,
                 anomaly: a,
             };
-            count(stats, &ev);
+            count(&self.stats, &ev);
             out.push(ev);
         }
     }

@@ -118,15 +118,11 @@ impl MetricsWorker {
                 })
             })
             .collect();
-        let mut done = Vec::with_capacity(running.len());
-        for job in running {
-            done.push(job.await);
-        }
         let mut events = Vec::new();
         let mut failed = None;
         let mut busy = Vec::new();
-        for outcome in done {
-            let (p, (chain, result)) = match outcome {
+        for job in running {
+            let (p, (chain, result)) = match job.await {
                 Ok(done) => done,
                 Err(e) => {
                     failed.get_or_insert(Error::task("operator", e));
