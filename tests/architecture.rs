@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sqlvigil-store", &["model", "core"]),
     ("sqlvigil-bridge", &["model", "core"]),
     ("sqlvigil-analytics", &["model", "core"]),
+    ("sqlvigil-monitor", &["model", "core"]),
     ("sqlvigil-api", &["model", "core", "store", "analytics"]),
     (
         "sqlvigil-runtime",
@@ -35,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
             "bridge",
             "analytics",
+            "monitor",
             "api",
             "simulator",
         ],
@@ -45,6 +47,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("sqlvigil-testkit", &[]),
     ("sqlvigil-testkit-elastic", &["testkit"]),
+    ("sqlvigil-testkit-tds", &[]),
     (
         "sqlvigil-bench",
         &[
@@ -64,7 +67,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// What tests of any crate may use besides its own row.
-const TEST_ONLY: &[&str] = &["testkit", "testkit-elastic"];
+const TEST_ONLY: &[&str] = &["testkit", "testkit-elastic", "testkit-tds"];
 
 fn metadata() -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

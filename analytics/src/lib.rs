@@ -65,16 +65,10 @@ pub struct Context {
     /// victims first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocking: Vec<sqlvigil_model::BlockingChain>,
-    /// Live DMV snapshot, when the live monitor is configured.
+    /// The live monitor's DMV snapshot of the instance at the anomaly (taken for it when
+    /// the newest is older), when the instance is monitored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub live: Option<LiveSnapshot>,
-}
-
-/// Top queries and blocking sessions from the live monitor.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LiveSnapshot {
-    pub top_queries: Vec<sqlvigil_model::live::TopQueryRow>,
-    pub sessions: Vec<sqlvigil_model::live::SessionRow>,
+    pub live: Option<sqlvigil_model::live::LiveSnapshot>,
 }
 
 /// When the first and the last of `anomalies` opened.

@@ -274,34 +274,63 @@ fn query_line(hash: &str, cpu_ms: f64, executions: f64, reads: f64, statement: &
     format!("- {hash} cpu {cpu_ms:.0} ms, {executions:.0} execs, {reads:.0} logical reads: {statement}\n")
 }
 
+/// Up to three blocking chains, one line each: head, victims, waits, what the head runs.
+fn chain_lines(chains: &[sqlvigil_model::BlockingChain]) -> String {
+    chains
+        .iter()
+        .take(3)
+        .map(|c| {
+            let victims: Vec<String> = c
+                .sessions
+                .iter()
+                .take(5)
+                .map(|s| {
+                    let on = if s.wait_resource.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" on {}", s.wait_resource)
+                    };
+                    format!("{} ({} {:.0} ms{on})", s.session_id, s.wait_type, s.wait_time_ms)
+                })
+                .collect();
+            let mut line = format!(
+                "- head blocker session {} blocks {} session(s), depth {}, {:.0} ms waited in total (longest {:.0} ms): {}",
+                c.head_session_id,
+                c.victims,
+                c.depth,
+                c.total_wait_ms,
+                c.longest_wait_ms,
+                victims.join(", "),
+            );
+            if c.head_open_transactions > 0 {
+                let _ = write!(line, "; head holds {} open transaction(s)", c.head_open_transactions);
+            }
+            if !c.head_statement.is_empty() {
+                let _ = write!(line, "; head runs: {}", c.head_statement);
+            }
+            line.push('\n');
+            line
+        })
+        .collect()
+}
+
+/// The live DMV snapshot taken at the anomaly: blocking, top queries and waits over its
+/// interval, and the resources that run out (tempdb, log, memory grants).
 fn live_sections(ctx: &Context) -> Vec<Section> {
     let Some(live) = &ctx.live else {
         return Vec::new();
     };
+    let at = live.collected_at.format("%H:%M:%S UTC");
     let mut out = Vec::new();
-    let blocked: Vec<String> = live
-        .sessions
-        .iter()
-        .filter(|s| s.blocking_session_id.is_some_and(|b| b != 0))
-        .map(|s| {
-            format!(
-                "- session {} blocked by {} waiting on {}: {}\n",
-                s.session_id,
-                s.blocking_session_id.unwrap_or_default(),
-                s.wait_type.as_deref().unwrap_or("?"),
-                s.statement.as_deref().unwrap_or("")
-            )
-        })
-        .collect();
-    if !blocked.is_empty() {
+    if !live.blocking.is_empty() {
         out.push(Section {
-            title: "Blocking chain (live)",
-            body: blocked.concat(),
+            title: "Blocking chains now (live DMV snapshot)",
+            body: format!("Snapshot at {at}.\n{}", chain_lines(&live.blocking)),
         });
     }
     if !live.top_queries.is_empty() {
         out.push(Section {
-            title: "Top queries by CPU (live)",
+            title: "Top queries by CPU (live, plan cache deltas)",
             body: live
                 .top_queries
                 .iter()
@@ -309,13 +338,77 @@ fn live_sections(ctx: &Context) -> Vec<Section> {
                 .map(|q| {
                     query_line(
                         &q.query_hash,
-                        q.total_cpu_ms as f64,
-                        q.executions as f64,
-                        q.total_logical_reads as f64,
+                        q.total_cpu_ms,
+                        q.executions,
+                        q.total_logical_reads,
                         &q.statement,
                     )
                 })
                 .collect(),
+        });
+    }
+    if !live.waits.is_empty() {
+        let secs = (live.interval_ms as f64 / 1000.0).max(0.001);
+        out.push(Section {
+            title: "Waits over the last interval (live)",
+            body: live
+                .waits
+                .iter()
+                .take(8)
+                .map(|w| {
+                    format!(
+                        "- {} ({}): {:.0} ms/s, {} waits\n",
+                        w.wait_type,
+                        w.wait_category,
+                        w.wait_time_ms as f64 / secs,
+                        w.waiting_tasks
+                    )
+                })
+                .collect(),
+        });
+    }
+    let mut resources = String::new();
+    if let Some(t) = &live.tempdb {
+        let _ = writeln!(
+            resources,
+            "- tempdb: version store {} KB, user objects {} KB, internal {} KB, free {} KB",
+            t.version_store_kb, t.user_objects_kb, t.internal_objects_kb, t.free_kb
+        );
+    }
+    for l in live
+        .log_space
+        .iter()
+        .filter(|l| l.used_percent >= 50.0)
+        .take(5)
+    {
+        let _ = writeln!(
+            resources,
+            "- log of {}: {:.0}% used of {} KB (reuse wait: {})",
+            l.database,
+            l.used_percent,
+            l.log_size_kb,
+            l.log_reuse_wait.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(m) = live.memory_grants.as_ref().filter(|m| m.pending > 0) {
+        let _ = writeln!(
+            resources,
+            "- memory grants: {} pending (longest wait {} ms), {} granted",
+            m.pending, m.longest_pending_wait_ms, m.granted
+        );
+    }
+    for e in &live.errors {
+        let number = e.number.map(|n| format!("error {n}: ")).unwrap_or_default();
+        let _ = writeln!(
+            resources,
+            "- collector {} failed: {number}{}",
+            e.collector, e.message
+        );
+    }
+    if !resources.is_empty() {
+        out.push(Section {
+            title: "Resources now (live)",
+            body: resources,
         });
     }
     out
@@ -327,32 +420,7 @@ fn activity_sections(ctx: &Context) -> Vec<Section> {
     if !ctx.blocking.is_empty() {
         out.push(Section {
             title: "Blocking chains in the window (query samples)",
-            body: ctx
-                .blocking
-                .iter()
-                .take(3)
-                .map(|c| {
-                    let victims: Vec<String> = c
-                        .sessions
-                        .iter()
-                        .take(5)
-                        .map(|s| format!("{} ({} {:.0} ms)", s.session_id, s.wait_type, s.wait_time_ms))
-                        .collect();
-                    format!(
-                        "- head blocker session {} blocks {} session(s), depth {}, {:.0} ms waited in total: {}{}\n",
-                        c.head_session_id,
-                        c.victims,
-                        c.depth,
-                        c.total_wait_ms,
-                        victims.join(", "),
-                        if c.head_statement.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; head runs: {}", c.head_statement)
-                        }
-                    )
-                })
-                .collect(),
+            body: chain_lines(&ctx.blocking),
         });
     }
     if !ctx.top_queries.is_empty() {
@@ -430,7 +498,7 @@ pub fn build(subject: &Subject, ctx: &Context, budget_chars: usize) -> Prompt {
     optional.extend(logs_section(ctx));
     let mut notes = Vec::new();
     if ctx.live.is_none() {
-        notes.push("no live DMV snapshot (blocking chain, top queries): the live monitor is not configured.".to_string());
+        notes.push("no live DMV snapshot (blocking chain, top queries): the live monitor is not configured for this instance or could not reach it.".to_string());
     }
     let mut dropped: Vec<&'static str> = Vec::new();
     loop {

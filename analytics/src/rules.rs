@@ -57,17 +57,33 @@ fn top_query_text(ctx: &Context) -> String {
         .unwrap_or_default()
 }
 
-/// The worst blocking chain of the window, from the receiver's query samples.
+/// The worst blocking chain: from the receiver's query samples of the window, else from
+/// the live snapshot taken at the anomaly.
 fn head_blocker_text(ctx: &Context) -> String {
-    ctx.blocking
-        .first()
-        .map(|c| {
-            format!(
-                " Head blocker: session {} blocks {} session(s) (depth {}, {:.0} ms waited in total).",
-                c.head_session_id, c.victims, c.depth, c.total_wait_ms
-            )
-        })
-        .unwrap_or_default()
+    let live = ctx
+        .live
+        .as_ref()
+        .map(|l| l.blocking.as_slice())
+        .unwrap_or(&[]);
+    let (chain, source) = match (ctx.blocking.first(), live.first()) {
+        (Some(c), _) => (c, ""),
+        (None, Some(c)) => (c, " (live DMV snapshot)"),
+        (None, None) => return String::new(),
+    };
+    let mut text = format!(
+        " Head blocker{source}: session {} blocks {} session(s) (depth {}, {:.0} ms waited in total, longest {:.0} ms).",
+        chain.head_session_id, chain.victims, chain.depth, chain.total_wait_ms, chain.longest_wait_ms
+    );
+    if chain.head_open_transactions > 0 {
+        text.push_str(&format!(
+            " It holds {} open transaction(s).",
+            chain.head_open_transactions
+        ));
+    }
+    if !chain.head_statement.is_empty() {
+        text.push_str(&format!(" Its last statement: {}", chain.head_statement));
+    }
+    text
 }
 
 /// The kind of problem, from the metric the rule watched.
@@ -379,6 +395,8 @@ mod tests {
                 depth: 2,
                 victims: 3,
                 total_wait_ms: 1700.0,
+                longest_wait_ms: 900.0,
+                head_open_transactions: 1,
                 last_seen: Utc::now(),
                 sessions: vec![],
             }],

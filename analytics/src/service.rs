@@ -12,7 +12,7 @@ use crate::llm::{LlmClient, ModelStatus};
 use crate::prompt::Subject;
 use crate::{Context, RelatedMetric};
 use chrono::{DateTime, Utc};
-use sqlvigil_core::{publish_retrying, Bus, Component, Ledger, Reader, Record, Sink, Stats};
+use sqlvigil_core::{publish_retrying, Bus, Component, Ledger, Live, Reader, Record, Sink, Stats};
 use sqlvigil_model::query::MetricFilter;
 use sqlvigil_model::Insight;
 use std::collections::HashMap;
@@ -41,6 +41,9 @@ pub struct StageIo {
     pub ledger: Arc<dyn Ledger>,
     /// The insights topic is published to; the anomalies topic drained at shutdown.
     pub bus: Arc<dyn Bus>,
+    /// The live monitor, when instances are configured for it: the snapshot of the
+    /// anomaly's moment goes into the context.
+    pub live: Option<Arc<dyn Live>>,
 }
 
 /// Shared by the anomaly worker, the digest schedule and the API.
@@ -50,6 +53,7 @@ pub struct AnalyticsService {
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) ledger: Arc<dyn Ledger>,
     pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) live: Option<Arc<dyn Live>>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) topic: String,
     pub(crate) min_interval: Duration,
@@ -83,6 +87,7 @@ impl AnalyticsService {
             sink: io.sink,
             ledger: io.ledger,
             bus: io.bus,
+            live: io.live,
             stats,
             topic: insights_topic.to_string(),
             min_interval: config.min_interval_per_instance,
@@ -136,6 +141,7 @@ impl AnalyticsService {
             ..Default::default()
         };
         self.query_activity(&instance, from, to, &mut ctx).await?;
+        ctx.live = self.live_snapshot(subject).await;
         match subject {
             Subject::Anomaly(_) | Subject::Burst { .. } => {
                 ctx.related = self.latest(&instance, from, to).await?
@@ -147,6 +153,30 @@ impl AnalyticsService {
             }
         }
         Ok(ctx)
+    }
+
+    /// The live monitor's view of the subject's instance: for an anomaly (or a burst, its
+    /// first) a snapshot taken at or after it opened — taken now if the newest is older —
+    /// otherwise the newest one.
+    async fn live_snapshot(&self, subject: &Subject) -> Option<sqlvigil_model::live::LiveSnapshot> {
+        let live = self.live.as_ref()?;
+        let instance = subject.instance();
+        let opened = match subject {
+            Subject::Anomaly(a) => Some((a.opened_at, a.id.clone())),
+            Subject::Burst { anomalies, .. } => {
+                let first = crate::burst_span(anomalies).0;
+                anomalies.first().map(|a| (first, a.id.clone()))
+            }
+            Subject::Window { .. } | Subject::Digest { .. } => None,
+        };
+        let snap = match opened {
+            Some((at, id)) => {
+                live.for_anomaly(instance, at, &format!("anomaly {id}"))
+                    .await
+            }
+            None => live.latest(instance),
+        };
+        snap.map(|s| (*s).clone())
     }
 
     /// The receiver's query events of the window: top queries and blocking chains. A

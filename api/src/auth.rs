@@ -44,3 +44,15 @@ pub async fn require(
     req.extensions_mut().insert(role);
     Ok(next.run(req).await)
 }
+
+/// `Forbidden` unless `role` is at least `min`, naming what was refused.
+pub(crate) fn at_least(role: Role, min: Role, what: &str) -> Result<(), ApiError> {
+    if role < min {
+        return Err(ApiError::Forbidden(format!(
+            "role {} may not {what}; {} or above needed",
+            role.as_str(),
+            min.as_str()
+        )));
+    }
+    Ok(())
+}

@@ -16,6 +16,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// Asked too often: try again after `retry_after_secs` (sent as `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A backend (Elasticsearch) is unreachable or overloaded: try again later.
     #[error("{0}")]
     Unavailable(String),
@@ -30,6 +36,12 @@ impl From<sqlvigil_core::Error> for ApiError {
         use sqlvigil_core::Error as E;
         match e {
             E::Unsupported(m) => ApiError::NotImplemented(m),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::RateLimited { what, retry_after } => ApiError::TooManyRequests {
+                message: what,
+                // Round up: a client retrying after the header's whole seconds is let in.
+                retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+            },
             e if e.is_retryable() => {
                 tracing::warn!("API request failed: {e}");
                 ApiError::Unavailable(e.to_string())
@@ -62,6 +74,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -76,6 +89,15 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response();
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = &self
+        {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(*retry_after_secs),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

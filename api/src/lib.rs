@@ -3,7 +3,8 @@
 //! fault, `/metrics` (Prometheus self metrics and each part's state) and the bearer-token protected
 //! `/api/v1/{series,metrics,aggregates,anomalies,insights}` (with `POST /api/v1/insights`
 //! for on-demand analyses, operator role), `/api/v1/{waits,top-queries,io,blocking,coverage}`
-//! (Elastic only), plus a small status page at `/`.
+//! (Elastic only), `/api/v1/live…` (the live monitor's DMV snapshots; ad hoc ones for
+//! operators, rate-limited per instance), plus a small status page at `/`.
 //!
 //! Tokens are checked against their SHA-256 hashes in the state store; every role may
 //! read, and later write endpoints require operator or admin. Errors are JSON
@@ -21,6 +22,7 @@
 mod auth;
 pub mod config;
 mod error;
+mod live;
 mod params;
 mod routes;
 
@@ -48,6 +50,8 @@ pub struct AppState {
     pub analytics: Arc<AnalyticsService>,
     /// What each rule in force reads: which rules each instance's receiver mode can fire.
     pub rule_needs: Arc<Vec<sqlvigil_model::catalogue::RuleNeeds>>,
+    /// The live monitor (`/api/v1/live`), when instances are configured for it.
+    pub live: Option<Arc<dyn sqlvigil_core::Live>>,
     pub started: Instant,
 }
 

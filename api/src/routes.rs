@@ -36,6 +36,7 @@ pub fn router(app: AppState) -> Router {
         .route("/io", get(io))
         .route("/blocking", get(blocking))
         .route("/coverage", get(coverage))
+        .merge(crate::live::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::require));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -45,7 +46,7 @@ pub fn router(app: AppState) -> Router {
         .nest("/api/v1", protected)
         .fallback(|| async {
             ApiError::NotFound(
-                "no such endpoint; see /api/v1/{series,metrics,aggregates,anomalies,insights,waits,top-queries,io,blocking,coverage}".into(),
+                "no such endpoint; see /api/v1/{series,metrics,aggregates,anomalies,insights,waits,top-queries,io,blocking,coverage,live}".into(),
             )
         })
         .with_state(app)
@@ -93,6 +94,9 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
 async fn prometheus(State(app): State<AppState>) -> Response {
     let mut text = app.stats.render();
     text.push_str(&app.health.render());
+    if let Some(live) = &app.live {
+        text.push_str(&sqlvigil_core::live::render(&live.status()));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -304,12 +308,7 @@ async fn create_insight(
     Extension(role): Extension<Role>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if role < Role::Operator {
-        return Err(ApiError::Forbidden(format!(
-            "role {} may not request analyses; operator or admin needed",
-            role.as_str()
-        )));
-    }
+    auth::at_least(role, Role::Operator, "request analyses")?;
     let req: InsightRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not a valid insight request: {e}")))?;
     let subject = subject_for(&app, req)?;

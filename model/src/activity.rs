@@ -63,6 +63,7 @@ impl QuerySample {
             database: self.database.clone(),
             query_hash: self.query_hash.clone(),
             statement: self.statement.clone(),
+            wait_resource: self.wait_resource.clone(),
         })
     }
 }
@@ -180,6 +181,8 @@ pub struct BlockedSession {
     pub depth: usize,
     pub wait_type: String,
     pub wait_time_ms: f64,
+    #[serde(default)]
+    pub wait_resource: String,
     pub database: String,
     pub statement: String,
 }
@@ -198,6 +201,12 @@ pub struct BlockingChain {
     pub victims: usize,
     /// Their waits added up.
     pub total_wait_ms: f64,
+    /// The longest single wait behind the head.
+    #[serde(default)]
+    pub longest_wait_ms: f64,
+    /// Transactions the head holds open, when known (the live monitor sees idle heads).
+    #[serde(default)]
+    pub head_open_transactions: i64,
     pub last_seen: DateTime<Utc>,
     /// The blocked sessions, depth first.
     pub sessions: Vec<BlockedSession>,
@@ -267,6 +276,8 @@ fn chain(
         depth: 0,
         victims: 0,
         total_wait_ms: 0.0,
+        longest_wait_ms: 0.0,
+        head_open_transactions: 0,
         last_seen: DateTime::<Utc>::MIN_UTC,
         sessions: Vec::new(),
     };
@@ -287,6 +298,7 @@ fn chain(
             out.depth = out.depth.max(depth + 1);
             out.victims += 1;
             out.total_wait_ms += e.wait_time_ms;
+            out.longest_wait_ms = out.longest_wait_ms.max(e.wait_time_ms);
             out.last_seen = out.last_seen.max(e.time);
             out.sessions.push(BlockedSession {
                 session_id: session,
@@ -294,6 +306,7 @@ fn chain(
                 depth: depth + 1,
                 wait_type: e.wait_type.clone(),
                 wait_time_ms: e.wait_time_ms,
+                wait_resource: e.wait_resource.clone(),
                 database: e.database.clone(),
                 statement: e.statement.clone(),
             });
@@ -371,6 +384,7 @@ mod tests {
             database: "sales".into(),
             query_hash: String::new(),
             statement: String::new(),
+            wait_resource: "KEY: 5:72057594043236352 (8194443284a0)".into(),
         };
         // 52 (idle, not sampled) blocks 60 and 61; 61 blocks 70. Separately 80 ↔ 81.
         let events = [

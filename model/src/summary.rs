@@ -115,4 +115,7 @@ pub struct BlockingEvent {
     pub database: String,
     pub query_hash: String,
     pub statement: String,
+    /// What the session waits on (`KEY: 5:72057594043236352 (8194443284a0)`), when known.
+    #[serde(default)]
+    pub wait_resource: String,
 }

@@ -78,6 +78,7 @@ pub(crate) fn flat_blocking(
         database: origin.database.clone(),
         query_hash: f.text("query_hash")?.unwrap_or_default(),
         statement: flat_statement(f)?,
+        wait_resource: f.text("wait_resource")?.unwrap_or_default(),
     }))
 }
 

@@ -619,6 +619,7 @@ mod tests {
                 database: "sales".into(),
                 query_hash: "3078394630304141".into(),
                 statement: "UPDATE dbo.orders SET status = ? WHERE id = ?".into(),
+                wait_resource: String::new(),
             }]
         );
         let running = &docs["otel-query-sample-running"];

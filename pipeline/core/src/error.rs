@@ -8,6 +8,8 @@
 //! | `Config`, `Rule` | fix the configuration (the message names the field or rule) |
 //! | `Invalid` | tell the sender its input is wrong; retrying will not help |
 //! | `Unsupported` | use the backend or setting the message names |
+//! | `NotFound` | ask for something that exists (the message names what is missing) |
+//! | `RateLimited` | wait `retry_after`, then ask again |
 //! | `Full`, `Unavailable` | retry later ([`Error::is_retryable`]): back-pressure or a dependency away |
 //! | `Io`, `Failed` | stop the component and report it: storage, a query or a dependency failed for good |
 //! | `Bug` | report it: an invariant of sqlvigil itself broke (a panicked task, a lost chain) |
@@ -31,6 +33,15 @@ pub enum Error {
     /// The configured backend cannot answer this question; the message says what can.
     #[error("{0}")]
     Unsupported(String),
+    /// The thing asked for does not exist (an instance the monitor does not know).
+    #[error("{0}")]
+    NotFound(String),
+    /// Asked too often; the same request succeeds after `retry_after`.
+    #[error("{what}: rate limited, retry in {}s", retry_after.as_secs().max(1))]
+    RateLimited {
+        what: String,
+        retry_after: std::time::Duration,
+    },
     /// A topic is at capacity; the publisher should retry later.
     #[error("topic `{0}` is full, retry later")]
     Full(String),

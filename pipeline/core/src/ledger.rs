@@ -4,6 +4,7 @@
 //! backend, so dedup and audit do not depend on Elasticsearch being up).
 
 use crate::error::Result;
+use sqlvigil_model::live::LiveSnapshot;
 use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, Insight};
 
 pub trait Ledger: Send + Sync {
@@ -28,4 +29,9 @@ pub trait Ledger: Send + Sync {
     fn spooled_events(&self, limit: usize) -> Result<Vec<(i64, AnomalyEvent)>>;
     /// Forget spooled events once analysed.
     fn unspool(&self, ids: &[i64]) -> Result<()>;
+    /// Keep a live DMV snapshot (the audit of what the monitor saw), pruning the
+    /// instance's oldest beyond `keep`.
+    fn record_snapshot(&self, snapshot: &LiveSnapshot, keep: usize) -> Result<()>;
+    /// The newest `limit` snapshots of `instance`, newest first.
+    fn snapshots(&self, instance: &str, limit: usize) -> Result<Vec<LiveSnapshot>>;
 }

@@ -10,6 +10,8 @@
 //! - [`operator`]: [`Operator`], [`MicroBatch`];
 //! - [`sink`]: [`Sink`] and the [`Backend`] pair of sink and [`Reader`] ([`reader`]);
 //! - [`checkpoint`]: [`CheckpointStore`], [`Snapshot`]; [`ledger`]: [`Ledger`];
+//! - [`live`]: [`Live`], the live monitor's DMV snapshots as the API and analytics see
+//!   them;
 //! - [`build`]: [`Build`] and [`BuildContext`], the component pattern;
 //! - [`stats`]: the self metrics every component bumps; [`health`]: what each part is
 //!   doing (live, ready, stalled, backlog); [`error`]: the error kinds.
@@ -25,6 +27,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod health;
 pub mod ledger;
+pub mod live;
 pub mod operator;
 pub mod reader;
 pub mod sink;
@@ -37,6 +40,7 @@ pub use checkpoint::{CheckpointStore, Snapshot};
 pub use error::{BoxError, Error, Result};
 pub use health::{Component, Health};
 pub use ledger::Ledger;
+pub use live::Live;
 pub use operator::{run_chain, Chain, MicroBatch, Operator};
 pub use reader::Reader;
 pub use sink::{Backend, Sink};

@@ -16,6 +16,7 @@ use sqlvigil_api::ApiConfig;
 use sqlvigil_bridge::ElasticConfig;
 use sqlvigil_bus::BusConfig;
 use sqlvigil_core::{Build, Error, Result};
+use sqlvigil_monitor::MonitorConfig;
 use sqlvigil_operators::chain::ChainConfig;
 use sqlvigil_operators::config::OperatorsConfig;
 use sqlvigil_operators::rules::config::figment_message;
@@ -35,6 +36,8 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     /// Elasticsearch, used when `store.backend` is `elastic`.
     pub elastic: ElasticConfig,
+    /// The live monitor: SQL Server instances to read DMVs from directly (none by default).
+    pub monitor: MonitorConfig,
     /// When a part counts as stalled or over its backlog (`/health`, `/ready`).
     pub health: crate::health::HealthConfig,
     /// How long SIGINT / SIGTERM may take.
@@ -129,6 +132,7 @@ impl Config {
             self.elastic.validate()?;
         }
         self.analytics.validate()?;
+        self.monitor.validate()?;
         self.chain()?.validate()
     }
 }

@@ -70,6 +70,8 @@ pub struct Handles {
     pub http_addr: SocketAddr,
     /// What each rule in force reads (for `/api/v1/coverage`).
     pub rule_needs: Arc<Vec<RuleNeeds>>,
+    /// The live monitor, when `monitor.instances` lists any.
+    pub live: Option<Arc<dyn sqlvigil_core::Live>>,
 }
 
 impl Handles {
@@ -82,6 +84,7 @@ impl Handles {
             health: self.health.clone(),
             analytics: self.analytics.clone(),
             rule_needs: self.rule_needs.clone(),
+            live: self.live.clone(),
             started: Instant::now(),
         }
     }
@@ -108,7 +111,9 @@ impl Pipeline {
 /// `info,sqlvigil_bus=debug`); by default info, with the chattiest libraries at warn.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SQLVIGIL_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,datafusion=warn,h2=warn,tower=warn,hyper=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,datafusion=warn,h2=warn,tower=warn,hyper=warn,tiberius=warn",
+        )
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

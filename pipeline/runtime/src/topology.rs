@@ -217,10 +217,19 @@ pub async fn start(config: Config) -> Result<Pipeline> {
     let (stop_analytics, rx_analytics) = watch::channel(false);
     let (spool_analytics, rx_spool) = watch::channel(false);
     let (stop_helpers, rx_helpers) = watch::channel(false);
-    let receivers = watched(
-        receiver.start(ingest.clone(), rx_receivers),
+    let mut receivers = watched(
+        receiver.start(ingest.clone(), rx_receivers.clone()),
         &receivers_health,
     );
+    // The live monitor is a source too: it stops with the receivers.
+    let monitor = config.monitor.build(&ctx).await?;
+    monitor.connect(sqlvigil_monitor::Outputs {
+        bus: bus.clone(),
+        topic: topics.metrics.clone(),
+        ledger: state.clone(),
+    });
+    receivers.extend(monitor.spawn(rx_receivers));
+    let live = (!monitor.is_empty()).then_some(monitor as Arc<dyn sqlvigil_core::Live>);
 
     let telemetry = Telemetry {
         bus: bus.clone(),
@@ -261,6 +270,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
         sink: backend.sink.clone(),
         ledger: state.clone(),
         bus: bus.clone(),
+        live: live.clone(),
     };
     let signals = (rx_spool, rx_analytics, rx_helpers.clone());
     let (analytics, analytics_worker) = start_analytics(
@@ -311,6 +321,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
             grpc_addr,
             http_addr,
             rule_needs,
+            live,
         },
         shutdown: Shutdown {
             receivers: Stage::new("receivers", stop_receivers, receivers),

@@ -8,6 +8,7 @@ use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sqlvigil_model::live::LiveSnapshot;
 use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, Insight};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -82,6 +83,13 @@ CREATE TABLE IF NOT EXISTS tokens (
     name TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS live_snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance TEXT NOT NULL,
+    collected_at_ns INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS live_snapshots_by_instance ON live_snapshots (instance, id);
 CREATE TABLE IF NOT EXISTS analytics_spool (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     body TEXT NOT NULL
@@ -206,6 +214,41 @@ impl StateStore {
             Ok((id, serde_json::from_str(&body)?))
         })
         .collect()
+    }
+
+    /// Keep a live snapshot; only the instance's newest `keep` stay.
+    pub fn record_snapshot(&self, snapshot: &LiveSnapshot, keep: usize) -> Result<()> {
+        let body = serde_json::to_string(snapshot)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.prepare_cached(
+            "INSERT INTO live_snapshots (instance, collected_at_ns, body) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![
+            snapshot.instance,
+            snapshot
+                .collected_at
+                .timestamp_nanos_opt()
+                .unwrap_or(i64::MAX),
+            body
+        ])?;
+        tx.prepare_cached(
+            "DELETE FROM live_snapshots WHERE instance = ?1 AND id <= \
+             (SELECT id FROM live_snapshots WHERE instance = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )?
+        .execute(params![snapshot.instance, keep as i64])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` snapshots of an instance, newest first.
+    pub fn snapshots(&self, instance: &str, limit: usize) -> Result<Vec<LiveSnapshot>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT body FROM live_snapshots WHERE instance = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![instance, limit as i64], |r| r.get::<_, String>(0))?;
+        rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
     }
 
     pub fn unspool(&self, ids: &[i64]) -> Result<()> {
@@ -367,6 +410,14 @@ impl sqlvigil_core::Ledger for StateStore {
 
     fn unspool(&self, ids: &[i64]) -> sqlvigil_core::Result<()> {
         Ok(StateStore::unspool(self, ids)?)
+    }
+
+    fn record_snapshot(&self, snapshot: &LiveSnapshot, keep: usize) -> sqlvigil_core::Result<()> {
+        Ok(StateStore::record_snapshot(self, snapshot, keep)?)
+    }
+
+    fn snapshots(&self, instance: &str, limit: usize) -> sqlvigil_core::Result<Vec<LiveSnapshot>> {
+        Ok(StateStore::snapshots(self, instance, limit)?)
     }
 
     fn insert_insight(&self, insight: &Insight) -> sqlvigil_core::Result<bool> {

@@ -1,0 +1,116 @@
+//! `/api/v1/live…`: the live monitor's DMV snapshots.
+//!
+//! - `GET /api/v1/live` (viewer): each monitored instance, reachable or not, its last
+//!   snapshot and each collector's runs and last error (SQL Server number and message);
+//! - `GET /api/v1/live/{instance}` (viewer): the newest snapshot (`?history=N`: the
+//!   newest N recorded);
+//! - `GET /api/v1/live/{instance}/{sessions|waits|blocking|top-queries|tempdb|log-space|memory-grants|io}`
+//!   (operator): a snapshot taken now of that collector, at most one per instance per
+//!   `monitor.adhoc_min_interval` (429 with `Retry-After` otherwise).
+
+use crate::params::Params;
+use crate::{auth, ApiError, AppState};
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde_json::{json, Value};
+use sqlvigil_core::Live;
+use sqlvigil_model::live::{CollectorKind, LiveSnapshot};
+use sqlvigil_store::Role;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const KINDS: &str = "sessions, waits, blocking, top-queries, tempdb, log-space, memory-grants, io";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/live", get(instances))
+        .route("/live/{instance}", get(latest))
+        .route("/live/{instance}/{kind}", get(adhoc))
+}
+
+fn monitor(app: &AppState) -> Result<&Arc<dyn Live>, ApiError> {
+    app.live.as_ref().ok_or_else(|| {
+        ApiError::NotImplemented(
+            "the live monitor is not configured: list SQL Server instances under monitor.instances"
+                .into(),
+        )
+    })
+}
+
+fn known(live: &dyn Live, instance: &str) -> Result<(), ApiError> {
+    if live.status().iter().any(|s| s.instance == instance) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "instance `{instance}` is not monitored (not in monitor.instances)"
+        )))
+    }
+}
+
+async fn instances(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let live = monitor(&app)?;
+    Ok(Json(json!({ "instances": live.status() })))
+}
+
+async fn latest(
+    State(app): State<AppState>,
+    Path(instance): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let live = monitor(&app)?;
+    known(live.as_ref(), &instance)?;
+    let p = Params::new(q, &["history"])?;
+    if let Some(n) = p.usize("history", 1000)? {
+        let state = app.state.clone();
+        let name = instance.clone();
+        let history = tokio::task::spawn_blocking(move || state.snapshots(&name, n))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        return Ok(Json(json!({ "instance": instance, "snapshots": history })));
+    }
+    let snapshot = live.latest(&instance).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no snapshot of `{instance}` yet (see /api/v1/live for its status)"
+        ))
+    })?;
+    Ok(Json(json!({ "snapshot": snapshot })))
+}
+
+/// What of a snapshot a collector's endpoint answers.
+fn part(snap: &LiveSnapshot, kind: &str) -> Value {
+    match kind {
+        "blocking" => json!(snap.blocking),
+        "sessions" => json!({ "sessions": snap.sessions, "blocking": snap.blocking }),
+        "waits" => json!(snap.waits),
+        "top-queries" => json!(snap.top_queries),
+        "tempdb" => json!(snap.tempdb),
+        "log-space" => json!(snap.log_space),
+        "memory-grants" => json!(snap.memory_grants),
+        _ => json!(snap.file_io),
+    }
+}
+
+async fn adhoc(
+    State(app): State<AppState>,
+    Extension(role): Extension<Role>,
+    Path((instance, kind)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let live = monitor(&app)?;
+    let collector = CollectorKind::parse(&kind).ok_or_else(|| {
+        ApiError::NotFound(format!("no live collector `{kind}`; one of: {KINDS}"))
+    })?;
+    auth::at_least(role, Role::Operator, "take ad-hoc live snapshots")?;
+    known(live.as_ref(), &instance)?;
+    let snap = live.snapshot(&instance, Some(collector), "ad-hoc").await?;
+    let mut body = json!({
+        "instance": snap.instance,
+        "collected_at": snap.collected_at,
+        "interval_ms": snap.interval_ms,
+        "counter_reset": snap.counter_reset,
+        "server": snap.server,
+        "errors": snap.errors,
+    });
+    body[kind.as_str()] = part(&snap, &kind);
+    Ok(Json(body))
+}
