@@ -619,7 +619,7 @@ mod tests {
                 database: "sales".into(),
                 query_hash: "3078394630304141".into(),
                 statement: "UPDATE dbo.orders SET status = ? WHERE id = ?".into(),
-                wait_resource: String::new(),
+                wait_resource: "KEY: 5:72057594043170816 (8194443284a0)".into(),
             }]
         );
         let running = &docs["otel-query-sample-running"];
