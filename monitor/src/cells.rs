@@ -52,14 +52,7 @@ impl Cells<'_> {
     pub(crate) fn text(&self, name: &str) -> Option<String> {
         match self.cell(name)?.1 {
             ColumnData::String(v) => v.as_deref().map(str::to_string),
-            ColumnData::Binary(v) => v.as_deref().map(|b| {
-                let mut s = String::with_capacity(2 + b.len() * 2);
-                s.push_str("0x");
-                for byte in b {
-                    s.push_str(&format!("{byte:02X}"));
-                }
-                s
-            }),
+            ColumnData::Binary(v) => v.as_deref().map(|b| format!("0x{}", hex::encode_upper(b))),
             ColumnData::Guid(v) => v.map(|g| g.to_string()),
             _ => self.f64(name).map(|f| f.to_string()),
         }

@@ -409,12 +409,19 @@ impl Health {
             let _ = writeln!(out, "# HELP sqlvigil_{name} {help}");
             let _ = writeln!(out, "# TYPE sqlvigil_{name} {kind}");
             for c in &r.components {
-                let label = c.name.replace('\\', "\\\\").replace('"', "\\\"");
+                let label = prometheus_label(&c.name);
                 let _ = writeln!(out, "sqlvigil_{name}{{component=\"{label}\"}} {}", value(c));
             }
         }
         out
     }
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped (names are user text).
+pub(crate) fn prometheus_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! and never touch a SQL Server connection themselves.
 
 use crate::error::Result;
+use crate::health::prometheus_label;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlvigil_model::live::{CollectorKind, LiveSnapshot};
@@ -66,13 +67,6 @@ pub trait Live: Send + Sync {
     ) -> Option<Arc<LiveSnapshot>>;
 }
 
-/// `"` and `\` escaped for a Prometheus label value (instance names are user text).
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// The live monitor's state in Prometheus text format: per instance whether it is
 /// reachable and its snapshots; per collector its runs, failures, timeouts, last
 /// duration, and the SQL Server error number of a failing one.
@@ -103,7 +97,7 @@ pub fn render(statuses: &[LiveStatus]) -> String {
             let _ = writeln!(
                 out,
                 "sqlvigil_monitor_{name}{{instance=\"{}\"}} {}",
-                label(&s.instance),
+                prometheus_label(&s.instance),
                 field(s)
             );
         }
@@ -145,7 +139,7 @@ pub fn render(statuses: &[LiveStatus]) -> String {
                 let _ = writeln!(
                     out,
                     "sqlvigil_monitor_{name}{{instance=\"{}\",collector=\"{}\"}} {}",
-                    label(&s.instance),
+                    prometheus_label(&s.instance),
                     c.collector,
                     field(c)
                 );
@@ -162,7 +156,7 @@ pub fn render(statuses: &[LiveStatus]) -> String {
                 let _ = writeln!(
                     out,
                     "sqlvigil_monitor_collector_failing{{instance=\"{}\",collector=\"{}\",number=\"{}\"}} 1",
-                    label(&s.instance),
+                    prometheus_label(&s.instance),
                     c.collector,
                     e.number.unwrap_or(0)
                 );
