@@ -143,6 +143,9 @@ async fn scheduled_and_ad_hoc_snapshots_through_the_api() {
     let (status, body) = get(&sv, "/api/v1/live/nope/sessions", &operator).await;
     assert_eq!(status, 404, "{body}");
     assert!(error_message(&body).contains("nope"));
+    let (status, body) = get(&sv, "/api/v1/live/sql1/top-queries?by=size", &operator).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_message(&body).contains("`by`"), "{body}");
     let (status, body) = get(&sv, "/api/v1/live/sql1/locks", &operator).await;
     assert_eq!(status, 404);
     assert!(error_message(&body).contains("top-queries"), "{body}");

@@ -328,11 +328,20 @@ fn live_sections(ctx: &Context) -> Vec<Section> {
             body: format!("Snapshot at {at}.\n{}", chain_lines(&live.blocking)),
         });
     }
-    if !live.top_queries.is_empty() {
+    let sources = [
+        (
+            "Top queries by CPU (live, plan cache deltas)",
+            &live.top_queries,
+        ),
+        (
+            "Top queries by CPU (live, Query Store deltas)",
+            &live.query_store,
+        ),
+    ];
+    for (title, queries) in sources.into_iter().filter(|(_, q)| !q.is_empty()) {
         out.push(Section {
-            title: "Top queries by CPU (live, plan cache deltas)",
-            body: live
-                .top_queries
+            title,
+            body: queries
                 .iter()
                 .take(5)
                 .map(|q| {

@@ -4,9 +4,10 @@
 //!   snapshot and each collector's runs and last error (SQL Server number and message);
 //! - `GET /api/v1/live/{instance}` (viewer): the newest snapshot (`?history=N`: the
 //!   newest N recorded);
-//! - `GET /api/v1/live/{instance}/{sessions|waits|blocking|top-queries|tempdb|log-space|memory-grants|io}`
+//! - `GET /api/v1/live/{instance}/{sessions|waits|blocking|top-queries|query-store|tempdb|log-space|memory-grants|io}`
 //!   (operator): a snapshot taken now of that collector, at most one per instance per
-//!   `monitor.adhoc_min_interval` (429 with `Retry-After` otherwise).
+//!   `monitor.adhoc_min_interval` (429 with `Retry-After` otherwise); top queries by
+//!   `?by=cpu|duration|reads|executions` (default cpu).
 
 use crate::params::Params;
 use crate::{auth, ApiError, AppState};
@@ -16,11 +17,13 @@ use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 use sqlvigil_core::Live;
 use sqlvigil_model::live::{CollectorKind, LiveSnapshot};
+use sqlvigil_model::TopQuery;
 use sqlvigil_store::Role;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-const KINDS: &str = "sessions, waits, blocking, top-queries, tempdb, log-space, memory-grants, io";
+const KINDS: &str =
+    "sessions, waits, blocking, top-queries, query-store, tempdb, log-space, memory-grants, io";
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -77,26 +80,50 @@ async fn latest(
     Ok(Json(json!({ "snapshot": snapshot })))
 }
 
+/// Top queries heaviest first by `by`.
+fn ranked(queries: &[TopQuery], by: &str) -> Result<Vec<TopQuery>, ApiError> {
+    let measure: fn(&TopQuery) -> f64 = match by {
+        "cpu" => |q| q.total_cpu_ms,
+        "duration" => |q| q.total_elapsed_ms,
+        "reads" => |q| q.total_logical_reads,
+        "executions" => |q| q.executions,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "`by` must be cpu, duration, reads or executions, got `{other}`"
+            )))
+        }
+    };
+    let mut out = queries.to_vec();
+    out.sort_by(|a, b| measure(b).total_cmp(&measure(a)));
+    Ok(out)
+}
+
 /// What of a snapshot a collector's endpoint answers.
-fn part(snap: &LiveSnapshot, kind: &str) -> Value {
-    match kind {
+fn part(snap: &LiveSnapshot, kind: &str, by: &str) -> Result<Value, ApiError> {
+    Ok(match kind {
         "blocking" => json!(snap.blocking),
         "sessions" => json!({ "sessions": snap.sessions, "blocking": snap.blocking }),
         "waits" => json!(snap.waits),
-        "top-queries" => json!(snap.top_queries),
+        "top-queries" => json!(ranked(&snap.top_queries, by)?),
+        "query-store" => json!(ranked(&snap.query_store, by)?),
         "tempdb" => json!(snap.tempdb),
         "log-space" => json!(snap.log_space),
         "memory-grants" => json!(snap.memory_grants),
         _ => json!(snap.file_io),
-    }
+    })
 }
 
 async fn adhoc(
     State(app): State<AppState>,
     Extension(role): Extension<Role>,
     Path((instance, kind)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let live = monitor(&app)?;
+    let by = Params::new(q, &["by"])?
+        .string("by")
+        .unwrap_or_else(|| "cpu".into());
+    ranked(&[], &by)?;
     let collector = CollectorKind::parse(&kind).ok_or_else(|| {
         ApiError::NotFound(format!("no live collector `{kind}`; one of: {KINDS}"))
     })?;
@@ -110,6 +137,6 @@ async fn adhoc(
         "server": snap.server,
         "errors": snap.errors,
     });
-    body[kind.as_str()] = part(&snap, &kind);
+    body[kind.as_str()] = part(&snap, &kind, &by)?;
     Ok(Json(body))
 }

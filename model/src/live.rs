@@ -19,6 +19,7 @@ pub enum CollectorKind {
     Sessions,
     Waits,
     TopQueries,
+    QueryStore,
     Tempdb,
     LogSpace,
     MemoryGrants,
@@ -26,10 +27,11 @@ pub enum CollectorKind {
 }
 
 impl CollectorKind {
-    pub const ALL: [CollectorKind; 7] = [
+    pub const ALL: [CollectorKind; 8] = [
         CollectorKind::Sessions,
         CollectorKind::Waits,
         CollectorKind::TopQueries,
+        CollectorKind::QueryStore,
         CollectorKind::Tempdb,
         CollectorKind::LogSpace,
         CollectorKind::MemoryGrants,
@@ -42,6 +44,7 @@ impl CollectorKind {
             CollectorKind::Sessions => "sessions",
             CollectorKind::Waits => "waits",
             CollectorKind::TopQueries => "top-queries",
+            CollectorKind::QueryStore => "query-store",
             CollectorKind::Tempdb => "tempdb",
             CollectorKind::LogSpace => "log-space",
             CollectorKind::MemoryGrants => "memory-grants",
@@ -239,7 +242,12 @@ pub struct LiveSnapshot {
     pub sessions: Vec<SessionRow>,
     pub blocking: Vec<BlockingChain>,
     pub waits: Vec<WaitRow>,
+    /// From the plan cache (`sys.dm_exec_query_stats`).
     pub top_queries: Vec<TopQuery>,
+    /// From Query Store, in the databases that have it on (survives recompiles and
+    /// plan-cache evictions).
+    #[serde(default)]
+    pub query_store: Vec<TopQuery>,
     pub tempdb: Option<TempdbUsage>,
     pub log_space: Vec<LogSpaceRow>,
     pub memory_grants: Option<MemoryGrants>,

@@ -6,7 +6,7 @@
 use sqlvigil_core::Live;
 use sqlvigil_model::live::CollectorKind;
 use sqlvigil_monitor::{Monitor, MonitorConfig};
-use sqlvigil_testkit_tds::{Encryption, TdsConfig, TdsServer, TlsUse};
+use sqlvigil_testkit_tds::{AuthKind, Encryption, TdsConfig, TdsServer, TlsUse};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,6 +199,43 @@ async fn every_collector_over_full_tls_with_a_validated_certificate() {
     ] {
         assert!(names.contains(&n), "{names:?}");
     }
+}
+
+#[tokio::test]
+async fn an_azure_ad_token_logs_in_from_a_file_reference() {
+    let token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.sqlvigil-test-token";
+    let srv = TdsServer::start(TdsConfig {
+        encryption: Encryption::On,
+        aad_tokens: vec![token.into()],
+        fixtures_dir: Some(fixtures()),
+        ..TdsConfig::default()
+    })
+    .await
+    .expect("TDS test server starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).expect("token file");
+    let cfg: MonitorConfig = serde_json::from_value(serde_json::json!({
+        "sample_gap": "0s",
+        "instances": [{
+            "name": "azure1", "host": "localhost", "port": srv.port(), "ca_file": srv.ca_path(),
+            "auth": {"method": "aad-token", "token": format!("file:{}", file.display())},
+        }],
+    }))
+    .expect("config");
+    let m = Monitor::new(&cfg).expect("monitor");
+    let snap = m
+        .snapshot("azure1", Some(CollectorKind::Sessions), "test")
+        .await
+        .expect("snapshot");
+    assert_eq!(snap.blocking[0].head_session_id, 52);
+    let logins = srv.logins();
+    assert!(
+        logins
+            .iter()
+            .all(|l| l.succeeded && l.auth == AuthKind::AadToken),
+        "{logins:?}"
+    );
 }
 
 #[tokio::test]

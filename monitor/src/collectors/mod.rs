@@ -38,6 +38,7 @@ pub(crate) fn sql(kind: CollectorKind, server: &ServerInfo) -> &'static str {
         CollectorKind::Waits if azure => waits::SQL_AZURE,
         CollectorKind::Waits => waits::SQL,
         CollectorKind::TopQueries => top_queries::SQL,
+        CollectorKind::QueryStore => top_queries::QUERY_STORE_SQL,
         CollectorKind::Tempdb => tempdb::SQL,
         CollectorKind::LogSpace => log_space::SQL,
         CollectorKind::MemoryGrants => memory_grants::SQL,
@@ -50,7 +51,10 @@ pub(crate) fn sql(kind: CollectorKind, server: &ServerInfo) -> &'static str {
 pub(crate) fn is_cumulative(kind: CollectorKind) -> bool {
     matches!(
         kind,
-        CollectorKind::Waits | CollectorKind::TopQueries | CollectorKind::FileIo
+        CollectorKind::Waits
+            | CollectorKind::TopQueries
+            | CollectorKind::QueryStore
+            | CollectorKind::FileIo
     )
 }
 
@@ -85,6 +89,7 @@ pub(crate) async fn query(
 pub(crate) struct Previous {
     waits: Option<Sample<waits::Waits>>,
     queries: Option<Sample<top_queries::QueryUse>>,
+    query_store: Option<Sample<top_queries::QueryUse>>,
     io: Option<Sample<file_io::FileUse>>,
 }
 
@@ -94,6 +99,7 @@ impl Previous {
         match kind {
             CollectorKind::Waits => self.waits.is_some(),
             CollectorKind::TopQueries => self.queries.is_some(),
+            CollectorKind::QueryStore => self.query_store.is_some(),
             CollectorKind::FileIo => self.io.is_some(),
             _ => true,
         }
@@ -122,12 +128,22 @@ pub(crate) fn apply(
                 snap.waits = rows;
             }
         }
-        CollectorKind::TopQueries => {
+        CollectorKind::TopQueries | CollectorKind::QueryStore => {
             let now = top_queries::parse(first, taken, limits.statement_chars);
             let instance = snap.instance.clone();
             let diff = |a: &_, b: &_| top_queries::diff(&instance, a, b);
-            if let Some(rows) = diffed(&mut prev.queries, now, snap, diff) {
-                snap.top_queries = rows;
+            let store = kind == CollectorKind::QueryStore;
+            let slot = if store {
+                &mut prev.query_store
+            } else {
+                &mut prev.queries
+            };
+            if let Some(rows) = diffed(slot, now, snap, diff) {
+                if store {
+                    snap.query_store = rows;
+                } else {
+                    snap.top_queries = rows;
+                }
             }
         }
         CollectorKind::FileIo => {

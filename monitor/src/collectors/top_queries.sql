@@ -15,7 +15,7 @@ SELECT TOP (200)
     CAST(SUM(qs.total_rows) AS bigint)                          AS total_rows,
     CAST(SUM(qs.total_grant_kb) AS bigint)                      AS total_grant_kb,
     -- creation_time is the server's local time; compared with UTC sample times.
-    DATEADD(minute, DATEDIFF(minute, GETDATE(), GETUTCDATE()), MIN(qs.creation_time)) AS creation_time,
+    DATEADD(minute, DATEDIFF(minute, GETDATE(), GETUTCDATE()), MIN(qs.creation_time)) AS counted_since,
     MAX(SUBSTRING(st.text, qs.statement_start_offset / 2 + 1,
         (CASE WHEN qs.statement_end_offset = -1 THEN DATALENGTH(st.text)
               ELSE qs.statement_end_offset END - qs.statement_start_offset) / 2 + 1)) AS statement_text
