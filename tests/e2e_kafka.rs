@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{gauge_request_at, self_metric, start_config};
+use common::{gauge_request_at, self_metric, served, start_config, wait_served};
 use prost::Message;
 use sqlvigil_testkit::{wait_for, KafkaBroker, Sqlvigil};
 use std::collections::BTreeSet;
@@ -36,20 +36,6 @@ fn kafka_config_with(broker: &KafkaBroker, session_timeout: &str, kafka_extra: &
          store:\n  flush_interval: 300ms\noperators:\n  batch_interval: 100ms\n",
         broker.bootstrap()
     )
-}
-
-/// Values of `metric` on `instance` the API serves now (up to 100k).
-async fn served(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> Vec<f64> {
-    let path = format!("/api/v1/metrics?metric={metric}&instance={instance}&limit=100000");
-    match sv.get_json(&path, Some(token)).await {
-        Ok((200, body)) => body["points"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["value"].as_f64())
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// Produce one Collector-format message with the independent Python producer.
@@ -79,38 +65,6 @@ fn produce_external(broker: &KafkaBroker, instance: &str, values: &[f64], key: O
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Wait until every acknowledged point is served; on timeout, fail naming what is missing.
-async fn wait_served(
-    sv: &Sqlvigil,
-    token: &str,
-    metric: &str,
-    instance: &str,
-    acked: &BTreeSet<u64>,
-    when: &str,
-) -> Vec<f64> {
-    let got = wait_for(Duration::from_secs(90), || async {
-        let v = served(sv, token, metric, instance).await;
-        let set: BTreeSet<u64> = v.iter().map(|x| *x as u64).collect();
-        acked.is_subset(&set).then_some(v)
-    })
-    .await;
-    if let Some(v) = got {
-        return v;
-    }
-    let v = served(sv, token, metric, instance).await;
-    let set: BTreeSet<u64> = v.iter().map(|x| *x as u64).collect();
-    let missing: Vec<u64> = acked.difference(&set).copied().collect();
-    panic!(
-        "{when}: {} of {} acknowledged points not served (first {:?}, last {:?}); {} served; log:\n{}",
-        missing.len(),
-        acked.len(),
-        missing.first(),
-        missing.last(),
-        v.len(),
-        std::fs::read_to_string(sv.stderr_path()).unwrap_or_default()
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde_json::Value;
-use sqlvigil_testkit::Sqlvigil;
+use sqlvigil_testkit::{wait_for, Sqlvigil};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -207,4 +208,50 @@ pub async fn post_metrics(sv: &Sqlvigil, body: Vec<u8>) -> u16 {
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
+}
+
+/// Values of `metric` on `instance` the API serves now (up to 100k).
+pub async fn served(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> Vec<f64> {
+    let path = format!("/api/v1/metrics?metric={metric}&instance={instance}&limit=100000");
+    match sv.get_json(&path, Some(token)).await {
+        Ok((200, body)) => body["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["value"].as_f64())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Wait until every acknowledged point is served; on timeout, fail naming what is missing.
+pub async fn wait_served(
+    sv: &Sqlvigil,
+    token: &str,
+    metric: &str,
+    instance: &str,
+    acked: &BTreeSet<u64>,
+    when: &str,
+) -> Vec<f64> {
+    let got = wait_for(Duration::from_secs(90), || async {
+        let v = served(sv, token, metric, instance).await;
+        let set: BTreeSet<u64> = v.iter().map(|x| *x as u64).collect();
+        acked.is_subset(&set).then_some(v)
+    })
+    .await;
+    if let Some(v) = got {
+        return v;
+    }
+    let v = served(sv, token, metric, instance).await;
+    let set: BTreeSet<u64> = v.iter().map(|x| *x as u64).collect();
+    let missing: Vec<u64> = acked.difference(&set).copied().collect();
+    panic!(
+        "{when}: {} of {} acknowledged points not served (first {:?}, last {:?}); {} served; log:\n{}",
+        missing.len(),
+        acked.len(),
+        missing.first(),
+        missing.last(),
+        v.len(),
+        std::fs::read_to_string(sv.stderr_path()).unwrap_or_default()
+    )
 }

@@ -2,8 +2,10 @@
 
 use crate::kafka::KafkaConfig;
 use crate::memory::MemoryConfig;
+use crate::wal::Durability;
 use serde::{Deserialize, Serialize};
 use sqlvigil_core::{Error, Result, Topics};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -25,6 +27,18 @@ pub struct BusConfig {
     /// Partitions per topic; records with the same key (instance) share one
     /// (in-process bus; Kafka topics sqlvigil creates use `bus.kafka.partitions`).
     pub partitions: u32,
+    /// What an acknowledged publish survives (in-process bus): `fsync` (default; on
+    /// disk before the receiver answers, group-committed), `os_cache` (written to the
+    /// OS: survives the process, not the machine) or `none` (memory only).
+    pub durability: Durability,
+    /// Least time between two group commits (`fsync`). 0 (the default): a round starts
+    /// as soon as the previous one ends, and what was written meanwhile shares it; a
+    /// longer interval gathers more writes per sync at the price of each publish's
+    /// latency (see BENCHMARKS.md).
+    #[serde(with = "sqlvigil_model::duration")]
+    pub commit_interval: Duration,
+    /// Size past which a write-ahead log segment is closed and a new one begun.
+    pub segment_bytes: u64,
     pub topics: Topics,
     /// Brokers and client settings when `kind` is `kafka`.
     pub kafka: KafkaConfig,
@@ -36,6 +50,9 @@ impl Default for BusConfig {
             kind: BusKind::Memory,
             capacity: 20_000,
             partitions: 4,
+            durability: Durability::Fsync,
+            commit_interval: Duration::ZERO,
+            segment_bytes: 64 << 20,
             topics: Topics::default(),
             kafka: KafkaConfig::default(),
         }
@@ -48,6 +65,9 @@ impl BusConfig {
         MemoryConfig {
             capacity: self.capacity,
             partitions: self.partitions,
+            durability: self.durability,
+            commit_interval: self.commit_interval,
+            segment_bytes: self.segment_bytes,
         }
     }
 

@@ -4,7 +4,9 @@
 //! Kafka checkpoint store ([`kafka::KafkaCheckpoints`]) that lets operator state follow
 //! a partition to its next owner.
 //!
-//! [`BusConfig`] (`bus:`) selects the kind; each kind's config builds its bus.
+//! [`BusConfig`] (`bus:`) selects the kind; each kind's config builds its bus. The
+//! in-process bus writes ahead to disk ([`wal`]) so what the receiver acknowledged
+//! survives a crash.
 //!
 //! Depends on: `sqlvigil-core`, rdkafka. Must not touch OTLP, the operators, the stores
 //! or the API: a bus moves opaque records.
@@ -12,5 +14,7 @@
 pub mod config;
 pub mod kafka;
 pub mod memory;
+pub mod wal;
 
 pub use config::{BusConfig, BusKind};
+pub use wal::Durability;

@@ -1,14 +1,21 @@
-//! The in-process bus: bounded partitioned logs in memory with consumer-group offsets.
+//! The in-process bus: bounded partitioned logs in memory with consumer-group offsets,
+//! written ahead to disk ([`crate::wal`]) unless `bus.durability` is `none`.
 //!
 //! A topic holds at most `capacity` records. While any group is subscribed, records are
 //! kept until every group has acknowledged them and a full topic refuses publishes
-//! ([`Error::Full`], retryable) — back-pressure instead of loss. A topic nobody has
+//! ([`Error::Full`], retryable) — back-pressure instead of loss; an empty topic takes
+//! any batch, so one larger than the capacity cannot wait forever. A topic nobody has
 //! subscribed to yet behaves like a log with size-based retention: the oldest records go.
+//!
+//! With the log, a publish is answered once its records are on disk (as far as the
+//! durability asks), groups' offsets are saved with each acknowledgement, and a restart
+//! reads back every record some group has not acknowledged: the bus is durable.
 
+use crate::wal::{Durability, Share, TopicLog, Wal, WalConfig};
 use sqlvigil_core::{
     async_trait, Build, BuildContext, Bus, Delivery, Error, Record, Result, Subscription,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -41,16 +48,37 @@ impl Partition {
 struct Topic {
     partitions: Vec<Mutex<Partition>>,
     notify: Notify,
+    /// Its files, when the bus writes ahead.
+    log: Option<TopicLog>,
 }
 
 impl Topic {
-    fn new(n: u32) -> Self {
-        Topic {
-            partitions: (0..n.max(1))
-                .map(|_| Mutex::new(Partition::default()))
-                .collect(),
+    /// `n` partitions, read back from the log when there is one.
+    fn open(name: &str, n: u32, wal: Option<&Wal>) -> Result<Self> {
+        let n = n.max(1);
+        let (log, held) = match wal {
+            Some(wal) => {
+                let (log, held) = wal.open_topic(name, n)?;
+                (Some(log), held)
+            }
+            None => (None, Vec::new()),
+        };
+        let mut partitions: Vec<Mutex<Partition>> = held
+            .into_iter()
+            .map(|h| {
+                Mutex::new(Partition {
+                    base: h.base,
+                    records: h.records,
+                    committed: h.committed,
+                })
+            })
+            .collect();
+        partitions.resize_with(n as usize, || Mutex::new(Partition::default()));
+        Ok(Topic {
+            partitions,
             notify: Notify::new(),
-        }
+            log,
+        })
     }
 
     fn partition(&self, i: usize) -> MutexGuard<'_, Partition> {
@@ -65,11 +93,15 @@ impl Topic {
     }
 }
 
-/// The in-process bus's settings (`bus.capacity`, `bus.partitions`).
+/// The in-process bus's settings (`bus.capacity`, `bus.partitions`, `bus.durability`,
+/// `bus.commit_interval`, `bus.segment_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MemoryConfig {
     pub capacity: usize,
     pub partitions: u32,
+    pub durability: Durability,
+    pub commit_interval: Duration,
+    pub segment_bytes: u64,
 }
 
 #[async_trait]
@@ -82,11 +114,37 @@ impl Build for MemoryConfig {
                 "bus.capacity and bus.partitions must be greater than 0".into(),
             ));
         }
+        if self.durability == Durability::Fsync && self.commit_interval > Duration::from_secs(1) {
+            return Err(Error::Config(
+                "bus.commit_interval (the least time between two syncs, which each publish may wait) must be at most 1s"
+                    .into(),
+            ));
+        }
+        if self.segment_bytes < 4096 {
+            return Err(Error::Config(
+                "bus.segment_bytes must be at least 4096".into(),
+            ));
+        }
         Ok(())
     }
 
-    async fn build(&self, _ctx: &BuildContext) -> Result<MemoryBus> {
-        Ok(MemoryBus::new(self.capacity, self.partitions))
+    /// The log lives in `<data_dir>/wal`; every topic it holds is read back now, so a
+    /// damaged log stops the start rather than the first publish.
+    async fn build(&self, ctx: &BuildContext) -> Result<MemoryBus> {
+        let bus = match self.durability {
+            Durability::None => MemoryBus::new(self.capacity, self.partitions),
+            durability => MemoryBus::with_wal(
+                self.capacity,
+                self.partitions,
+                WalConfig {
+                    dir: ctx.data_dir.join("wal"),
+                    durability,
+                    commit_interval: self.commit_interval,
+                    segment_bytes: self.segment_bytes,
+                },
+            )?,
+        };
+        Ok(bus)
     }
 }
 
@@ -95,23 +153,95 @@ pub struct MemoryBus {
     topics: Mutex<HashMap<String, Arc<Topic>>>,
     capacity: usize,
     partitions: u32,
+    wal: Option<Arc<Wal>>,
 }
 
 impl MemoryBus {
+    /// Memory only (`durability: none`).
     pub fn new(capacity: usize, partitions: u32) -> Self {
         MemoryBus {
             topics: Mutex::new(HashMap::new()),
             capacity,
             partitions,
+            wal: None,
         }
     }
 
-    fn topic(&self, name: &str) -> Arc<Topic> {
+    /// Written ahead to `wal.dir`, with every topic there read back.
+    pub fn with_wal(capacity: usize, partitions: u32, wal: WalConfig) -> Result<Self> {
+        let bus = MemoryBus {
+            wal: Some(Arc::new(Wal::open(wal)?)),
+            ..MemoryBus::new(capacity, partitions)
+        };
+        for name in bus
+            .wal
+            .as_deref()
+            .map(Wal::topics)
+            .transpose()?
+            .unwrap_or_default()
+        {
+            bus.topic(&name)?;
+        }
+        Ok(bus)
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        topics
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(Topic::new(self.partitions)))
-            .clone()
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(Topic::open(name, self.partitions, self.wal.as_deref())?);
+        topics.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Put `records` in their partitions, written ahead first (all partitions in one
+    /// write, all or nothing); the sync ticket to wait for. (Synchronous: no partition
+    /// lock is held across an await.)
+    fn append(&self, topic: &Topic, records: Vec<Record>, subscribed: bool) -> Result<Option<u64>> {
+        let n = topic.partitions.len();
+        let mut by_partition: BTreeMap<usize, Vec<Record>> = BTreeMap::new();
+        for record in records {
+            by_partition
+                .entry(partition_for(&record.key, n))
+                .or_default()
+                .push(record);
+        }
+        // Locked in partition order (no two publishes wait on each other in a cycle).
+        let mut parts: Vec<_> = by_partition
+            .into_iter()
+            .map(|(i, records)| (i, topic.partition(i), records))
+            .collect();
+        let ticket = match (&self.wal, &topic.log) {
+            (Some(wal), Some(log)) => {
+                let shares: Vec<Share<'_>> = parts
+                    .iter()
+                    .map(|(i, p, records)| Share {
+                        partition: *i as u32,
+                        first: p.end(),
+                        records,
+                    })
+                    .collect();
+                wal.append(log, &shares)?
+            }
+            _ => None,
+        };
+        for (i, p, records) in &mut parts {
+            let before = p.base;
+            for record in records.drain(..) {
+                p.records.push_back(record);
+                if !subscribed && p.records.len() > self.capacity / n {
+                    p.records.pop_front();
+                    p.base += 1;
+                }
+            }
+            if let (Some(wal), Some(log), true) = (&self.wal, &topic.log, p.base > before) {
+                wal.dropped(log, *i as u32, p.base);
+            }
+        }
+        drop(parts);
+        topic.notify.notify_waiters();
+        Ok(ticket)
     }
 }
 
@@ -129,27 +259,21 @@ pub fn partition_for(key: &[u8], n: usize) -> usize {
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, topic_name: &str, records: Vec<Record>) -> Result<()> {
-        let topic = self.topic(topic_name);
+        let topic = self.topic(topic_name)?;
         let subscribed =
             (0..topic.partitions.len()).any(|i| !topic.partition(i).committed.is_empty());
-        if subscribed && topic.len() + records.len() > self.capacity {
+        let held = topic.len();
+        if subscribed && held > 0 && held + records.len() > self.capacity {
             return Err(Error::Full(topic_name.to_string()));
         }
-        let n = topic.partitions.len();
-        for record in records {
-            let mut p = topic.partition(partition_for(&record.key, n));
-            p.records.push_back(record);
-            if !subscribed && p.records.len() > self.capacity / n {
-                p.records.pop_front();
-                p.base += 1;
-            }
+        if let (Some(wal), Some(ticket)) = (&self.wal, self.append(&topic, records, subscribed)?) {
+            wal.wait(ticket).await?;
         }
-        topic.notify.notify_waiters();
         Ok(())
     }
 
     async fn subscribe(&self, topic_name: &str, group: &str) -> Result<Box<dyn Subscription>> {
-        let topic = self.topic(topic_name);
+        let topic = self.topic(topic_name)?;
         let mut next = Vec::with_capacity(topic.partitions.len());
         for i in 0..topic.partitions.len() {
             let mut p = topic.partition(i);
@@ -159,14 +283,22 @@ impl Bus for MemoryBus {
         }
         Ok(Box::new(MemorySubscription {
             topic,
+            wal: self.wal.clone(),
             group: group.to_string(),
             next,
             cursor: 0,
         }))
     }
 
+    /// With the log, acknowledged records outlive the process.
+    fn durable(&self) -> bool {
+        self.wal.is_some()
+    }
+
     fn pending(&self, topic_name: &str, group: &str) -> u64 {
-        let topic = self.topic(topic_name);
+        let Ok(topic) = self.topic(topic_name) else {
+            return 0;
+        };
         (0..topic.partitions.len())
             .map(|i| {
                 let p = topic.partition(i);
@@ -179,6 +311,7 @@ impl Bus for MemoryBus {
 
 struct MemorySubscription {
     topic: Arc<Topic>,
+    wal: Option<Arc<Wal>>,
     group: String,
     /// Next offset to deliver per partition (may run ahead of the committed offset).
     next: Vec<u64>,
@@ -253,6 +386,9 @@ impl Subscription for MemorySubscription {
             let committed = p.committed.entry(self.group.clone()).or_insert(0);
             *committed = (*committed).max(offset);
             p.truncate();
+            if let (Some(wal), Some(log)) = (&self.wal, &self.topic.log) {
+                wal.commit(log, partition, &p.committed, p.base)?;
+            }
         }
         Ok(())
     }
@@ -318,5 +454,138 @@ mod tests {
         });
         let got = sub.next_batch(10, Duration::from_secs(5)).await.unwrap();
         assert_eq!(got.len(), 1);
+    }
+
+    fn wal(dir: &std::path::Path, segment_bytes: u64) -> WalConfig {
+        WalConfig {
+            dir: dir.to_path_buf(),
+            durability: Durability::Fsync,
+            commit_interval: Duration::from_millis(1),
+            segment_bytes,
+        }
+    }
+
+    async fn read_all(bus: &MemoryBus, group: &str) -> Vec<u8> {
+        let mut sub = bus.subscribe("t", group).await.unwrap();
+        let got = sub
+            .next_batch(1000, Duration::from_millis(50))
+            .await
+            .unwrap();
+        got.iter().map(|d| d.record.payload[0]).collect()
+    }
+
+    #[tokio::test]
+    async fn what_was_not_acknowledged_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = MemoryBus::with_wal(100, 2, wal(dir.path(), 4096)).unwrap();
+        assert!(bus.durable());
+        let mut sub = bus.subscribe("t", "g").await.unwrap();
+        let records: Vec<Record> = (0..40).map(|i| rec(&format!("k{}", i % 3), i)).collect();
+        bus.publish("t", records).await.unwrap();
+        let got = sub
+            .next_batch(100, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 40);
+        // Acknowledge those of one partition only.
+        let first: Vec<Delivery> = got.iter().filter(|d| d.partition == 0).cloned().collect();
+        let rest: Vec<u8> = got
+            .iter()
+            .filter(|d| d.partition != 0)
+            .map(|d| d.record.payload[0])
+            .collect();
+        sub.ack(&first).await.unwrap();
+        drop((sub, bus));
+
+        let bus = MemoryBus::with_wal(100, 2, wal(dir.path(), 4096)).unwrap();
+        let mut again = read_all(&bus, "g").await;
+        again.sort();
+        let mut rest = rest;
+        rest.sort();
+        assert_eq!(again, rest, "exactly the unacknowledged records come back");
+        // New records get new offsets after the old ones.
+        bus.publish("t", vec![rec("k1", 200)]).await.unwrap();
+        assert!(read_all(&bus, "g").await.contains(&200));
+    }
+
+    #[tokio::test]
+    async fn acknowledged_segments_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = MemoryBus::with_wal(10_000, 1, wal(dir.path(), 4096)).unwrap();
+        let mut sub = bus.subscribe("t", "g").await.unwrap();
+        for i in 0..100u8 {
+            let big = Record {
+                key: "k".as_bytes().to_vec().into(),
+                payload: vec![i; 1000].into(),
+            };
+            bus.publish("t", vec![big]).await.unwrap();
+        }
+        let part = dir.path().join("t");
+        let segments = |p: &std::path::Path| {
+            std::fs::read_dir(p)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension() == Some("log".as_ref()))
+                .count()
+        };
+        assert!(segments(&part) > 10, "100 KB in 4 KB segments");
+        let got = sub
+            .next_batch(1000, Duration::from_millis(50))
+            .await
+            .unwrap();
+        sub.ack(&got).await.unwrap();
+        assert_eq!(segments(&part), 1, "only the segment being written is left");
+        drop((sub, bus));
+        let bus = MemoryBus::with_wal(10_000, 1, wal(dir.path(), 4096)).unwrap();
+        assert!(read_all(&bus, "g").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_write_torn_by_a_crash_ends_the_log_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = MemoryBus::with_wal(100, 1, wal(dir.path(), 1 << 20)).unwrap();
+        let _sub = bus.subscribe("t", "g").await.unwrap();
+        bus.publish("t", vec![rec("k", 1), rec("k", 2)])
+            .await
+            .unwrap();
+        drop((_sub, bus));
+        let segment = std::fs::read_dir(dir.path().join("t"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension() == Some("log".as_ref()))
+            .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+            .unwrap();
+        let whole = std::fs::metadata(&segment).unwrap().len();
+        // Half a frame, as a kill -9 in the middle of a write leaves it.
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+        std::fs::write(&segment, bytes).unwrap();
+
+        let bus = MemoryBus::with_wal(100, 1, wal(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(read_all(&bus, "g").await, vec![1, 2]);
+        assert_eq!(
+            std::fs::metadata(&segment).unwrap().len(),
+            whole,
+            "cut back"
+        );
+        bus.publish("t", vec![rec("k", 3)]).await.unwrap();
+        drop(bus);
+        let bus = MemoryBus::with_wal(100, 1, wal(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(read_all(&bus, "g").await, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_capacity_goes_into_an_empty_topic() {
+        let bus = MemoryBus::new(3, 1);
+        let mut sub = bus.subscribe("t", "g").await.unwrap();
+        let five: Vec<Record> = (0..5).map(|i| rec("k", i)).collect();
+        bus.publish("t", five.clone()).await.unwrap();
+        assert!(bus
+            .publish("t", vec![rec("k", 9)])
+            .await
+            .unwrap_err()
+            .is_retryable());
+        let got = sub.next_batch(10, Duration::from_millis(50)).await.unwrap();
+        sub.ack(&got).await.unwrap();
+        bus.publish("t", five).await.unwrap();
     }
 }

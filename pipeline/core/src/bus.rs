@@ -118,10 +118,27 @@ pub async fn publish_retrying(
     records: Vec<Record>,
     reporter: Option<&crate::health::Component>,
 ) -> Result<()> {
+    // In slices: a burst larger than a topic can ever hold at once still goes through,
+    // as the consumer makes room.
+    for chunk in records.chunks(PUBLISH_CHUNK) {
+        publish_chunk(bus, topic, chunk, reporter).await?;
+    }
+    Ok(())
+}
+
+/// Most records [`publish_retrying`] publishes at once.
+const PUBLISH_CHUNK: usize = 1_000;
+
+async fn publish_chunk(
+    bus: &dyn Bus,
+    topic: &str,
+    records: &[Record],
+    reporter: Option<&crate::health::Component>,
+) -> Result<()> {
     let mut delay = Duration::from_millis(5);
     let mut waited = false;
     loop {
-        match bus.publish(topic, records.clone()).await {
+        match bus.publish(topic, records.to_vec()).await {
             Ok(()) => {
                 if waited {
                     if let Some(c) = reporter {

@@ -204,6 +204,9 @@ pub struct ComponentReport {
     pub name: String,
     #[serde(flatten)]
     pub state: State,
+    /// Running, and nothing about it makes the process not live: a part that runs
+    /// between failures that come over and over is not up, whatever instant is read.
+    pub up: bool,
     /// Input waiting for it (records, rows or anomalies, by part).
     pub backlog: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -308,9 +311,11 @@ impl Health {
             let stalled = self.stalled(&c, &state);
             let over_limit = c.backlog_limit > 0 && backlog > c.backlog_limit;
             let waiting_for = Component::lock(&c.waiting).clone();
+            let mut up = state == State::Running;
             if let Some(t) = c.trouble(&state, stalled) {
                 ready = false;
                 live &= !t.fatal;
+                up &= !t.fatal;
                 problems.push(format!("{}: {}", c.name, t.text));
             }
             if over_limit {
@@ -323,6 +328,7 @@ impl Health {
             components.push(ComponentReport {
                 name: c.name.clone(),
                 state,
+                up,
                 backlog,
                 backlog_limit: (c.backlog_limit > 0).then_some(c.backlog_limit),
                 seconds_since_progress: since.as_secs_f64(),
@@ -383,8 +389,8 @@ impl Health {
             (
                 "component_up",
                 "gauge",
-                "1 while the part runs and is not stalled.",
-                |c| (c.state == State::Running && !c.stalled) as u8 as f64,
+                "1 while the part runs, is not stalled and is not failing over and over.",
+                |c| c.up as u8 as f64,
             ),
             (
                 "component_backlog",
@@ -457,6 +463,11 @@ mod tests {
         w.running();
         let r = h.report();
         assert!(!r.live && !r.ready, "restarted, not yet recovered");
+        assert!(
+            h.render()
+                .contains("sqlvigil_component_up{component=\"metrics worker\"} 0"),
+            "running between failures over and over is not up"
+        );
         assert!(h
             .refusal()
             .unwrap()

@@ -66,7 +66,11 @@ impl MetricsWorker {
                     sub.ack(&flushed).await?;
                 }
             }
-            if last_checkpoint.elapsed() >= t.operators.checkpoint_interval {
+            // Draining, checkpoint whenever flushed positions wait for one: the drain
+            // ends when nothing is left unacknowledged, and on a durable bus the
+            // acknowledgements wait for the checkpoint.
+            let draining = stopping(&stop) && !held.is_empty();
+            if draining || last_checkpoint.elapsed() >= t.operators.checkpoint_interval {
                 // Snapshots may cover records not flushed yet: a restart stores those
                 // again without judging them twice. Without a saved snapshot the offsets
                 // stay uncommitted: the next attempt (or the partition's next owner)
