@@ -7,6 +7,7 @@ mod eval;
 mod replay;
 mod run;
 mod simulate;
+mod store;
 mod token;
 mod validate;
 
@@ -47,6 +48,11 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Check a config file without running it.
     Validate { config: PathBuf },
+    /// The embedded store's files: statistics, compaction, vacuum.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -111,6 +117,7 @@ fn execute(cli: Cli) -> Result<()> {
             Command::Demo(args) => demo::demo(args).await,
             Command::Simulate(args) => simulate::simulate(args).await,
             Command::Validate { config } => validate::validate(&config),
+            Command::Store { command } => store::store(command).await,
             Command::Token { command } => token::token(command),
             Command::Eval(args) => eval::run(args).await,
             Command::Replay(args) => replay::run(args).await,

@@ -1,13 +1,16 @@
 //! The embedded default keeps what it acknowledged, through the binary: under a steady
-//! load, `kill -9` at random points (during flushes too: the store flushes every 300 ms)
-//! five times, and after the last restart every point the receiver answered 200 for is
-//! served exactly once; with the disk full the receiver answers 503, loses nothing it
-//! had accepted, and takes data again once there is room.
+//! load, `kill -9` at random points (during flushes — the store flushes every 300 ms —
+//! and compactions — every 300 ms too) five times, and after the last restart every
+//! point the receiver answered 200 for is served exactly once; with the disk full the
+//! receiver answers 503, loses nothing it had accepted, and takes data again once there
+//! is room; `sqlvigil store compact` on a running server leaves every answer as it was,
+//! each point once, and `store stats` and `/metrics` say what is on disk.
 
 mod common;
 
-use common::{gauge_request_at, post_metrics, start_config, start_run, wait_served};
+use common::{bin, gauge_request_at, post_metrics, start_config, wait_served};
 use prost::Message;
+use serde_json::Value;
 use sqlvigil_testkit::{wait_for, Sqlvigil};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -37,17 +40,21 @@ async fn assert_served_once(sv: &Sqlvigil, token: &str, instance: &str, acked: &
     assert_eq!(distinct.len(), got.len(), "a point is served twice");
 }
 
+/// Flushes and compactions every 300 ms (an hour is compacted as soon as it is over).
+const BUSY_STORE: &str = "store:\n  flush_interval: 300ms\n  compaction:\n    interval: 300ms\n    settle: 0s\n    grace: 2s\noperators:\n  batch_interval: 100ms\n";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill9_five_times_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let t0 = now_ns() - 20 * 60_000_000_000;
+    // Three hours ago: every hour written is over, so compaction runs all along.
+    let t0 = now_ns() - 3 * 3_600_000_000_000;
     // A different kill schedule every run, printed so a failure can be replayed.
     let mut seed = now_ns() % 1_000_003;
     println!("kill schedule seed: {seed}");
     let mut acked: BTreeSet<u64> = BTreeSet::new();
     let mut k = 0u64;
     for round in 0..6 {
-        let (mut sv, token) = start_run(dir.path(), "");
+        let (mut sv, token) = start_config(dir.path(), BUSY_STORE);
         seed = (seed * 7_919 + 104_729) % 1_000_003;
         let run_for = Duration::from_millis(700 + seed % 2_300);
         let started = Instant::now();
@@ -75,7 +82,100 @@ async fn kill9_five_times_under_load_loses_nothing_acknowledged() {
         })
         .await;
         assert!(drained.is_some(), "wal still {} bytes", dir_bytes(&wal));
+        let log = std::fs::read_to_string(sv.stderr_path()).unwrap_or_default();
+        assert!(
+            log.contains("store compacted"),
+            "compaction never ran: {log}"
+        );
     }
+}
+
+fn store_cli(args: &[&str]) -> Value {
+    let out = Command::new(bin())
+        .arg("store")
+        .args(args)
+        .output()
+        .expect("sqlvigil store runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_on_a_running_server_answers_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = "store:\n  flush_interval: 200ms\n  compaction:\n    enabled: false\noperators:\n  batch_interval: 100ms\n";
+    let (sv, token) = start_config(dir.path(), yaml);
+    let t0 = now_ns() - 2 * 3_600_000_000_000;
+    let mut acked = BTreeSet::new();
+    for k in 0..30 {
+        assert_eq!(post_metrics(&sv, numbered("d-compact", t0, k)).await, 200);
+        acked.extend(numbers(k));
+        if k == 10 {
+            // The same export twice, as a Collector retrying after a lost answer.
+            assert_eq!(post_metrics(&sv, numbered("d-compact", t0, k)).await, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_served_once(&sv, &token, "d-compact", &acked).await;
+    let path = format!("/api/v1/metrics?metric={METRIC}&instance=d-compact&limit=100000");
+    let (_, before) = sv.get_json(&path, Some(&token)).await.expect("metrics");
+    let (_, series_before) = sv
+        .get_json("/api/v1/series?instance=d-compact", Some(&token))
+        .await
+        .expect("series");
+    let data = dir.path().to_string_lossy().into_owned();
+    let stats = store_cli(&["stats", "--data-dir", &data]);
+    let metrics = |v: &Value| -> Value {
+        v.as_array()
+            .and_then(|a| a.iter().find(|t| t["table"] == "metrics").cloned())
+            .unwrap_or_default()
+    };
+    assert!(
+        metrics(&stats)["files"].as_u64().unwrap_or(0) > 3,
+        "{stats}"
+    );
+    let done = store_cli(&["compact", "--data-dir", &data]);
+    assert_eq!(done["rows_out"].as_u64(), Some(300), "{done}");
+    assert_eq!(done["rows_in"].as_u64(), Some(310), "{done}");
+    let (_, after) = sv.get_json(&path, Some(&token)).await.expect("metrics");
+    assert_eq!(
+        after["points"], before["points"],
+        "the same points, each once"
+    );
+    let (_, series_after) = sv
+        .get_json("/api/v1/series?instance=d-compact", Some(&token))
+        .await
+        .expect("series");
+    assert_eq!(series_after, series_before);
+    let stats = store_cli(&["stats", "--data-dir", &data]);
+    assert_eq!(
+        metrics(&stats)["uncompacted_files"].as_u64(),
+        Some(0),
+        "{stats}"
+    );
+    assert_eq!(metrics(&stats)["series"].as_u64(), Some(1), "{stats}");
+    let prom = reqwest::get(format!("{}/metrics", sv.api_base()))
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        prom.contains("sqlvigil_store_uncompacted_files{table=\"metrics\"} 0"),
+        "{prom}"
+    );
+    // Once the grace is over the replaced files go; the answer stays.
+    let vacuum = store_cli(&["vacuum", "--data-dir", &data, "--grace", "0s"]);
+    assert!(
+        vacuum["deleted_files"].as_u64().unwrap_or(0) > 3,
+        "{vacuum}"
+    );
+    let (_, again) = sv.get_json(&path, Some(&token)).await.expect("metrics");
+    assert_eq!(again["points"], before["points"]);
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

@@ -97,6 +97,10 @@ async fn prometheus(State(app): State<AppState>) -> Response {
     if let Some(live) = &app.live {
         text.push_str(&sqlvigil_core::live::render(&live.status()));
     }
+    match app.reader.storage().await {
+        Ok(tables) => text.push_str(&sqlvigil_core::reader::render_storage(&tables)),
+        Err(e) => tracing::warn!("/metrics: store statistics unavailable: {e}"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

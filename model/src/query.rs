@@ -72,6 +72,23 @@ pub struct AggregateRow {
     pub p99: f64,
 }
 
+/// What one table of the embedded store holds on disk (`sqlvigil store stats`,
+/// `/metrics`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableStorage {
+    pub table: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Rows as written (a point redelivered after a crash counts until compaction).
+    pub rows: u64,
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+    pub newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Small files not compacted yet: the compaction backlog.
+    pub uncompacted_files: u64,
+    /// Series catalogued (metrics only).
+    pub series: u64,
+}
+
 /// One series as listed by the API.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SeriesInfo {

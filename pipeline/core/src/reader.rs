@@ -68,6 +68,10 @@ pub trait Reader: Send + Sync {
     ) -> Result<Answer<TopQuery>> {
         Err(summaries_unsupported("top queries"))
     }
+    /// What the store holds on disk, per table (empty: the backend keeps its own).
+    async fn storage(&self) -> Result<Vec<sqlvigil_model::query::TableStorage>> {
+        Ok(Vec::new())
+    }
     /// Blocked sessions within `range`, newest first, at most `limit`.
     async fn blocking(
         &self,
@@ -85,4 +89,46 @@ fn summaries_unsupported(what: &str) -> Error {
     Error::Unsupported(format!(
         "{what} are read from Elasticsearch documents; set store.backend: elastic"
     ))
+}
+
+/// Prometheus text of what the store holds (`sqlvigil_store_*`, one series per table).
+pub fn render_storage(tables: &[sqlvigil_model::query::TableStorage]) -> String {
+    use sqlvigil_model::query::TableStorage;
+    use std::fmt::Write;
+    let now = chrono::Utc::now();
+    let age = |t: &TableStorage| {
+        t.oldest
+            .map_or(0.0, |o| (now - o).num_milliseconds() as f64 / 1000.0)
+    };
+    type Field<'a> = &'a dyn Fn(&TableStorage) -> f64;
+    let series: [(&str, &str, Field); 6] = [
+        ("files", "Parquet files of the table.", &|t| t.files as f64),
+        ("bytes", "Bytes of the table's files.", &|t| t.bytes as f64),
+        ("rows", "Rows in the table's files, as written.", &|t| {
+            t.rows as f64
+        }),
+        (
+            "uncompacted_files",
+            "Files not compacted yet (the compaction backlog).",
+            &|t| t.uncompacted_files as f64,
+        ),
+        ("series", "Metric series catalogued.", &|t| t.series as f64),
+        ("oldest_age_seconds", "Age of the oldest row kept.", &age),
+    ];
+    let mut out = String::new();
+    for (name, help, field) in series {
+        let _ = writeln!(
+            out,
+            "# HELP sqlvigil_store_{name} {help}\n# TYPE sqlvigil_store_{name} gauge"
+        );
+        for t in tables {
+            let _ = writeln!(
+                out,
+                "sqlvigil_store_{name}{{table=\"{}\"}} {}",
+                crate::health::prometheus_label(&t.table),
+                field(t)
+            );
+        }
+    }
+    out
 }

@@ -29,7 +29,7 @@ use sqlvigil_core::{
 };
 use sqlvigil_operators::chain::ChainConfig;
 use sqlvigil_receiver::Ingest;
-use sqlvigil_store::{EmbeddedReader, SqliteCheckpoints, StateStore};
+use sqlvigil_store::{EmbeddedReader, SqliteCheckpoints, StateStore, Store};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -54,21 +54,27 @@ async fn checkpoints(
     })
 }
 
-/// The telemetry backend of `store.backend`.
-async fn backend(config: &Config, ctx: &BuildContext, state: &Arc<StateStore>) -> Result<Backend> {
+/// The telemetry backend of `store.backend`, and the embedded store itself when it is
+/// that (for its background compaction).
+async fn backend(
+    config: &Config,
+    ctx: &BuildContext,
+    state: &Arc<StateStore>,
+) -> Result<(Backend, Option<Arc<Store>>)> {
     use sqlvigil_store::Backend as Kind;
     Ok(match config.store.backend {
         Kind::Embedded => {
             let store = config.store.build(ctx).await?;
-            Backend {
+            let backend = Backend {
                 sink: store.clone(),
                 reader: Arc::new(EmbeddedReader {
-                    store,
+                    store: store.clone(),
                     state: state.clone(),
                 }),
-            }
+            };
+            (backend, Some(store))
         }
-        Kind::Elastic => config.elastic.build(ctx).await?,
+        Kind::Elastic => (config.elastic.build(ctx).await?, None),
     })
 }
 
@@ -188,7 +194,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
     };
     let health = Arc::new(Health::new(config.health.stall_after));
     let state = Arc::new(StateStore::open(&ctx.data_dir)?);
-    let backend = backend(&config, &ctx, &state).await?;
+    let (backend, embedded) = backend(&config, &ctx, &state).await?;
     let bus = bus(&config, &ctx).await?;
 
     // Subscribe before the receivers open so nothing is published to an unread topic.
@@ -305,8 +311,12 @@ pub async fn start(config: Config) -> Result<Pipeline> {
         (backend.sink.clone(), sink_health),
         analytics_health,
         ctx.stats.clone(),
-        rx_helpers,
+        rx_helpers.clone(),
     ));
+    if let (Some(store), true) = (embedded, config.store.compaction.enabled) {
+        let cfg = config.store.compaction.clone();
+        tokio::spawn(crate::compactor::run(store, cfg, rx_helpers));
+    }
     let rule_needs = Arc::new(sqlvigil_operators::rules::coverage::needs(&chain.rules)?);
     tracing::info!(%grpc_addr, %http_addr, rules = chain.rules.len(), "pipeline started");
     Ok(Pipeline {

@@ -31,6 +31,42 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// …or as soon as this many rows are buffered.
     pub flush_rows: usize,
+    /// Background compaction of the embedded store's files.
+    pub compaction: CompactionConfig,
+}
+
+/// `store.compaction:` — when an hour's files are merged (see [`crate::compact`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// Compact in the background while `sqlvigil run` runs (`sqlvigil store compact`
+    /// does it by hand).
+    pub enabled: bool,
+    /// How often to look for hours to compact.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub interval: Duration,
+    /// An hour is compacted once it ended this long ago; data arriving for it later is
+    /// merged by a later pass.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub settle: Duration,
+    /// Share of one core compaction may take (it rests between hours), 0 < share ≤ 1.
+    pub cpu_share: f64,
+    /// Replaced files are deleted this long after the swap (queries that listed them
+    /// are done by then).
+    #[serde(with = "sqlvigil_model::duration")]
+    pub grace: Duration,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            settle: Duration::from_secs(600),
+            cpu_share: 0.25,
+            grace: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -40,6 +76,7 @@ impl Default for StoreConfig {
             data_dir: PathBuf::from("sqlvigil-data"),
             flush_interval: Duration::from_secs(2),
             flush_rows: 100_000,
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -53,6 +90,18 @@ impl Build for StoreConfig {
         if self.flush_rows == 0 {
             return Err(Error::Config(
                 "store.flush_rows must be greater than 0".into(),
+            ));
+        }
+        let c = &self.compaction;
+        if !(c.cpu_share > 0.0 && c.cpu_share <= 1.0) {
+            return Err(Error::Config(format!(
+                "store.compaction.cpu_share must be above 0 and at most 1, not {}",
+                c.cpu_share
+            )));
+        }
+        if c.interval.is_zero() {
+            return Err(Error::Config(
+                "store.compaction.interval must be greater than 0".into(),
             ));
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -2,6 +2,10 @@
 //!
 //! - [`writer`]: telemetry buffered as Arrow and written as Parquet files per hour
 //!   (the [`Store`], a `Sink`);
+//! - [`catalog`]: SQLite catalogue of the files (time span, rows, bytes) and of the
+//!   metric series (first/last seen), so queries list only the files they need and the
+//!   series list reads no data;
+//! - [`compact`]: an hour's small files merged into one sorted, deduplicated file;
 //! - [`query`]: DataFusion over those files plus the unflushed buffer;
 //! - [`activity`]: the receiver's events (top queries, query samples) as tables of
 //!   their own;
@@ -16,7 +20,9 @@
 //! hand it and answers readers.
 
 pub mod activity;
+pub mod catalog;
 pub mod checkpoints;
+pub mod compact;
 pub mod config;
 pub mod error;
 pub mod query;
@@ -25,7 +31,8 @@ pub mod state;
 pub mod writer;
 
 pub use checkpoints::SqliteCheckpoints;
-pub use config::{Backend, StoreConfig};
+pub use compact::Compacted;
+pub use config::{Backend, CompactionConfig, StoreConfig};
 pub use error::StoreError;
 pub use reader::EmbeddedReader;
 pub use state::{Role, StateStore};

@@ -2,6 +2,7 @@
 //! buffer not yet flushed — points, series, windowed aggregates, per-series statistics
 //! and log lines, each (series, time) served once.
 
+use crate::catalog;
 use crate::error::Result;
 use crate::writer::{lock, Buffer, Store};
 use arrow::array::{Array, Float64Array, StringArray, UInt64Array};
@@ -21,6 +22,7 @@ use sqlvigil_model::query::{
     AggregateRow, GroupBy, MetricFilter, MetricStat, MetricStats, SeriesInfo,
 };
 use sqlvigil_model::{LogRecord, Sample};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// The SQL expression a [`GroupBy`] groups on. Point attributes come out of the stored
@@ -48,22 +50,22 @@ fn ts(ns: i64) -> Expr {
 }
 
 impl Store {
-    /// A DataFrame over the files and the buffer of `table`.
+    /// A DataFrame over the buffer of `table` and those of its files whose time span
+    /// overlaps `[from, to]` (from the catalogue: no directory is listed).
     pub(crate) async fn frame(
         &self,
         table: &str,
         buffer: &Mutex<Buffer>,
         schema: SchemaRef,
+        (from, to): (Option<i64>, Option<i64>),
     ) -> Result<(SessionContext, DataFrame)> {
         let ctx = SessionContext::new();
-        let dir = self.dir.join(table);
-        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(schema.clone());
-        ctx.register_table("files", Arc::new(ListingTable::try_new(config)?))?;
+        let urls: Vec<_> = self
+            .catalog
+            .files(table, from, to)?
+            .into_iter()
+            .map(|f| self.dir.join(f.path))
+            .collect();
         let buffered = {
             let buf = lock(buffer);
             buf.flushing
@@ -74,13 +76,20 @@ impl Store {
         };
         ctx.register_table(
             "buffer",
-            Arc::new(MemTable::try_new(schema, vec![buffered])?),
+            Arc::new(MemTable::try_new(schema.clone(), vec![buffered])?),
         )?;
-        let df = ctx
-            .table("files")
-            .await?
-            .union(ctx.table("buffer").await?)?;
+        let df = ctx.table("buffer").await?;
+        if urls.is_empty() {
+            return Ok((ctx, df));
+        }
+        ctx.register_table("files", Arc::new(files_table(urls, schema)?))?;
+        let df = ctx.table("files").await?.union(df)?;
         Ok((ctx, df))
+    }
+
+    /// The time bounds of a metric filter, for [`Store::frame`].
+    fn bounds(f: &MetricFilter) -> (Option<i64>, Option<i64>) {
+        (f.from_ns, f.to_ns)
     }
 
     fn apply(df: DataFrame, f: &MetricFilter) -> Result<DataFrame> {
@@ -104,15 +113,7 @@ impl Store {
             Some(c) => df.filter(c)?,
             None => df,
         };
-        // A bus redelivers what a crash left unacknowledged, so a point may have been
-        // written twice; the store serves each (series, time) once.
-        let all: Vec<Expr> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| col(datafusion::common::Column::from_name(f.name())))
-            .collect();
-        Ok(df.distinct_on(vec![col("series_id"), col("time")], all, None)?)
+        each_point_once(df)
     }
 
     /// Points matching `filter`, oldest first.
@@ -138,7 +139,12 @@ impl Store {
     /// and replays are deterministic.
     async fn sorted_points(&self, filter: &MetricFilter) -> Result<DataFrame> {
         let (_ctx, df) = self
-            .frame("metrics", &self.metrics, sample_schema())
+            .frame(
+                "metrics",
+                &self.metrics,
+                sample_schema(),
+                Self::bounds(filter),
+            )
             .await?;
         Ok(Self::apply(df, filter)?.sort(vec![
             col("time").sort(true, false),
@@ -156,7 +162,12 @@ impl Store {
         group_by: GroupBy,
     ) -> Result<Vec<AggregateRow>> {
         let (ctx, df) = self
-            .frame("metrics", &self.metrics, sample_schema())
+            .frame(
+                "metrics",
+                &self.metrics,
+                sample_schema(),
+                Self::bounds(filter),
+            )
             .await?;
         ctx.register_table("pts", Self::apply(df, filter)?.into_view())?;
         let group = group_column(group_by);
@@ -195,38 +206,41 @@ impl Store {
         Ok(out)
     }
 
-    /// Distinct series matching `filter` (time bounds apply to their points).
+    /// Series matching `filter` (a time range selects those seen in it): the
+    /// catalogue's, with what the unflushed buffer adds. No file is read.
     pub async fn series(&self, filter: &MetricFilter) -> Result<Vec<SeriesInfo>> {
-        let (_ctx, df) = self
-            .frame("metrics", &self.metrics, sample_schema())
-            .await?;
-        let keys = [
-            "series_id",
-            "instance",
-            "host",
-            "database",
-            "metric",
-            "attributes",
-            "unit",
-            "kind",
-        ];
-        let df = Self::apply(df, filter)?
-            .aggregate(
-                keys.iter().map(|k| col(*k)).collect(),
-                vec![
-                    count(lit(1)).alias("points"),
-                    max(col("time")).alias("last_time"),
-                ],
-            )?
-            .sort(vec![
-                col("metric").sort(true, false),
-                col("instance").sort(true, false),
-                col("series_id").sort(true, false),
-            ])?;
-        let mut out = Vec::new();
-        for b in df.collect().await? {
-            out.extend(series_rows(&b)?);
+        // Under the buffer's lock: a flush moves rows from the buffer to the catalogue
+        // under it too, so they are seen in one place or the other, once.
+        let (listed, buffered) = {
+            let buf = lock(&self.metrics);
+            let listed = self.catalog.series(filter)?;
+            let rows: Vec<_> = buf.flushing.iter().chain(&buf.batches).cloned().collect();
+            (listed, rows)
+        };
+        let mut by_id: BTreeMap<String, SeriesInfo> =
+            listed.into_iter().map(|s| (s.id.clone(), s)).collect();
+        for seen in catalog::series_seen(&buffered)? {
+            let i = &seen.info;
+            let wanted = filter.series_id.is_none_or(|id| id == seen.id)
+                && filter.metric.as_ref().is_none_or(|m| *m == i.metric)
+                && filter.instance.as_ref().is_none_or(|x| *x == i.instance)
+                && filter.to_ns.is_none_or(|to| seen.first_ns <= to)
+                && filter.from_ns.is_none_or(|from| {
+                    i.last_time.timestamp_nanos_opt().unwrap_or(i64::MAX) >= from
+                });
+            if !wanted {
+                continue;
+            }
+            by_id
+                .entry(i.id.clone())
+                .and_modify(|s| {
+                    s.points += i.points;
+                    s.last_time = s.last_time.max(i.last_time);
+                })
+                .or_insert_with(|| i.clone());
         }
+        let mut out: Vec<SeriesInfo> = by_id.into_values().collect();
+        out.sort_by(|a, b| (&a.metric, &a.instance, &a.id).cmp(&(&b.metric, &b.instance, &b.id)));
         Ok(out)
     }
 
@@ -240,7 +254,12 @@ impl Store {
         to_ns: i64,
     ) -> Result<Vec<MetricStat>> {
         let (_ctx, df) = self
-            .frame("metrics", &self.metrics, sample_schema())
+            .frame(
+                "metrics",
+                &self.metrics,
+                sample_schema(),
+                (Some(from_ns), Some(to_ns)),
+            )
             .await?;
         let f = MetricFilter {
             instance: Some(instance.to_string()),
@@ -297,7 +316,14 @@ impl Store {
         to_ns: i64,
         limit: usize,
     ) -> Result<Vec<LogRecord>> {
-        let (_ctx, df) = self.frame("logs", &self.logs, log_schema()).await?;
+        let (_ctx, df) = self
+            .frame(
+                "logs",
+                &self.logs,
+                log_schema(),
+                (Some(from_ns), Some(to_ns)),
+            )
+            .await?;
         let df = df
             .filter(
                 col("instance")
@@ -321,6 +347,35 @@ impl Store {
     }
 }
 
+/// The Parquet files at `paths` as one table of `schema`.
+pub(crate) fn files_table(
+    paths: Vec<std::path::PathBuf>,
+    schema: SchemaRef,
+) -> Result<ListingTable> {
+    let urls = paths
+        .iter()
+        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(ListingTable::try_new(config)?)
+}
+
+/// Each (series, time) of metric rows once: a bus redelivers what a crash left
+/// unacknowledged, so a point may have been written twice.
+pub(crate) fn each_point_once(df: DataFrame) -> Result<DataFrame> {
+    let all: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| col(datafusion::common::Column::from_name(f.name())))
+        .collect();
+    Ok(df.distinct_on(vec![col("series_id"), col("time")], all, None)?)
+}
+
 /// Column `name` cast to `dt` and downcast to its array type.
 fn typed_col<T: Clone + 'static>(b: &RecordBatch, name: &'static str, dt: &DataType) -> Result<T> {
     let missing = || sqlvigil_model::ModelError::Column(name);
@@ -334,47 +389,4 @@ fn typed_col<T: Clone + 'static>(b: &RecordBatch, name: &'static str, dt: &DataT
 
 pub(crate) fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
     typed_col(b, name, &DataType::Utf8)
-}
-
-fn series_rows(b: &RecordBatch) -> Result<Vec<SeriesInfo>> {
-    let ids: UInt64Array = typed_col(b, "series_id", &DataType::UInt64)?;
-    let points: UInt64Array = typed_col(b, "points", &DataType::UInt64)?;
-    let last: arrow::array::Int64Array = typed_col(b, "last_time", &DataType::Int64)?;
-    let [instance, host, database, metric, attributes, unit, kind] = [
-        "instance",
-        "host",
-        "database",
-        "metric",
-        "attributes",
-        "unit",
-        "kind",
-    ]
-    .map(|n| string_col(b, n));
-    let (instance, host, database, metric, attributes, unit, kind) = (
-        instance?,
-        host?,
-        database?,
-        metric?,
-        attributes?,
-        unit?,
-        kind?,
-    );
-    Ok((0..b.num_rows())
-        .map(|i| SeriesInfo {
-            id: format!("{:016x}", ids.value(i)),
-            instance: instance.value(i).into(),
-            host: host.value(i).into(),
-            database: database.value(i).into(),
-            metric: metric.value(i).into(),
-            attributes: serde_json::from_str(attributes.value(i)).unwrap_or_default(),
-            unit: unit.value(i).into(),
-            kind: kind.value(i).into(),
-            points: points.value(i),
-            last_time: sqlvigil_model::ns_to_datetime(if last.is_null(i) {
-                0
-            } else {
-                last.value(i)
-            }),
-        })
-        .collect())
 }

@@ -81,6 +81,10 @@ impl Reader for EmbeddedReader {
         Ok(self.state.insights(anomaly_id, limit)?)
     }
 
+    async fn storage(&self) -> Result<Vec<sqlvigil_model::query::TableStorage>> {
+        Ok(self.store.storage()?)
+    }
+
     async fn top_queries(
         &self,
         range: &Range,

@@ -101,6 +101,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 ";
 
+/// A SQLite database of the data directory with `schema` applied (one connection
+/// behind a mutex; another process may hold it too, so writes wait for the lock).
+pub(crate) fn open_sqlite(path: &Path, schema: &str) -> Result<Mutex<Connection>> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(schema)?;
+    Ok(Mutex::new(conn))
+}
+
+/// The connection (a panic elsewhere mid-statement leaves it usable).
+pub(crate) fn lock_sqlite(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -109,16 +123,13 @@ impl StateStore {
     /// Open (or create) `<data_dir>/state.sqlite`.
     pub fn open(data_dir: &Path) -> Result<StateStore> {
         std::fs::create_dir_all(data_dir)?;
-        let conn = Connection::open(data_dir.join("state.sqlite"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
         Ok(StateStore {
-            conn: Mutex::new(conn),
+            conn: open_sqlite(&data_dir.join("state.sqlite"), SCHEMA)?,
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        lock_sqlite(&self.conn)
     }
 
     /// Insert or replace an anomaly (open, update and resolve all carry the same id).

@@ -4,18 +4,21 @@
 //! [`crate::activity`]; hive-style names, which DataFusion lists below the table
 //! directory).
 //!
-//! Files are written under a temporary name and renamed, so a reader or a crash never
-//! sees half a file. The read side ([`crate::query`]) sees the not-yet-flushed buffer
-//! too, so a point is visible as soon as the consumer has processed it.
+//! Files are written under a temporary name, renamed and recorded in the
+//! [`Catalog`] (with their time span, and for metrics the series in them), so a reader
+//! or a crash never sees half a file, and a query lists only the files its range needs.
+//! The read side ([`crate::query`]) sees the not-yet-flushed buffer too, so a point is
+//! visible as soon as the consumer has processed it.
 
 use crate::activity::table::{self as activity, QUERY_SAMPLES, TOP_QUERIES};
+use crate::catalog::{self, Catalog, FileEntry, SeriesSeen};
 use crate::error::{Result, StoreError};
 use arrow::array::TimestampNanosecondArray;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sqlvigil_core::{Sink, Stats};
 use sqlvigil_model::arrow_schema::{log_schema, logs_to_batch, sample_schema, samples_to_batch};
 use sqlvigil_model::{LogRecord, Sample};
@@ -41,6 +44,28 @@ pub struct Store {
     /// Serializes flushes (the runtime's workers may flush at the same time).
     flushing: Mutex<()>,
     pub(crate) stats: Arc<Stats>,
+    pub(crate) catalog: Catalog,
+}
+
+/// The tables, each a directory of the data directory.
+pub(crate) const TABLES: [&str; 4] = ["metrics", "logs", TOP_QUERIES, QUERY_SAMPLES];
+pub(crate) const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// Hours since the epoch of a time: the partition a row belongs to.
+pub(crate) fn hour_of(ns: i64) -> i64 {
+    ns.div_euclid(HOUR_NS)
+}
+
+/// Rows per row group of a compacted file.
+pub(crate) const COMPACTED_ROW_GROUP: usize = 65_536;
+
+/// The schema of `table`'s files.
+pub(crate) fn schema_of(table: &str) -> SchemaRef {
+    match table {
+        "metrics" => sample_schema(),
+        "logs" => log_schema(),
+        _ => activity::schema(),
+    }
 }
 
 pub(crate) fn lock(m: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
@@ -54,10 +79,13 @@ pub(crate) fn append(buffer: &Mutex<Buffer>, batch: RecordBatch) {
 }
 
 impl Store {
+    /// Open the store in `data_dir`, reconciling the catalogue with the files there.
     pub fn open(data_dir: &Path, stats: Arc<Stats>) -> Result<Store> {
-        for sub in ["metrics", "logs", TOP_QUERIES, QUERY_SAMPLES] {
+        for sub in TABLES {
             std::fs::create_dir_all(data_dir.join(sub))?;
         }
+        let catalog = Catalog::open(data_dir)?;
+        catalog.reconcile(data_dir, &TABLES, index_file)?;
         Ok(Store {
             dir: data_dir.to_path_buf(),
             metrics: Mutex::new(Buffer::default()),
@@ -67,7 +95,34 @@ impl Store {
             seq: AtomicU64::new(0),
             flushing: Mutex::new(()),
             stats,
+            catalog,
         })
+    }
+
+    /// Rename `tmp` to `name` and catalogue it; if the catalogue refuses, the file goes
+    /// again (its rows stay buffered for the next flush).
+    fn publish(&self, table: &str, tmp: &Path, name: &Path, batches: &[RecordBatch]) -> Result<()> {
+        std::fs::rename(tmp, name)?;
+        let recorded = self
+            .entry(table, name, batches, false)
+            .and_then(|(entry, series)| self.catalog.add(&entry, &series));
+        if let Err(e) = recorded {
+            let _ = std::fs::remove_file(name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The catalogue's entry for a file of `table` at `path` holding `batches`.
+    pub(crate) fn entry(
+        &self,
+        table: &str,
+        path: &Path,
+        batches: &[RecordBatch],
+        compacted: bool,
+    ) -> Result<(FileEntry, Vec<SeriesSeen>)> {
+        let rel = path.strip_prefix(&self.dir).unwrap_or(path);
+        entry_of(table, &rel.to_string_lossy(), path, batches, compacted)
     }
 
     /// Write `batches` as one Parquet file in the hour directory of its first row, under
@@ -87,7 +142,43 @@ impl Store {
             .downcast_ref::<TimestampNanosecondArray>()
             .map(|a| a.value(0))
             .unwrap_or_default();
-        let hour = sqlvigil_model::ns_to_datetime(t0)
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        self.write_parquet(table, hour_of(t0), schema, batches, props)
+            .map(Some)
+    }
+
+    /// A compacted file of `table` for `hour` (hours since the epoch): sorted rows in
+    /// row groups of [`COMPACTED_ROW_GROUP`], with statistics per row group and page.
+    pub(crate) fn write_sorted(
+        &self,
+        table: &str,
+        hour: i64,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<Option<(PathBuf, PathBuf)>> {
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(None);
+        }
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_size(COMPACTED_ROW_GROUP)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .build();
+        self.write_parquet(table, hour, schema, batches, props)
+            .map(Some)
+    }
+
+    fn write_parquet(
+        &self,
+        table: &str,
+        hour: i64,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+        props: WriterProperties,
+    ) -> Result<(PathBuf, PathBuf)> {
+        let hour = sqlvigil_model::ns_to_datetime(hour.saturating_mul(HOUR_NS))
             .format("day=%Y-%m-%d/hour=%H")
             .to_string();
         let dir = self.dir.join(table).join(hour);
@@ -99,16 +190,13 @@ impl Store {
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
         let tmp = dir.join(format!("{name}.tmp"));
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
         let file = std::fs::File::create(&tmp)?;
         let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
         for b in batches {
             writer.write(b)?;
         }
         writer.into_inner()?.sync_all()?;
-        Ok(Some((tmp, dir.join(format!("{name}.parquet")))))
+        Ok((tmp, dir.join(format!("{name}.parquet"))))
     }
 
     fn flush_buffer(
@@ -132,7 +220,7 @@ impl Store {
         let written = self.write_file(table, schema, &batches);
         let mut buf = lock(buffer);
         let published = written.and_then(|names| match names {
-            Some((tmp, name)) => std::fs::rename(tmp, name).map_err(Into::into),
+            Some((tmp, name)) => self.publish(table, &tmp, &name, &batches),
             None => Ok(()),
         });
         if let Err(e) = published {
@@ -167,6 +255,50 @@ impl Store {
         }
         walk(&self.dir.join(table))
     }
+}
+
+/// A catalogue entry (and, for metrics, the series) for `batches` written at `path`.
+fn entry_of(
+    table: &str,
+    rel: &str,
+    path: &Path,
+    batches: &[RecordBatch],
+    compacted: bool,
+) -> Result<(FileEntry, Vec<SeriesSeen>)> {
+    let (min_ns, max_ns, rows) = catalog::span(batches).unwrap_or((0, 0, 0));
+    let entry = FileEntry {
+        path: rel.to_string(),
+        table: table.to_string(),
+        min_ns,
+        max_ns,
+        rows,
+        bytes: std::fs::metadata(path)?.len(),
+        compacted,
+    };
+    let series = if table == "metrics" {
+        catalog::series_seen(batches)?
+    } else {
+        Vec::new()
+    };
+    Ok((entry, series))
+}
+
+/// Read a Parquet file the catalogue does not know (start-up reconciliation).
+fn index_file(path: &Path, rel: &str) -> Result<Option<(FileEntry, Vec<SeriesSeen>)>> {
+    let table = rel.split(['/', '\\']).next().unwrap_or_default();
+    let batches = read_parquet(path)?;
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Ok(None);
+    }
+    entry_of(table, rel, path, &batches, false).map(Some)
+}
+
+/// Every batch of a Parquet file.
+pub(crate) fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = std::fs::File::open(path)?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
 impl Sink for Store {

@@ -101,7 +101,9 @@ impl Store {
                 Some("UTC".into()),
             ))
         };
-        let (_ctx, df) = self.frame(table, buffer, schema()).await?;
+        let (_ctx, df) = self
+            .frame(table, buffer, schema(), (range.from_ns, range.to_ns))
+            .await?;
         let mut conds = Vec::new();
         if let Some(from) = range.from_ns {
             conds.push(col("time").gt_eq(ts(from)));
