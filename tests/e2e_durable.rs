@@ -1,7 +1,8 @@
 //! The embedded default keeps what it acknowledged, through the binary: under a steady
 //! load, `kill -9` at random points (during flushes — the store flushes every 300 ms —
 //! and compactions — every 300 ms too) five times, and after the last restart every
-//! point the receiver answered 200 for is served exactly once; with the disk full the
+//! point the receiver answered 200 for is served exactly once, and the operators' state
+//! goes on where it was (a counter's rate has no gap); with the disk full the
 //! receiver answers 503, loses nothing it had accepted, and takes data again once there
 //! is room; `sqlvigil store compact` on a running server leaves every answer as it was,
 //! each point once, and `store stats` and `/metrics` say what is on disk.
@@ -294,4 +295,73 @@ async fn a_full_disk_refuses_with_503_and_loses_nothing() {
     acked.extend(numbers(k));
     assert_served_once(&sv, &token, "d-full", &acked).await;
     drop(sv);
+}
+
+/// Distinct times (ns) of `metric` on `instance` the API serves now.
+async fn served_times(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> BTreeSet<u64> {
+    let path = format!("/api/v1/metrics?metric={metric}&instance={instance}&limit=100000");
+    match sv.get_json(&path, Some(token)).await {
+        Ok((200, body)) => body["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["time_unix_nano"].as_str()?.parse().ok())
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// The operators' state outlives a `kill -9`: a counter's per-second rate goes on from
+/// the last value before the crash (a fresh state would need a first point to start
+/// from, and the rate at the first point after the restart would be missing).
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_resumes_the_operator_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = "store:\n  flush_interval: 200ms\noperators:\n  batch_interval: 100ms\n  checkpoint_interval: 300ms\n  rates:\n    sqlserver.batch.request.rate: counter\n";
+    let counter = "sqlserver.batch.request.rate";
+    let derived = "sqlserver.batch.request.rate.per_second";
+    let t0 = now_ns() - 3_600_000_000_000;
+    let point = |k: u64| {
+        gauge_request_at(
+            "d-state",
+            counter,
+            t0 + k * 1_000_000_000,
+            1,
+            &[(k * 10) as f64],
+        )
+        .encode_to_vec()
+    };
+    let (mut sv, token) = start_config(dir.path(), yaml);
+    for k in 0..20 {
+        assert_eq!(post_metrics(&sv, point(k)).await, 200);
+    }
+    // Every rate served (so processed and flushed), then a checkpoint after them.
+    let rates = wait_for(Duration::from_secs(30), || async {
+        let got = served_times(&sv, &token, derived, "d-state").await;
+        (got.len() == 19).then_some(got)
+    })
+    .await;
+    assert!(rates.is_some(), "rates never served: {}", sv.stderr_tail());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    sv.kill9();
+    let (sv, token) = start_config(dir.path(), yaml);
+    for k in 20..30 {
+        assert_eq!(post_metrics(&sv, point(k)).await, 200);
+    }
+    let want: BTreeSet<u64> = (1..30).map(|k| t0 + k * 1_000_000_000).collect();
+    let got = wait_for(Duration::from_secs(30), || async {
+        let got = served_times(&sv, &token, derived, "d-state").await;
+        (got == want).then_some(())
+    })
+    .await;
+    let now = served_times(&sv, &token, derived, "d-state").await;
+    let missing: Vec<u64> = want
+        .difference(&now)
+        .map(|t| (t - t0) / 1_000_000_000)
+        .collect();
+    assert!(
+        got.is_some(),
+        "rates missing at points {missing:?} after the restart; stderr: {}",
+        sv.stderr_tail()
+    );
 }
