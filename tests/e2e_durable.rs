@@ -5,7 +5,8 @@
 //! goes on where it was (a counter's rate has no gap); with the disk full the
 //! receiver answers 503, loses nothing it had accepted, and takes data again once there
 //! is room; `sqlvigil store compact` on a running server leaves every answer as it was,
-//! each point once, and `store stats` and `/metrics` say what is on disk.
+//! each point once, and `store stats` and `/metrics` say what is on disk; the ledger's
+//! retention deletes old resolved anomalies and keeps open ones.
 
 mod common;
 
@@ -364,4 +365,39 @@ async fn kill9_resumes_the_operator_state() {
         "rates missing at points {missing:?} after the restart; stderr: {}",
         sv.stderr_tail()
     );
+}
+
+/// `store.retention`: a resolved anomaly past its age is deleted, an open one of the
+/// same age stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_old_resolved_anomalies_and_keeps_open_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = "store:\n  flush_interval: 200ms\n  retention:\n    anomalies: 1h\n    interval: 300ms\noperators:\n  batch_interval: 100ms\nrules:\n  - name: hot\n    when: \"cpu_percent > 50\"\n    for: 0s\n    resolve_after: 10s\n";
+    let (sv, token) = start_config(dir.path(), yaml);
+    let t0 = now_ns() - 3 * 3_600_000_000_000;
+    let cpu = "sqlserver.cpu.utilization";
+    let resolving: Vec<f64> = (0..40).map(|i| if i < 5 { 90.0 } else { 10.0 }).collect();
+    let req = gauge_request_at("d-gone", cpu, t0, 1_000_000_000, &resolving);
+    assert_eq!(post_metrics(&sv, req.encode_to_vec()).await, 200);
+    let req = gauge_request_at("d-open", cpu, t0, 1_000_000_000, &[90.0; 5]);
+    assert_eq!(post_metrics(&sv, req.encode_to_vec()).await, 200);
+    let left = wait_for(Duration::from_secs(30), || async {
+        if common::self_metric(&sv, "sqlvigil_anomalies_resolved").await < 1.0 {
+            return None;
+        }
+        let (_, page) = sv
+            .get_json("/api/v1/anomalies?limit=100", Some(&token))
+            .await
+            .ok()?;
+        let instances: Vec<String> = page["anomalies"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a["series"]["instance"].as_str().map(String::from))
+            .collect();
+        (instances == ["d-open"]).then_some(instances)
+    })
+    .await;
+    assert!(left.is_some(), "{}", sv.stderr_tail());
+    let log = std::fs::read_to_string(sv.stderr_path()).unwrap_or_default();
+    assert!(log.contains("retention: expired records deleted"), "{log}");
 }

@@ -19,11 +19,11 @@
 //! Depends on: every component crate (it is the one place that wires them) and the
 //! API (it serves it). Must not be depended on by any of them.
 
-mod compactor;
 pub mod config;
 pub mod eval;
 mod flusher;
 pub mod health;
+mod housekeeping;
 pub mod partitions;
 pub mod replay;
 pub mod serve;

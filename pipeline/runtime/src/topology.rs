@@ -315,8 +315,18 @@ pub async fn start(config: Config) -> Result<Pipeline> {
     ));
     if let (Some(store), true) = (embedded, config.store.compaction.enabled) {
         let cfg = config.store.compaction.clone();
-        tokio::spawn(crate::compactor::run(store, cfg, rx_helpers));
+        tokio::spawn(crate::housekeeping::compaction(
+            store,
+            cfg,
+            rx_helpers.clone(),
+        ));
     }
+    let retention = config.store.retention.clone();
+    tokio::spawn(crate::housekeeping::retention(
+        state.clone(),
+        retention,
+        rx_helpers,
+    ));
     let rule_needs = Arc::new(sqlvigil_operators::rules::coverage::needs(&chain.rules)?);
     tracing::info!(%grpc_addr, %http_addr, rules = chain.rules.len(), "pipeline started");
     Ok(Pipeline {

@@ -33,6 +33,34 @@ pub struct StoreConfig {
     pub flush_rows: usize,
     /// Background compaction of the embedded store's files.
     pub compaction: CompactionConfig,
+    /// How long anomalies and insights are kept (both backends keep them in SQLite).
+    pub retention: RetentionConfig,
+}
+
+/// `store.retention:` — the ledger's records, by age.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Resolved anomalies last updated longer ago than this are deleted (open ones stay).
+    #[serde(with = "sqlvigil_model::duration")]
+    pub anomalies: Duration,
+    /// Insights and records of failed analyses older than this are deleted.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub insights: Duration,
+    /// How often the retention is applied.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        RetentionConfig {
+            anomalies: days(90),
+            insights: days(90),
+            interval: Duration::from_secs(3_600),
+        }
+    }
 }
 
 /// `store.compaction:` — when an hour's files are merged (see [`crate::compact`]).
@@ -77,6 +105,7 @@ impl Default for StoreConfig {
             flush_interval: Duration::from_secs(2),
             flush_rows: 100_000,
             compaction: CompactionConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -99,10 +128,13 @@ impl Build for StoreConfig {
                 c.cpu_share
             )));
         }
-        if c.interval.is_zero() {
-            return Err(Error::Config(
-                "store.compaction.interval must be greater than 0".into(),
-            ));
+        for (field, d) in [
+            ("store.compaction.interval", c.interval),
+            ("store.retention.interval", self.retention.interval),
+        ] {
+            if d.is_zero() {
+                return Err(Error::Config(format!("{field} must be greater than 0")));
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(Error::Config("store.data_dir must not be empty".into()));

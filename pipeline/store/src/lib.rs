@@ -32,10 +32,10 @@ pub mod writer;
 
 pub use checkpoints::SqliteCheckpoints;
 pub use compact::Compacted;
-pub use config::{Backend, CompactionConfig, StoreConfig};
+pub use config::{Backend, CompactionConfig, RetentionConfig, StoreConfig};
 pub use error::StoreError;
 pub use reader::EmbeddedReader;
-pub use state::{Role, StateStore};
+pub use state::{Expired, Role, StateStore};
 pub use writer::Store;
 
 #[cfg(test)]

@@ -43,6 +43,14 @@ impl Role {
 
 pub use sqlvigil_model::query::AnomalyFilter;
 
+/// What [`StateStore::expire`] deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Expired {
+    pub anomalies: usize,
+    pub insights: usize,
+    pub failures: usize,
+}
+
 pub struct StateStore {
     conn: Mutex<Connection>,
 }
@@ -347,6 +355,36 @@ impl StateStore {
         rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
     }
 
+    /// Delete resolved anomalies last updated before `anomalies_before`, and insights
+    /// and analysis failures from before `insights_before` (`store.retention`). Open
+    /// anomalies stay whatever their age.
+    pub fn expire(
+        &self,
+        anomalies_before: chrono::DateTime<chrono::Utc>,
+        insights_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Expired> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let anomalies = tx.execute(
+            "DELETE FROM anomalies WHERE state = 'resolved' AND updated_at < ?1",
+            params![anomalies_before.to_rfc3339()],
+        )?;
+        let insights = tx.execute(
+            "DELETE FROM insights WHERE generated_at < ?1",
+            params![insights_before.to_rfc3339()],
+        )?;
+        let failures = tx.execute(
+            "DELETE FROM analysis_failures WHERE at < ?1",
+            params![insights_before.to_rfc3339()],
+        )?;
+        tx.commit()?;
+        Ok(Expired {
+            anomalies,
+            insights,
+            failures,
+        })
+    }
+
     /// Create a token for `role`; the plaintext is returned once and only its hash kept.
     pub fn create_token(&self, role: Role, name: &str) -> Result<String> {
         let mut raw = [0u8; 24];
@@ -465,6 +503,56 @@ mod tests {
             .unwrap();
         assert_ne!(stored, t);
         assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
+    }
+
+    fn anomaly(id: &str, state: sqlvigil_model::AnomalyState, days_ago: i64) -> Anomaly {
+        let series = sqlvigil_model::SeriesKey::new("sql1", "h", "", "sqlserver.cpu.utilization");
+        let t = chrono::Utc::now() - chrono::Duration::days(days_ago);
+        Anomaly {
+            id: id.into(),
+            fingerprint: Anomaly::fingerprint_for("cpu_storm", &series),
+            rule: "cpu_storm".into(),
+            condition: "cpu_percent > 85 for 5m".into(),
+            series_id: series.id_hex(),
+            series,
+            severity: sqlvigil_model::Severity::Critical,
+            state,
+            opened_at: t,
+            updated_at: t,
+            resolved_at: None,
+            observed: 97.0,
+            expected: Some(85.0),
+            score: 1.1,
+            evidence: vec![],
+            folded: 0,
+            folded_into: None,
+        }
+    }
+
+    /// Resolved anomalies past the limit go; open ones and recent ones stay.
+    #[test]
+    fn retention_deletes_only_what_is_over_and_resolved() {
+        use sqlvigil_model::AnomalyState::{Open, Resolved};
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        s.upsert_anomalies(&[
+            anomaly("old-resolved", Resolved, 100),
+            anomaly("old-open", Open, 100),
+            anomaly("new-resolved", Resolved, 1),
+        ])
+        .unwrap();
+        let limit = chrono::Utc::now() - chrono::Duration::days(90);
+        let gone = s.expire(limit, limit).unwrap();
+        assert_eq!(gone.anomalies, 1);
+        let mut left: Vec<String> = s
+            .anomalies(&AnomalyFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        left.sort();
+        assert_eq!(left, ["new-resolved", "old-open"]);
+        assert_eq!(s.expire(limit, limit).unwrap(), Expired::default());
     }
 
     #[test]
