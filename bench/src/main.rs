@@ -1,5 +1,5 @@
 //! `sqlvigil-bench NAME [--quick] [--url URL]`: the benchmarks (`ingest`, `operators`,
-//! `soak`, `kafka`, `elastic`). Each prints its figures and, last, its headline as
+//! `soak`, `store`, `kafka`, `elastic`). Each prints its figures and, last, its headline as
 //! `label: value unit`; `--quick` runs in under 30 s. Figures and commands are in
 //! BENCHMARKS.md.
 //!
@@ -12,6 +12,7 @@ mod ingest;
 mod kafka;
 mod operators;
 mod soak;
+mod store;
 mod workload;
 
 /// The allocator of the `sqlvigil` binary, so the figures are the product's.
@@ -24,7 +25,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "sqlvigil-bench", about = "sqlvigil's benchmarks")]
 struct BenchArgs {
-    /// Which benchmark: ingest, operators, soak, elastic, kafka.
+    /// Which benchmark: ingest, operators, soak, store, elastic, kafka.
     name: String,
     /// A smaller run (under 30 s).
     #[arg(long)]
@@ -47,6 +48,7 @@ fn main() -> Result<()> {
             "ingest" => ingest::run(args.quick).await,
             "operators" => operators::run(args.quick).await,
             "soak" => soak::run(args.quick).await,
+            "store" => store::run(args.quick).await,
             "elastic" => elastic::run(args.quick, args.url).await,
             "kafka" => kafka::run(args.quick, args.url).await,
             // The Elasticsearch test server as `elastic`'s child process.
@@ -55,7 +57,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             other => {
-                bail!("unknown benchmark `{other}`; available: ingest, operators, soak, elastic, kafka")
+                bail!("unknown benchmark `{other}`; available: ingest, operators, soak, store, elastic, kafka")
             }
         }
     })
