@@ -57,6 +57,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "receiver",
             "bus",
             "operators",
+            "store",
             "bridge",
             "runtime",
             "simulator",
