@@ -300,16 +300,11 @@ async fn a_full_disk_refuses_with_503_and_loses_nothing() {
 
 /// Distinct times (ns) of `metric` on `instance` the API serves now.
 async fn served_times(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> BTreeSet<u64> {
-    let path = format!("/api/v1/metrics?metric={metric}&instance={instance}&limit=100000");
-    match sv.get_json(&path, Some(token)).await {
-        Ok((200, body)) => body["points"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["time_unix_nano"].as_str()?.parse().ok())
-            .collect(),
-        _ => BTreeSet::new(),
-    }
+    common::served_points(sv, token, metric, instance)
+        .await
+        .iter()
+        .filter_map(|p| p["time_unix_nano"].as_str()?.parse().ok())
+        .collect()
 }
 
 /// The operators' state outlives a `kill -9`: a counter's per-second rate goes on from

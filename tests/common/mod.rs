@@ -210,18 +210,25 @@ pub async fn post_metrics(sv: &Sqlvigil, body: Vec<u8>) -> u16 {
         .unwrap_or(0)
 }
 
-/// Values of `metric` on `instance` the API serves now (up to 100k).
-pub async fn served(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> Vec<f64> {
+/// The points of `metric` on `instance` the API serves now (up to 100k), as JSON.
+pub async fn served_points(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> Vec<Value> {
     let path = format!("/api/v1/metrics?metric={metric}&instance={instance}&limit=100000");
     match sv.get_json(&path, Some(token)).await {
-        Ok((200, body)) => body["points"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["value"].as_f64())
-            .collect(),
+        Ok((200, mut body)) => match body["points"].take() {
+            Value::Array(points) => points,
+            _ => Vec::new(),
+        },
         _ => Vec::new(),
     }
+}
+
+/// Values of `metric` on `instance` the API serves now (up to 100k).
+pub async fn served(sv: &Sqlvigil, token: &str, metric: &str, instance: &str) -> Vec<f64> {
+    served_points(sv, token, metric, instance)
+        .await
+        .iter()
+        .filter_map(|p| p["value"].as_f64())
+        .collect()
 }
 
 /// Wait until every acknowledged point is served; on timeout, fail naming what is missing.
