@@ -6,7 +6,8 @@
 //! receiver answers 503, loses nothing it had accepted, and takes data again once there
 //! is room; `sqlvigil store compact` on a running server leaves every answer as it was,
 //! each point once, and `store stats` and `/metrics` say what is on disk; the ledger's
-//! retention deletes old resolved anomalies and keeps open ones.
+//! retention deletes old resolved anomalies and keeps open ones, and raw points past
+//! `retention.raw` once rolled up, the API then answering from the rollups.
 
 mod common;
 
@@ -395,4 +396,86 @@ async fn retention_deletes_old_resolved_anomalies_and_keeps_open_ones() {
     assert!(left.is_some(), "{}", sv.stderr_tail());
     let log = std::fs::read_to_string(sv.stderr_path()).unwrap_or_default();
     assert!(log.contains("retention: expired records deleted"), "{log}");
+}
+
+/// `store.retention.raw`: raw points past it are deleted once rolled up, and the API
+/// answers the same range from the rollups — the same count, mean and extremes, the
+/// quantiles within the sketch's 1 % — and says which resolution it served.
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_points_past_retention_are_served_from_rollups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = "store:\n  flush_interval: 200ms\n  compaction:\n    interval: 300ms\n    settle: 0s\n    grace: 1s\n  retention:\n    raw: 1h\n    interval: 300ms\noperators:\n  batch_interval: 100ms\n";
+    let (sv, token) = start_config(dir.path(), yaml);
+    // Ten minutes at 1 s, three hours ago, starting on the hour.
+    let hour = 3_600_000_000_000u64;
+    let t0 = (now_ns() / hour - 3) * hour;
+    let values: Vec<f64> = (0..600).map(|i| ((i * 37) % 101) as f64).collect();
+    let req = gauge_request_at("d-old", METRIC, t0, 1_000_000_000, &values);
+    assert_eq!(post_metrics(&sv, req.encode_to_vec()).await, 200);
+    let range = format!("from={t0}&to={}", t0 + hour - 1);
+    // Raw points gone, per-minute rollups in their place.
+    let points = wait_for(Duration::from_secs(60), || async {
+        let (_, body) = sv
+            .get_json(
+                &format!("/api/v1/metrics?metric={METRIC}&instance=d-old&{range}&limit=1000"),
+                Some(&token),
+            )
+            .await
+            .ok()?;
+        (body["resolution"] == "1m").then_some(body)
+    })
+    .await
+    .unwrap_or_else(|| panic!("never served from rollups; {}", sv.stderr_tail()));
+    let served = points["points"].as_array().expect("points");
+    assert_eq!(served.len(), 10, "one point per minute: {points}");
+    let first_minute = values[..60].iter().sum::<f64>() / 60.0;
+    assert!((served[0]["value"].as_f64().unwrap_or(0.0) - first_minute).abs() < 1e-9);
+    assert_eq!(points["rollups"][0]["resolution"], "1m");
+    let stats = store_cli(&["stats", "--data-dir", &dir.path().to_string_lossy()]);
+    let table = |name: &str| {
+        stats
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["table"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(table("rollup_1m")["rows"], 10, "{stats}");
+    assert_eq!(table("rollup_1h")["rows"], 1, "{stats}");
+    assert!(
+        table("metrics").is_null() || table("metrics")["rows"] == 0,
+        "{stats}"
+    );
+
+    let (_, agg) = sv
+        .get_json(
+            &format!("/api/v1/aggregates?metric={METRIC}&instance=d-old&window=1h&group_by=instance&{range}"),
+            Some(&token),
+        )
+        .await
+        .expect("aggregates");
+    assert_eq!(agg["resolution"], "1h", "{agg}");
+    let row = &agg["aggregates"][0];
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(row["points"], 600);
+    assert_eq!(row["min"], 0.0);
+    assert_eq!(row["max"], 100.0);
+    let mean = values.iter().sum::<f64>() / 600.0;
+    assert!(
+        (row["avg"].as_f64().unwrap_or(0.0) - mean).abs() < 1e-9,
+        "{row}"
+    );
+    for (q, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
+        let exact = sorted[((q * 599.0) as usize).min(599)];
+        let got = row[name].as_f64().unwrap_or(0.0);
+        assert!(
+            (got - exact).abs() <= 0.02 * exact + 1.0,
+            "{name}: {got} vs {exact}"
+        );
+    }
+    let log = std::fs::read_to_string(sv.stderr_path()).unwrap_or_default();
+    assert!(
+        log.contains("retention: expired telemetry deleted"),
+        "{log}"
+    );
 }

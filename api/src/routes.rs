@@ -11,7 +11,9 @@ use axum::Extension;
 use axum::{middleware, Json, Router};
 use serde_json::{json, Value};
 use sqlvigil_analytics::prompt::Subject;
-use sqlvigil_model::query::{AnomalyCursor, AnomalyFilter, GroupBy, MetricFilter, Range};
+use sqlvigil_model::query::{
+    AnomalyCursor, AnomalyFilter, GroupBy, MetricFilter, Range, Resolution,
+};
 use sqlvigil_model::Sample;
 use sqlvigil_store::Role;
 use std::collections::HashMap;
@@ -160,10 +162,18 @@ async fn metrics(
     }
     let limit = p.usize("limit", MAX_POINTS)?.unwrap_or(DEFAULT_POINTS);
     f.limit = Some(limit);
-    let points = app.reader.metrics(&f).await?;
-    Ok(Json(
-        json!({ "points": points.iter().map(point_json).collect::<Vec<_>>(), "limit": limit }),
-    ))
+    let (points, served) = tokio::try_join!(app.reader.metrics(&f), app.reader.served(&f))?;
+    let in_rollups = |ns: i64| {
+        let t = sqlvigil_model::ns_to_datetime(ns);
+        served.iter().any(|s| s.from <= t && t < s.to)
+    };
+    let raw_too = points.iter().any(|p| !in_rollups(p.time_ns));
+    Ok(Json(json!({
+        "points": points.iter().map(point_json).collect::<Vec<_>>(),
+        "limit": limit,
+        "resolution": resolution_of(served.iter().map(|s| s.resolution), raw_too),
+        "rollups": served,
+    })))
 }
 
 /// Windowed aggregates of one metric (DataFusion over the store).
@@ -199,9 +209,25 @@ async fn aggregates(
         ))
     })?;
     let rows = app.reader.aggregates(&f, window_ns, group_by).await?;
+    let resolution = resolution_of(rows.iter().map(|r| r.resolution), false);
     Ok(Json(
-        json!({ "window": window, "group_by": group, "aggregates": rows }),
+        json!({ "window": window, "group_by": group, "resolution": resolution, "aggregates": rows }),
     ))
+}
+
+/// The resolution an answer was served at: one of `raw`, `1m`, `1h`, or `mixed` when its
+/// parts differ (`raw_too`: raw points served beside those parts).
+fn resolution_of(parts: impl Iterator<Item = Resolution>, raw_too: bool) -> &'static str {
+    let mut seen: std::collections::BTreeSet<Resolution> = parts.collect();
+    if raw_too || seen.is_empty() {
+        seen.insert(Resolution::Raw);
+    }
+    match (seen.len(), seen.first()) {
+        (1, Some(Resolution::Minute)) => "1m",
+        (1, Some(Resolution::Hour)) => "1h",
+        (1, _) => "raw",
+        _ => "mixed",
+    }
 }
 
 async fn anomalies(

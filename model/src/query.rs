@@ -58,11 +58,45 @@ impl GroupBy {
     }
 }
 
+/// The resolution a store served a range at: the points as sent, or the embedded
+/// store's rollups (per minute, per hour) where it answers from them.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Resolution {
+    #[default]
+    #[serde(rename = "raw")]
+    Raw,
+    #[serde(rename = "1m")]
+    Minute,
+    #[serde(rename = "1h")]
+    Hour,
+}
+
+impl Resolution {
+    /// The width of one bucket (0 for raw points).
+    pub fn width_ns(self) -> i64 {
+        match self {
+            Resolution::Raw => 0,
+            Resolution::Minute => 60_000_000_000,
+            Resolution::Hour => 3_600_000_000_000,
+        }
+    }
+}
+
+/// A stretch of a query's range and the resolution it was served at.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Served {
+    pub resolution: Resolution,
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+}
+
 /// One window of one group.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AggregateRow {
     pub window_start: chrono::DateTime<chrono::Utc>,
     pub group: String,
+    /// The coarsest resolution the window was computed from.
+    pub resolution: Resolution,
     pub points: u64,
     pub avg: f64,
     pub min: f64,

@@ -451,6 +451,7 @@ fn window_row(w: &Value, start_ms: i64, group: String, scale: f64) -> AggregateR
     AggregateRow {
         window_start: sqlvigil_model::ns_to_datetime(start_ms.saturating_mul(1_000_000)),
         group,
+        resolution: sqlvigil_model::query::Resolution::Raw,
         points: w["doc_count"].as_u64().unwrap_or(0),
         avg: v("avg"),
         min: v("min"),

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use async_trait::async_trait;
 use sqlvigil_model::query::{
     AggregateRow, AnomalyFilter, Answer, GroupBy, MetricFilter, MetricStat, Range, SeriesInfo,
+    Served,
 };
 use sqlvigil_model::{
     Anomaly, BlockingEvent, Insight, IoSummary, LogRecord, Sample, TopQuery, WaitSummary,
@@ -21,6 +22,11 @@ pub trait Reader: Send + Sync {
     fn backend(&self) -> &'static str;
     /// Points matching `f`, oldest first.
     async fn metrics(&self, f: &MetricFilter) -> Result<Vec<Sample>>;
+    /// The stretches of `f`'s range where [`Reader::metrics`] answers with rollups
+    /// rather than the points as sent (none: raw throughout).
+    async fn served(&self, _f: &MetricFilter) -> Result<Vec<Served>> {
+        Ok(Vec::new())
+    }
     async fn series(&self, f: &MetricFilter) -> Result<Vec<SeriesInfo>>;
     async fn aggregates(
         &self,

@@ -2,8 +2,9 @@
 //! - compaction of the embedded store (`store.compaction`): every `interval`, the hours
 //!   that are over are compacted (within `cpu_share` of a core) and the files replaced
 //!   at least `grace` ago are deleted;
-//! - retention of the ledger (`store.retention`, both backends): resolved anomalies,
-//!   insights and failed-analysis records past their age are deleted.
+//! - retention (`store.retention`): in the embedded store, raw telemetry past `raw`
+//!   (metrics rolled up first) and rollups past `rollup`; in both backends, resolved
+//!   anomalies, insights and failed-analysis records past their age.
 
 use sqlvigil_store::{CompactionConfig, RetentionConfig, StateStore, Store};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub async fn compaction(store: Arc<Store>, cfg: CompactionConfig, mut stop: watc
 
 pub async fn retention(
     state: Arc<StateStore>,
+    store: Option<Arc<Store>>,
     cfg: RetentionConfig,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -48,6 +50,20 @@ pub async fn retention(
         chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
     };
     while tick(cfg.interval, &mut stop).await {
+        if let Some(store) = &store {
+            match store.retire(cfg.raw, cfg.rollup).await {
+                Ok(gone) if gone != Default::default() => tracing::info!(
+                    compacted_hours = gone.compacted_hours,
+                    raw_files = gone.raw_files,
+                    raw_rows = gone.raw_rows,
+                    rollup_files = gone.rollup_files,
+                    rollup_rows = gone.rollup_rows,
+                    "retention: expired telemetry deleted"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("telemetry retention failed, will retry: {e}"),
+            }
+        }
         match state.expire(ago(cfg.anomalies), ago(cfg.insights)) {
             Ok(gone) if gone != Default::default() => tracing::info!(
                 anomalies = gone.anomalies,

@@ -313,7 +313,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
         ctx.stats.clone(),
         rx_helpers.clone(),
     ));
-    if let (Some(store), true) = (embedded, config.store.compaction.enabled) {
+    if let (Some(store), true) = (embedded.clone(), config.store.compaction.enabled) {
         let cfg = config.store.compaction.clone();
         tokio::spawn(crate::housekeeping::compaction(
             store,
@@ -324,6 +324,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
     let retention = config.store.retention.clone();
     tokio::spawn(crate::housekeeping::retention(
         state.clone(),
+        embedded,
         retention,
         rx_helpers,
     ));

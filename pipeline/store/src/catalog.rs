@@ -389,7 +389,12 @@ impl Catalog {
             .replaced(std::time::Duration::ZERO)?
             .into_iter()
             .collect();
-        let known: HashSet<String> = self.all_files()?.into_iter().map(|f| f.path).collect();
+        let known: HashSet<String> = self
+            .all_files()?
+            .into_iter()
+            .filter(|f| tables.contains(&f.table.as_str()))
+            .map(|f| f.path)
+            .collect();
         let mut on_disk = HashSet::new();
         for table in tables {
             for file in walk(&data_dir.join(table)) {

@@ -37,10 +37,17 @@ pub struct StoreConfig {
     pub retention: RetentionConfig,
 }
 
-/// `store.retention:` — the ledger's records, by age.
+/// `store.retention:` — telemetry and the ledger's records, by age.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
+    /// Raw points, log records and events of the embedded store are deleted once their
+    /// hour ended longer ago than this (metrics stay as rollups; see [`crate::retention`]).
+    #[serde(with = "sqlvigil_model::duration")]
+    pub raw: Duration,
+    /// Per-minute and per-hour rollups are deleted once older than this.
+    #[serde(with = "sqlvigil_model::duration")]
+    pub rollup: Duration,
     /// Resolved anomalies last updated longer ago than this are deleted (open ones stay).
     #[serde(with = "sqlvigil_model::duration")]
     pub anomalies: Duration,
@@ -56,6 +63,8 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         let days = |n: u64| Duration::from_secs(n * 86_400);
         RetentionConfig {
+            raw: days(7),
+            rollup: days(90),
             anomalies: days(90),
             insights: days(90),
             interval: Duration::from_secs(3_600),
@@ -131,6 +140,8 @@ impl Build for StoreConfig {
         for (field, d) in [
             ("store.compaction.interval", c.interval),
             ("store.retention.interval", self.retention.interval),
+            ("store.retention.raw", self.retention.raw),
+            ("store.retention.rollup", self.retention.rollup),
         ] {
             if d.is_zero() {
                 return Err(Error::Config(format!("{field} must be greater than 0")));

@@ -21,6 +21,9 @@ pub enum StoreError {
     /// A stored JSON body (anomaly, insight, checkpoint) does not parse.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A stored file holds what cannot be read back (a rollup's sketch).
+    #[error("corrupt: {0}")]
+    Corrupt(String),
 }
 
 impl From<StoreError> for sqlvigil_core::Error {

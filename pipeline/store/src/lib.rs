@@ -5,7 +5,9 @@
 //! - [`catalog`]: SQLite catalogue of the files (time span, rows, bytes) and of the
 //!   metric series (first/last seen), so queries list only the files they need and the
 //!   series list reads no data;
-//! - [`compact`]: an hour's small files merged into one sorted, deduplicated file;
+//! - [`compact`]: an hour's small files merged into one sorted, deduplicated file,
+//!   and its [`rollup`]s (per minute and per hour) written with it;
+//! - [`retention`]: raw points and rollups past their age deleted;
 //! - [`query`]: DataFusion over those files plus the unflushed buffer;
 //! - [`activity`]: the receiver's events (top queries, query samples) as tables of
 //!   their own;
@@ -27,6 +29,8 @@ pub mod config;
 pub mod error;
 pub mod query;
 pub mod reader;
+pub mod retention;
+pub mod rollup;
 pub mod state;
 pub mod writer;
 
@@ -35,6 +39,7 @@ pub use compact::Compacted;
 pub use config::{Backend, CompactionConfig, RetentionConfig, StoreConfig};
 pub use error::StoreError;
 pub use reader::EmbeddedReader;
+pub use retention::Retired;
 pub use state::{Expired, Role, StateStore};
 pub use writer::Store;
 

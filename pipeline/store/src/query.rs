@@ -2,9 +2,10 @@
 //! buffer not yet flushed — points, series, windowed aggregates, per-series statistics
 //! and log lines, each (series, time) served once.
 
-use crate::catalog;
+use crate::catalog::{self, FileEntry};
 use crate::error::Result;
-use crate::writer::{lock, Buffer, Store};
+use crate::rollup::{self, Partial, RollupColumns};
+use crate::writer::{hour_of, lock, Buffer, Store, HOUR_NS};
 use arrow::array::{Array, Float64Array, StringArray, UInt64Array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
@@ -17,12 +18,13 @@ use datafusion::datasource::MemTable;
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, min};
 use datafusion::prelude::{col, lit, DataFrame, Expr, SessionContext};
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use sqlvigil_model::arrow_schema::{batch_to_logs, batch_to_samples, log_schema, sample_schema};
 use sqlvigil_model::query::{
-    AggregateRow, GroupBy, MetricFilter, MetricStat, MetricStats, SeriesInfo,
+    AggregateRow, GroupBy, MetricFilter, MetricStat, MetricStats, Resolution, SeriesInfo, Served,
 };
-use sqlvigil_model::{LogRecord, Sample};
-use std::collections::BTreeMap;
+use sqlvigil_model::{ns_to_datetime, LogRecord, Sample};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// The SQL expression a [`GroupBy`] groups on. Point attributes come out of the stored
@@ -59,21 +61,27 @@ impl Store {
         schema: SchemaRef,
         (from, to): (Option<i64>, Option<i64>),
     ) -> Result<(SessionContext, DataFrame)> {
+        let files = self.catalog.files(table, from, to)?;
+        self.frame_of(files, Some(buffer), schema).await
+    }
+
+    /// A DataFrame over `files` (and `buffer`'s rows, if given).
+    pub(crate) async fn frame_of(
+        &self,
+        files: Vec<FileEntry>,
+        buffer: Option<&Mutex<Buffer>>,
+        schema: SchemaRef,
+    ) -> Result<(SessionContext, DataFrame)> {
         let ctx = SessionContext::new();
-        let urls: Vec<_> = self
-            .catalog
-            .files(table, from, to)?
-            .into_iter()
-            .map(|f| self.dir.join(f.path))
-            .collect();
-        let buffered = {
+        let urls: Vec<_> = files.into_iter().map(|f| self.dir.join(f.path)).collect();
+        let buffered = buffer.map_or_else(Vec::new, |buffer| {
             let buf = lock(buffer);
             buf.flushing
                 .iter()
                 .chain(&buf.batches)
                 .cloned()
                 .collect::<Vec<_>>()
-        };
+        });
         ctx.register_table(
             "buffer",
             Arc::new(MemTable::try_new(schema.clone(), vec![buffered])?),
@@ -92,7 +100,13 @@ impl Store {
         (f.from_ns, f.to_ns)
     }
 
+    /// `df` (raw points) filtered by `f`, each (series, time) once.
     fn apply(df: DataFrame, f: &MetricFilter) -> Result<DataFrame> {
+        each_point_once(Self::conditions(df, f)?)
+    }
+
+    /// `df` filtered by `f`.
+    fn conditions(df: DataFrame, f: &MetricFilter) -> Result<DataFrame> {
         let mut conds: Vec<Expr> = Vec::new();
         if let Some(id) = f.series_id {
             conds.push(col("series_id").eq(lit(id)));
@@ -109,11 +123,10 @@ impl Store {
         if let Some(to) = f.to_ns {
             conds.push(col("time").lt_eq(ts(to)));
         }
-        let df = match conds.into_iter().reduce(Expr::and) {
+        Ok(match conds.into_iter().reduce(Expr::and) {
             Some(c) => df.filter(c)?,
             None => df,
-        };
-        each_point_once(df)
+        })
     }
 
     /// Points matching `filter`, oldest first.
@@ -137,73 +150,164 @@ impl Store {
 
     /// The points `filter` selects, in (time, series) order: a total order, so queries
     /// and replays are deterministic.
+    /// Where raw points have expired, their per-minute rollups stand in for them.
     async fn sorted_points(&self, filter: &MetricFilter) -> Result<DataFrame> {
-        let (_ctx, df) = self
-            .frame(
-                "metrics",
-                &self.metrics,
-                sample_schema(),
-                Self::bounds(filter),
-            )
-            .await?;
-        Ok(Self::apply(df, filter)?.sort(vec![
+        let plan = self.plan(filter, None)?;
+        let df = self.raw_points(filter, &plan).await?;
+        let df = match self.rollup_rows(filter, &plan).await? {
+            Some(rollups) => {
+                let columns: Vec<Expr> = sample_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| col(datafusion::common::Column::from_name(f.name())))
+                    .collect();
+                df.union(rollups.select(columns)?)?
+            }
+            None => df,
+        };
+        Ok(df.sort(vec![
             col("time").sort(true, false),
             col("series_id").sort(true, false),
         ])?)
     }
 
+    /// Which hours of `filter`'s range are read from rollups, and at which resolution:
+    /// for aggregates in windows of whole hours (minutes), every rolled-up hour at one
+    /// hour (one minute); otherwise only the hours whose raw points have expired, at
+    /// one minute.
+    fn plan(&self, filter: &MetricFilter, window_ns: Option<i64>) -> Result<Plan> {
+        let (from, to) = Self::bounds(filter);
+        let rolled = self.rolled_hours(from, to)?;
+        let kept: HashSet<i64> = self
+            .catalog
+            .files("metrics", from, to)?
+            .iter()
+            .filter(|f| f.compacted)
+            .map(|f| hour_of(f.min_ns))
+            .collect();
+        let expired = || rolled.difference(&kept).copied().collect();
+        let divides = |r: Resolution| window_ns.is_some_and(|w| w % r.width_ns() == 0);
+        let (resolution, hours) = if divides(Resolution::Hour) {
+            (Resolution::Hour, rolled.clone())
+        } else if divides(Resolution::Minute) {
+            (Resolution::Minute, rolled.clone())
+        } else {
+            (Resolution::Minute, expired())
+        };
+        let raw_files = self
+            .catalog
+            .files("metrics", from, to)?
+            .into_iter()
+            .filter(|f| !(f.compacted && hours.contains(&hour_of(f.min_ns))))
+            .collect();
+        Ok(Plan {
+            resolution,
+            intervals: intervals(&hours),
+            raw_files,
+        })
+    }
+
+    /// The raw points of `filter` outside the hours `plan` reads from rollups, each
+    /// (series, time) once.
+    async fn raw_points(&self, filter: &MetricFilter, plan: &Plan) -> Result<DataFrame> {
+        let (_ctx, df) = self
+            .frame_of(plan.raw_files.clone(), Some(&self.metrics), sample_schema())
+            .await?;
+        let df = Self::apply(df, filter)?;
+        Ok(match plan.within(false) {
+            Some(outside) => df.filter(outside)?,
+            None => df,
+        })
+    }
+
+    /// The rollup rows of `filter` in the hours `plan` reads from rollups (None when
+    /// there are none): buckets overlapping the range are served whole.
+    async fn rollup_rows(&self, filter: &MetricFilter, plan: &Plan) -> Result<Option<DataFrame>> {
+        let Some(inside) = plan.within(true) else {
+            return Ok(None);
+        };
+        let width = plan.resolution.width_ns();
+        let from = filter.from_ns.map(|f| f.div_euclid(width) * width);
+        let files = self
+            .catalog
+            .files(rollup::table_of(plan.resolution), from, filter.to_ns)?;
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let (_ctx, df) = self.frame_of(files, None, rollup::rollup_schema()).await?;
+        let bucketed = MetricFilter {
+            from_ns: from,
+            ..filter.clone()
+        };
+        Ok(Some(Self::conditions(df, &bucketed)?.filter(inside)?))
+    }
+
+    /// The stretches of `filter`'s range that `query_metrics` serves from rollups
+    /// (raw points elsewhere).
+    pub fn served(&self, filter: &MetricFilter) -> Result<Vec<Served>> {
+        let plan = self.plan(filter, None)?;
+        Ok(plan
+            .intervals
+            .iter()
+            .map(|&(a, z)| Served {
+                resolution: plan.resolution,
+                from: ns_to_datetime(filter.from_ns.map_or(a, |f| f.max(a))),
+                to: ns_to_datetime(filter.to_ns.map_or(z, |t| t.min(z))),
+            })
+            .collect())
+    }
+
     /// Windowed aggregates of one metric: per event-time window (tumbling, aligned to the
-    /// epoch) and group, count/avg/min/max and approximate p50/p95/p99, computed by
-    /// DataFusion SQL over the points `filter` selects.
+    /// epoch) and group, count/avg/min/max and p50/p95/p99 (from DDSketches: within 1 %
+    /// relative error). Raw points and rollup rows are selected and binned by DataFusion
+    /// and folded here; each row says the coarsest resolution it was computed from.
     pub async fn aggregates(
         &self,
         filter: &MetricFilter,
         window_ns: i64,
         group_by: GroupBy,
     ) -> Result<Vec<AggregateRow>> {
-        let (ctx, df) = self
-            .frame(
-                "metrics",
-                &self.metrics,
-                sample_schema(),
-                Self::bounds(filter),
-            )
+        let plan = self.plan(filter, Some(window_ns))?;
+        let mut folded = Folded::default();
+        let raw = self.raw_points(filter, &plan).await?;
+        self.fold(raw, window_ns, group_by, Resolution::Raw, &mut folded)
             .await?;
-        ctx.register_table("pts", Self::apply(df, filter)?.into_view())?;
+        if let Some(rollups) = self.rollup_rows(filter, &plan).await? {
+            self.fold(rollups, window_ns, group_by, plan.resolution, &mut folded)
+                .await?;
+        }
+        Ok(folded.rows())
+    }
+
+    /// Fold the rows of `df` (raw points, or rollup rows at `resolution`) into their
+    /// window and group.
+    async fn fold(
+        &self,
+        df: DataFrame,
+        window_ns: i64,
+        group_by: GroupBy,
+        resolution: Resolution,
+        into: &mut Folded,
+    ) -> Result<()> {
+        let ctx = SessionContext::new();
+        ctx.register_table("rows", df.into_view())?;
         let group = group_column(group_by);
+        let columns = if resolution == Resolution::Raw {
+            "value"
+        } else {
+            "count, sum, min, max, last, sketch"
+        };
         // Only integers and fixed column names are spliced in; user strings went
         // through the DataFrame filter above.
         let sql = format!(
             "SELECT date_bin(INTERVAL '{window_ns} nanoseconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS window_start, \
-                    CAST({group} AS VARCHAR) AS grp, count(*) AS points, avg(value) AS avg, min(value) AS min, \
-                    max(value) AS max, \
-                    approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY value) AS p50, \
-                    approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY value) AS p95, \
-                    approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY value) AS p99 \
-             FROM pts GROUP BY 1, 2 ORDER BY 1, 2"
+                    CAST({group} AS VARCHAR) AS grp, time, {columns} FROM rows"
         );
-        let mut out = Vec::new();
-        for b in ctx.sql(&sql).await?.collect().await? {
-            let start: arrow::array::Int64Array = typed_col(&b, "window_start", &DataType::Int64)?;
-            let grp = string_col(&b, "grp")?;
-            let points: UInt64Array = typed_col(&b, "points", &DataType::UInt64)?;
-            let [avg, min, max, p50, p95, p99]: [Result<Float64Array>; 6] =
-                ["avg", "min", "max", "p50", "p95", "p99"]
-                    .map(|n| typed_col(&b, n, &DataType::Float64));
-            let (avg, min, max, p50, p95, p99) = (avg?, min?, max?, p50?, p95?, p99?);
-            out.extend((0..b.num_rows()).map(|i| AggregateRow {
-                window_start: sqlvigil_model::ns_to_datetime(start.value(i)),
-                group: grp.value(i).to_string(),
-                points: points.value(i),
-                avg: avg.value(i),
-                min: min.value(i),
-                max: max.value(i),
-                p50: p50.value(i),
-                p95: p95.value(i),
-                p99: p99.value(i),
-            }));
+        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+        while let Some(b) = stream.next().await {
+            into.add(&b?, resolution)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Series matching `filter` (a time range selects those seen in it): the
@@ -389,4 +493,100 @@ fn typed_col<T: Clone + 'static>(b: &RecordBatch, name: &'static str, dt: &DataT
 
 pub(crate) fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
     typed_col(b, name, &DataType::Utf8)
+}
+
+/// Which hours a query reads from rollups ([`Store::plan`]).
+struct Plan {
+    /// The rollups' resolution.
+    resolution: Resolution,
+    /// Those hours as `[start, end)` stretches, oldest first.
+    intervals: Vec<(i64, i64)>,
+    /// The raw files to read: all in the range but the compacted ones of those hours.
+    raw_files: Vec<FileEntry>,
+}
+
+impl Plan {
+    /// Rows inside (`true`) or outside the rollup stretches; None when that is all rows
+    /// (outside, no stretch) or none (inside, no stretch).
+    fn within(&self, inside: bool) -> Option<Expr> {
+        let each = self
+            .intervals
+            .iter()
+            .map(|&(a, z)| col("time").gt_eq(ts(a)).and(col("time").lt(ts(z))));
+        let any = each.reduce(Expr::or)?;
+        Some(if inside { any } else { !any })
+    }
+}
+
+/// Hours (since the epoch) as merged `[start, end)` stretches in nanoseconds.
+fn intervals(hours: &HashSet<i64>) -> Vec<(i64, i64)> {
+    let mut sorted: Vec<i64> = hours.iter().copied().collect();
+    sorted.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for h in sorted {
+        let (a, z) = (h * HOUR_NS, (h + 1) * HOUR_NS);
+        match out.last_mut() {
+            Some(last) if last.1 == a => last.1 = z,
+            _ => out.push((a, z)),
+        }
+    }
+    out
+}
+
+/// Aggregates being folded: per group, per window.
+#[derive(Default)]
+struct Folded(HashMap<String, HashMap<i64, (Partial, Resolution)>>);
+
+impl Folded {
+    /// Fold a batch of (window_start, grp, time, value) or (…, rollup columns) rows.
+    fn add(&mut self, b: &RecordBatch, resolution: Resolution) -> Result<()> {
+        let start: arrow::array::Int64Array = typed_col(b, "window_start", &DataType::Int64)?;
+        let grp = string_col(b, "grp")?;
+        let rollups = RollupColumns::of(b)?;
+        let times: arrow::array::Int64Array = typed_col(b, "time", &DataType::Int64)?;
+        let values = match rollups {
+            None => Some(typed_col::<Float64Array>(b, "value", &DataType::Float64)?),
+            Some(_) => None,
+        };
+        for i in 0..b.num_rows() {
+            let windows = match self.0.get_mut(grp.value(i)) {
+                Some(w) => w,
+                None => self.0.entry(grp.value(i).to_string()).or_default(),
+            };
+            let (acc, res) = windows.entry(start.value(i)).or_default();
+            *res = (*res).max(resolution);
+            match (&rollups, &values) {
+                (Some(r), _) => acc.merge(&r.partial(i)?)?,
+                (None, Some(v)) => acc.add(times.value(i), v.value(i)),
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows, by window then group; windows with no finite value are left out.
+    fn rows(self) -> Vec<AggregateRow> {
+        let mut out: Vec<AggregateRow> = self
+            .0
+            .into_iter()
+            .flat_map(|(group, windows)| {
+                windows.into_iter().filter(|(_, (p, _))| p.count > 0).map(
+                    move |(start, (p, resolution))| AggregateRow {
+                        window_start: ns_to_datetime(start),
+                        group: group.clone(),
+                        resolution,
+                        points: p.count,
+                        avg: p.mean(),
+                        min: p.min,
+                        max: p.max,
+                        p50: p.quantile(0.5),
+                        p95: p.quantile(0.95),
+                        p99: p.quantile(0.99),
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| (a.window_start, &a.group).cmp(&(b.window_start, &b.group)));
+        out
+    }
 }

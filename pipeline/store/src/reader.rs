@@ -8,6 +8,7 @@ use crate::writer::Store;
 use sqlvigil_core::{async_trait, Reader, Result};
 use sqlvigil_model::query::{
     AggregateRow, AnomalyFilter, Answer, GroupBy, MetricFilter, MetricStat, Range, SeriesInfo,
+    Served,
 };
 use sqlvigil_model::{Anomaly, BlockingEvent, Insight, LogRecord, Sample, TopQuery};
 
@@ -28,6 +29,10 @@ impl Reader for EmbeddedReader {
 
     async fn metrics(&self, f: &MetricFilter) -> Result<Vec<Sample>> {
         Ok(self.store.query_metrics(f).await?)
+    }
+
+    async fn served(&self, f: &MetricFilter) -> Result<Vec<Served>> {
+        Ok(self.store.served(f)?)
     }
 
     async fn series(&self, f: &MetricFilter) -> Result<Vec<SeriesInfo>> {

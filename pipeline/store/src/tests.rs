@@ -2,7 +2,7 @@
 
 use crate::*;
 use sqlvigil_core::{Sink, Stats};
-use sqlvigil_model::query::{GroupBy, MetricFilter};
+use sqlvigil_model::query::{AggregateRow, GroupBy, MetricFilter, Resolution};
 use sqlvigil_model::SeriesKey;
 use sqlvigil_model::{LogRecord, Sample};
 use std::sync::Arc;
@@ -137,17 +137,30 @@ async fn compaction_keeps_every_point_once_and_answers_the_same() {
     assert_eq!((done.files_in, done.rows_in), (5, 180));
     assert_eq!(done.rows_out, 150, "the duplicates are gone");
     assert_eq!(done.files_out, 2, "one file per hour the rows belong to");
-    assert_eq!(store.query_metrics(&all).await.unwrap(), before);
     assert_eq!(
-        store
-            .aggregates(&all, 600_000_000_000, GroupBy::Instance)
-            .await
-            .unwrap(),
-        aggregates
+        done.hours, 2,
+        "the spilled hour is rolled up in a second round"
     );
+    assert_eq!(store.query_metrics(&all).await.unwrap(), before);
+    // The same aggregates, now from the per-minute rollups written with the compaction.
+    let after = store
+        .aggregates(&all, 600_000_000_000, GroupBy::Instance)
+        .await
+        .unwrap();
+    assert!(after.iter().all(|r| r.resolution == Resolution::Minute));
+    let unlabelled = |rows: Vec<AggregateRow>| {
+        rows.into_iter()
+            .map(|r| AggregateRow {
+                resolution: Resolution::Raw,
+                ..r
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(unlabelled(after), aggregates);
     // Replaced files stay for queries in flight until the grace is over.
     assert_eq!(store.file_count("metrics"), 7);
-    assert_eq!(store.delete_replaced(std::time::Duration::ZERO).unwrap(), 5);
+    // The five small files, and the day's hourly rollup file rewritten for the second hour.
+    assert_eq!(store.delete_replaced(std::time::Duration::ZERO).unwrap(), 6);
     assert_eq!(store.file_count("metrics"), 2);
     let stats = store.storage().unwrap();
     let m = stats.iter().find(|t| t.table == "metrics").unwrap();
@@ -291,4 +304,128 @@ async fn logs_are_stored_and_queried_newest_last() {
         .map(|l| l.message)
         .collect();
     assert_eq!(got, vec!["b", "c"]);
+}
+
+/// Raw points past `retention.raw` go once rolled up; the rollups answer the same
+/// aggregates (quantiles within the sketch's 1 %), say so, and stand in for the points;
+/// rollups past `retention.rollup` go too.
+#[tokio::test]
+async fn expired_raw_points_are_served_from_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Arc::new(Stats::default())).unwrap();
+    let hour = 3_600_000_000_000i64;
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+    // Six hours of 10 s points, three days ago, and the last hour (kept raw).
+    let old = (now / hour - 72) * hour;
+    let recent = (now / hour - 1) * hour;
+    let key = SeriesKey::new("sql1", "h", "", "sqlserver.cpu.utilization");
+    let mut pts = Vec::new();
+    for (start, n) in [(old, 6 * 360), (recent, 360)] {
+        for i in 0..n {
+            let v = 10.0 + (i % 97) as f64 + (i / 360) as f64 * 5.0;
+            pts.push(Sample::gauge(
+                key.clone(),
+                start + i * 10_000_000_000,
+                v,
+                "%",
+            ));
+        }
+    }
+    for chunk in pts.chunks(500) {
+        store.write_samples(chunk).unwrap();
+        store.flush().unwrap();
+    }
+    let old_range = MetricFilter {
+        series_id: Some(key.id()),
+        from_ns: Some(old),
+        to_ns: Some(old + 6 * hour - 1),
+        ..Default::default()
+    };
+    let raw_hourly = store
+        .aggregates(&old_range, hour, GroupBy::Series)
+        .await
+        .unwrap();
+    let raw_ten_min = store
+        .aggregates(&old_range, 600_000_000_000, GroupBy::Series)
+        .await
+        .unwrap();
+    assert_eq!(raw_hourly.len(), 6);
+    assert!(raw_hourly.iter().all(|r| r.resolution == Resolution::Raw));
+
+    let day = std::time::Duration::from_secs(86_400);
+    let gone = store.retire(day, 30 * day).await.unwrap();
+    assert_eq!(gone.raw_rows, 6 * 360, "{gone:?}");
+    assert_eq!(gone.rollup_files, 0);
+    store.delete_replaced(std::time::Duration::ZERO).unwrap();
+    assert!(store
+        .catalog
+        .files("metrics", Some(old), Some(old + 6 * hour))
+        .unwrap()
+        .is_empty());
+
+    let close = |a: &[AggregateRow], b: &[AggregateRow], want: Resolution| {
+        assert_eq!(a.len(), b.len());
+        for (r, x) in a.iter().zip(b) {
+            assert_eq!(r.resolution, want);
+            assert_eq!(
+                (r.window_start, r.points, r.min, r.max),
+                (x.window_start, x.points, x.min, x.max)
+            );
+            assert!((r.avg - x.avg).abs() < 1e-9, "{r:?} {x:?}");
+            for (q, p) in [(r.p50, x.p50), (r.p95, x.p95), (r.p99, x.p99)] {
+                assert!((q - p).abs() <= 0.021 * p.abs(), "{r:?} {x:?}");
+            }
+        }
+    };
+    let hourly = store
+        .aggregates(&old_range, hour, GroupBy::Series)
+        .await
+        .unwrap();
+    close(&hourly, &raw_hourly, Resolution::Hour);
+    let ten_min = store
+        .aggregates(&old_range, 600_000_000_000, GroupBy::Series)
+        .await
+        .unwrap();
+    close(&ten_min, &raw_ten_min, Resolution::Minute);
+
+    // Points: per-minute means where the raw points expired, raw ones after.
+    let all = MetricFilter {
+        series_id: Some(key.id()),
+        ..Default::default()
+    };
+    let points = store.query_metrics(&all).await.unwrap();
+    assert_eq!(points.len(), 6 * 60 + 360);
+    assert_eq!(points[0].time_ns, old);
+    let first_minute: f64 = (0..6).map(|i| 10.0 + i as f64).sum::<f64>() / 6.0;
+    assert!((points[0].value - first_minute).abs() < 1e-9);
+    let served = store.served(&all).unwrap();
+    assert_eq!(served.len(), 1);
+    assert_eq!(served[0].resolution, Resolution::Minute);
+    assert_eq!(served[0].from.timestamp_nanos_opt(), Some(old));
+    assert_eq!(served[0].to.timestamp_nanos_opt(), Some(old + 6 * hour));
+
+    // A late point for an expired hour is dropped by compaction, not double counted.
+    store
+        .write_samples(&[Sample::gauge(key.clone(), old + 5, 1e6, "%")])
+        .unwrap();
+    store.flush().unwrap();
+    let late = store.compact(std::time::Duration::ZERO, 1.0).await.unwrap();
+    assert_eq!(late.late_dropped, 1, "{late:?}");
+    close(
+        &store
+            .aggregates(&old_range, hour, GroupBy::Series)
+            .await
+            .unwrap(),
+        &raw_hourly,
+        Resolution::Hour,
+    );
+
+    // Rollups past their own age go as well.
+    let gone = store.retire(day, day).await.unwrap();
+    assert_eq!(gone.rollup_rows, 6 * 60 + 6, "{gone:?}");
+    assert!(store
+        .aggregates(&old_range, hour, GroupBy::Series)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -13,6 +13,7 @@
 use crate::activity::table::{self as activity, QUERY_SAMPLES, TOP_QUERIES};
 use crate::catalog::{self, Catalog, FileEntry, SeriesSeen};
 use crate::error::{Result, StoreError};
+use crate::rollup::{self, ROLLUPS, ROLLUP_1H, ROLLUP_1M};
 use arrow::array::TimestampNanosecondArray;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -64,8 +65,22 @@ pub(crate) fn schema_of(table: &str) -> SchemaRef {
     match table {
         "metrics" => sample_schema(),
         "logs" => log_schema(),
+        ROLLUP_1M | ROLLUP_1H => rollup::rollup_schema(),
         _ => activity::schema(),
     }
+}
+
+/// The directory below a table that holds rows from `hour` (hours since the epoch):
+/// one per hour, and one per day for the hourly rollups.
+pub(crate) fn partition(table: &str, hour: i64) -> String {
+    let format = if table == ROLLUP_1H {
+        "day=%Y-%m-%d"
+    } else {
+        "day=%Y-%m-%d/hour=%H"
+    };
+    sqlvigil_model::ns_to_datetime(hour.saturating_mul(HOUR_NS))
+        .format(format)
+        .to_string()
 }
 
 pub(crate) fn lock(m: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
@@ -81,11 +96,20 @@ pub(crate) fn append(buffer: &Mutex<Buffer>, batch: RecordBatch) {
 impl Store {
     /// Open the store in `data_dir`, reconciling the catalogue with the files there.
     pub fn open(data_dir: &Path, stats: Arc<Stats>) -> Result<Store> {
-        for sub in TABLES {
+        for sub in TABLES.iter().chain(&ROLLUPS) {
             std::fs::create_dir_all(data_dir.join(sub))?;
         }
         let catalog = Catalog::open(data_dir)?;
         catalog.reconcile(data_dir, &TABLES, index_file)?;
+        // A rollup file not catalogued was left by a compaction that did not finish
+        // its swap: its hour is compacted again (and rolled up anew). Only while no
+        // other process compacts (it may be between its rename and its catalogue row).
+        if let Some(_lock) = CompactionLock::try_take(data_dir)? {
+            catalog.reconcile(data_dir, &ROLLUPS, |path, _| {
+                std::fs::remove_file(path)?;
+                Ok(None)
+            })?;
+        }
         Ok(Store {
             dir: data_dir.to_path_buf(),
             metrics: Mutex::new(Buffer::default()),
@@ -178,10 +202,7 @@ impl Store {
         batches: &[RecordBatch],
         props: WriterProperties,
     ) -> Result<(PathBuf, PathBuf)> {
-        let hour = sqlvigil_model::ns_to_datetime(hour.saturating_mul(HOUR_NS))
-            .format("day=%Y-%m-%d/hour=%H")
-            .to_string();
-        let dir = self.dir.join(table).join(hour);
+        let dir = self.dir.join(table).join(partition(table, hour));
         std::fs::create_dir_all(&dir)?;
         let name = format!(
             "part-{}-{}-{}",
@@ -257,6 +278,41 @@ impl Store {
     }
 }
 
+/// The lock one compaction (or retention pass) at a time holds on the data directory,
+/// across processes (`sqlvigil store compact` beside `sqlvigil run`): an hour's
+/// rollups are replaced by reading what is there, which two at once would double.
+pub(crate) struct CompactionLock(#[allow(dead_code)] std::fs::File);
+
+impl CompactionLock {
+    fn file(dir: &Path) -> Result<std::fs::File> {
+        Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("compaction.lock"))?)
+    }
+
+    /// The lock if no one holds it.
+    pub(crate) fn try_take(dir: &Path) -> Result<Option<CompactionLock>> {
+        let file = Self::file(dir)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(CompactionLock(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+
+    /// The lock, once the holder lets it go.
+    pub(crate) async fn take(dir: &Path) -> Result<CompactionLock> {
+        loop {
+            if let Some(lock) = Self::try_take(dir)? {
+                return Ok(lock);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// A catalogue entry (and, for metrics, the series) for `batches` written at `path`.
 fn entry_of(
     table: &str,
@@ -273,7 +329,7 @@ fn entry_of(
         max_ns,
         rows,
         bytes: std::fs::metadata(path)?.len(),
-        compacted,
+        compacted: compacted || ROLLUPS.contains(&table),
     };
     let series = if table == "metrics" {
         catalog::series_seen(batches)?
