@@ -70,7 +70,7 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
     cfg.validate()?;
     std::fs::create_dir_all(&data_dir)?;
     let state = StateStore::open(&data_dir)?;
-    let token = state.create_token(Role::Admin, "demo")?;
+    let token = state.create_token(Role::Admin, "demo", None)?.token;
     drop(state);
     let token_file = data_dir.join("admin.token");
     std::fs::write(&token_file, format!("{token}\n")).context("writing admin.token")?;

@@ -1,20 +1,55 @@
-//! Bearer-token authentication and role checks.
+//! Bearer-token authentication and the role check each route declares (in
+//! [`crate::routes::api_routes`]). A refusal is logged with the path and the reason —
+//! never the token — and answered 401 (no, unknown, expired or revoked token) or 403
+//! (a role below the route's).
 
 use crate::{ApiError, AppState};
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
-use sqlvigil_store::Role;
+use sqlvigil_store::{Role, TokenInfo, Verdict};
 
-/// Require a valid token with at least `min` role; the role is attached to the request.
+/// Who called: the verified token (its id, name and role; never its secret).
+#[derive(Debug, Clone)]
+pub struct Caller(pub TokenInfo);
+
+/// Require a valid token of at least role `min`; the caller (and its role) is attached
+/// to the request.
 pub async fn require(
-    State(app): State<AppState>,
+    State((app, min)): State<(AppState, Role)>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let min = Role::Viewer;
-    let header = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let caller = match authenticate(&app, req.headers()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(request = %what, "authentication refused: {e}");
+            return Err(e);
+        }
+    };
+    if caller.role < min {
+        let e = ApiError::Forbidden(format!(
+            "token `{}` has role {}; {what} needs {} or above",
+            caller.name,
+            caller.role.as_str(),
+            min.as_str()
+        ));
+        tracing::warn!(request = %what, token_id = %caller.id, "authorization refused: {e}");
+        return Err(e);
+    }
+    req.extensions_mut().insert(caller.role);
+    req.extensions_mut().insert(Caller(caller));
+    Ok(next.run(req).await)
+}
+
+/// The token of `headers`' `Authorization: Bearer …`, verified.
+pub(crate) async fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+) -> Result<TokenInfo, ApiError> {
+    let header = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
     })?;
     let token = header
@@ -31,28 +66,19 @@ pub async fn require(
         })?;
     let state = app.state.clone();
     let owned = token.to_string();
-    let role = tokio::task::spawn_blocking(move || state.verify_token(&owned))
+    let verdict = tokio::task::spawn_blocking(move || state.verify_token(&owned))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??
-        .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
-    if role < min {
-        return Err(ApiError::Forbidden(format!(
-            "role {} may not do this",
-            role.as_str()
-        )));
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    match verdict {
+        Verdict::Valid(info) => Ok(info),
+        Verdict::Unknown => Err(ApiError::Unauthorized("unknown token".into())),
+        Verdict::Expired(at) => Err(ApiError::Unauthorized(format!(
+            "token expired at {}",
+            at.to_rfc3339()
+        ))),
+        Verdict::Revoked(at) => Err(ApiError::Unauthorized(format!(
+            "token revoked at {}",
+            at.to_rfc3339()
+        ))),
     }
-    req.extensions_mut().insert(role);
-    Ok(next.run(req).await)
-}
-
-/// `Forbidden` unless `role` is at least `min`, naming what was refused.
-pub(crate) fn at_least(role: Role, min: Role, what: &str) -> Result<(), ApiError> {
-    if role < min {
-        return Err(ApiError::Forbidden(format!(
-            "role {} may not {what}; {} or above needed",
-            role.as_str(),
-            min.as_str()
-        )));
-    }
-    Ok(())
 }

@@ -9,12 +9,16 @@ use tokio::net::TcpListener;
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     pub addr: String,
+    /// `/metrics` answers only with a valid token (of any role); open by default, as
+    /// Prometheus scrapers expect.
+    pub metrics_require_token: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             addr: "127.0.0.1:8080".into(),
+            metrics_require_token: false,
         }
     }
 }

@@ -1,4 +1,7 @@
-//! API errors: a status code and a message, answered as JSON.
+//! API errors: a status code and a message, answered as JSON
+//! `{"error": {"code", "message", "request_id"}}`, the request id being the one in the
+//! request's and the response's `x-request-id` header (and in the log lines of the
+//! request, see [`request_scope`]).
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -66,7 +69,42 @@ impl From<sqlvigil_analytics::AnalyticsError> for ApiError {
     }
 }
 
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// Run the rest of the request with its id (`x-request-id`, set by tower-http's
+/// `SetRequestIdLayer` when the client sent none) in its log lines and its errors.
+pub(crate) async fn request_scope(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let span = tracing::info_span!("request", request_id = %id);
+    REQUEST_ID.scope(id, next.run(req).instrument(span)).await
+}
+
 impl ApiError {
+    /// A stable name for the kind of error, for clients to branch on.
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -86,7 +124,11 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut resp = (
             status,
-            Json(serde_json::json!({ "error": self.to_string() })),
+            Json(serde_json::json!({ "error": {
+                "code": self.code(),
+                "message": self.to_string(),
+                "request_id": REQUEST_ID.try_with(String::clone).ok(),
+            } })),
         )
             .into_response();
         if let ApiError::TooManyRequests {

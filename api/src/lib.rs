@@ -6,9 +6,14 @@
 //! (Elastic only), `/api/v1/live…` (the live monitor's DMV snapshots; ad hoc ones for
 //! operators, rate-limited per instance), plus a small status page at `/`.
 //!
-//! Tokens are checked against their SHA-256 hashes in the state store; every role may
-//! read, and later write endpoints require operator or admin. Errors are JSON
-//! `{"error": "..."}` with the right status code.
+//! Tokens (`sqlvigil token create|list|revoke`, `/api/v1/tokens` for admins) are
+//! checked against their salted SHA-256 hashes in the state store, with expiry and
+//! revocation; each route declares the least role it needs in one table
+//! (`routes::api_routes`): viewers read, operators also request analyses and ad-hoc live
+//! snapshots, admins also manage tokens. `/health`, `/ready` and `/metrics` are open
+//! (`/metrics` closes with `api.metrics_require_token`). Errors are JSON
+//! `{"error": {"code", "message", "request_id"}}` with the right status code; every
+//! request has an `x-request-id`, echoed and in its log lines.
 //!
 //! Every read goes through `sqlvigil-core`'s `Reader`, so both backends answer the same
 //! endpoints the same way; what a backend cannot answer is 501 naming the setting that
@@ -25,9 +30,11 @@ mod error;
 mod live;
 mod params;
 mod routes;
+mod tokens;
 
 pub use config::ApiConfig;
 pub use error::ApiError;
+pub use routes::route_roles;
 
 use axum::Router;
 use sqlvigil_analytics::AnalyticsService;
@@ -53,6 +60,8 @@ pub struct AppState {
     /// The live monitor (`/api/v1/live`), when instances are configured for it.
     pub live: Option<Arc<dyn sqlvigil_core::Live>>,
     pub started: Instant,
+    /// `/metrics` answers only with a valid token (`api.metrics_require_token`).
+    pub metrics_require_token: bool,
 }
 
 /// The whole router.

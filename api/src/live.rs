@@ -10,27 +10,18 @@
 //!   `?by=cpu|duration|reads|executions` (default cpu).
 
 use crate::params::Params;
-use crate::{auth, ApiError, AppState};
+use crate::{ApiError, AppState};
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use sqlvigil_core::Live;
 use sqlvigil_model::live::{CollectorKind, LiveSnapshot};
 use sqlvigil_model::TopQuery;
-use sqlvigil_store::Role;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 const KINDS: &str =
     "sessions, waits, blocking, top-queries, query-store, tempdb, log-space, memory-grants, io";
-
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/live", get(instances))
-        .route("/live/{instance}", get(latest))
-        .route("/live/{instance}/{kind}", get(adhoc))
-}
 
 fn monitor(app: &AppState) -> Result<&Arc<dyn Live>, ApiError> {
     app.live.as_ref().ok_or_else(|| {
@@ -51,12 +42,12 @@ fn known(live: &dyn Live, instance: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn instances(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn instances(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let live = monitor(&app)?;
     Ok(Json(json!({ "instances": live.status() })))
 }
 
-async fn latest(
+pub(crate) async fn latest(
     State(app): State<AppState>,
     Path(instance): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -113,9 +104,8 @@ fn part(snap: &LiveSnapshot, kind: &str, by: &str) -> Result<Value, ApiError> {
     })
 }
 
-async fn adhoc(
+pub(crate) async fn adhoc(
     State(app): State<AppState>,
-    Extension(role): Extension<Role>,
     Path((instance, kind)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -127,7 +117,6 @@ async fn adhoc(
     let collector = CollectorKind::parse(&kind).ok_or_else(|| {
         ApiError::NotFound(format!("no live collector `{kind}`; one of: {KINDS}"))
     })?;
-    auth::at_least(role, Role::Operator, "take ad-hoc live snapshots")?;
     let snap = live.snapshot(&instance, Some(collector), "ad-hoc").await?;
     let mut body = json!({
         "instance": snap.instance,

@@ -5,9 +5,9 @@ use crate::{auth, ApiError, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Extension;
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{middleware, Json, Router};
 use serde_json::{json, Value};
 use sqlvigil_analytics::prompt::Subject;
@@ -17,6 +17,7 @@ use sqlvigil_model::query::{
 use sqlvigil_model::Sample;
 use sqlvigil_store::Role;
 use std::collections::HashMap;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 const MAX_POINTS: usize = 100_000;
 const DEFAULT_POINTS: usize = 10_000;
@@ -24,22 +25,61 @@ const DEFAULT_POINTS: usize = 10_000;
 const DEFAULT_ANOMALIES: usize = 1000;
 const PAGE: &str = include_str!("../static/index.html");
 
+/// Every route under `/api/v1`: its method, path, the least role it needs and its
+/// handler — the one place a route's role is declared.
+pub(crate) fn api_routes() -> Vec<(Method, &'static str, Role, MethodRouter<AppState>)> {
+    use crate::live;
+    use Role::{Admin, Operator, Viewer};
+    vec![
+        (Method::GET, "/series", Viewer, get(series)),
+        (Method::GET, "/metrics", Viewer, get(metrics)),
+        (Method::GET, "/aggregates", Viewer, get(aggregates)),
+        (Method::GET, "/anomalies", Viewer, get(anomalies)),
+        (Method::GET, "/anomalies/{id}", Viewer, get(anomaly)),
+        (Method::GET, "/insights", Viewer, get(insights)),
+        (Method::POST, "/insights", Operator, post(create_insight)),
+        (Method::GET, "/insights/failures", Viewer, get(failures)),
+        (Method::GET, "/waits", Viewer, get(waits)),
+        (Method::GET, "/top-queries", Viewer, get(top_queries)),
+        (Method::GET, "/io", Viewer, get(io)),
+        (Method::GET, "/blocking", Viewer, get(blocking)),
+        (Method::GET, "/coverage", Viewer, get(coverage)),
+        (Method::GET, "/live", Viewer, get(live::instances)),
+        (Method::GET, "/live/{instance}", Viewer, get(live::latest)),
+        (
+            Method::GET,
+            "/live/{instance}/{kind}",
+            Operator,
+            get(live::adhoc),
+        ),
+        (Method::GET, "/tokens", Admin, get(crate::tokens::list)),
+        (Method::POST, "/tokens", Admin, post(crate::tokens::create)),
+        (
+            Method::DELETE,
+            "/tokens/{id}",
+            Admin,
+            delete(crate::tokens::revoke),
+        ),
+    ]
+}
+
+/// Method, path (under `/api/v1`) and least role of every protected route.
+pub fn route_roles() -> Vec<(Method, &'static str, Role)> {
+    api_routes()
+        .into_iter()
+        .map(|(m, p, r, _)| (m, p, r))
+        .collect()
+}
+
 pub fn router(app: AppState) -> Router {
-    let protected = Router::new()
-        .route("/series", get(series))
-        .route("/metrics", get(metrics))
-        .route("/aggregates", get(aggregates))
-        .route("/anomalies", get(anomalies))
-        .route("/anomalies/{id}", get(anomaly))
-        .route("/insights", get(insights).post(create_insight))
-        .route("/insights/failures", get(failures))
-        .route("/waits", get(waits))
-        .route("/top-queries", get(top_queries))
-        .route("/io", get(io))
-        .route("/blocking", get(blocking))
-        .route("/coverage", get(coverage))
-        .merge(crate::live::routes())
-        .route_layer(middleware::from_fn_with_state(app.clone(), auth::require));
+    let mut protected = Router::new();
+    for (_, path, role, handler) in api_routes() {
+        let checked = handler.route_layer(middleware::from_fn_with_state(
+            (app.clone(), role),
+            auth::require,
+        ));
+        protected = protected.route(path, checked);
+    }
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/health", get(health))
@@ -48,10 +88,18 @@ pub fn router(app: AppState) -> Router {
         .nest("/api/v1", protected)
         .fallback(|| async {
             ApiError::NotFound(
-                "no such endpoint; see /api/v1/{series,metrics,aggregates,anomalies,insights,waits,top-queries,io,blocking,coverage,live}".into(),
+                "no such endpoint; see /api/v1/{series,metrics,aggregates,anomalies,insights,waits,top-queries,io,blocking,coverage,live,tokens}".into(),
             )
         })
         .with_state(app)
+        // Outermost first: an id for every request (the client's `x-request-id` if it
+        // sent one), echoed in the response, in its log lines and in its errors.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(crate::error::request_scope)),
+        )
 }
 
 fn ok_or_unavailable(ok: bool) -> StatusCode {
@@ -93,7 +141,14 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     )
 }
 
-async fn prometheus(State(app): State<AppState>) -> Response {
+/// Open unless `api.metrics_require_token`: then any valid token may read it.
+async fn prometheus(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if app.metrics_require_token {
+        if let Err(e) = auth::authenticate(&app, &headers).await {
+            tracing::warn!(request = "GET /metrics", "authentication refused: {e}");
+            return e.into_response();
+        }
+    }
     let mut text = app.stats.render();
     text.push_str(&app.health.render());
     if let Some(live) = &app.live {
@@ -335,10 +390,8 @@ fn subject_for(app: &AppState, req: InsightRequest) -> Result<Subject, ApiError>
 
 async fn create_insight(
     State(app): State<AppState>,
-    Extension(role): Extension<Role>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    auth::at_least(role, Role::Operator, "request analyses")?;
     let req: InsightRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not a valid insight request: {e}")))?;
     let subject = subject_for(&app, req)?;

@@ -193,8 +193,12 @@ pub async fn self_metric(sv: &Sqlvigil, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 
+/// The message of an API error (`{"error": {"code", "message", "request_id"}}`).
 pub fn error_message(body: &Value) -> String {
-    body["error"].as_str().unwrap_or_default().to_string()
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// POST one OTLP/HTTP protobuf metrics request; the HTTP status (0 when it never answered).

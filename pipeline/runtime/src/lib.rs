@@ -87,6 +87,7 @@ impl Handles {
             rule_needs: self.rule_needs.clone(),
             live: self.live.clone(),
             started: Instant::now(),
+            metrics_require_token: false,
         }
     }
 }

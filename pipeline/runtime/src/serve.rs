@@ -39,6 +39,7 @@ pub async fn serve(cfg: Config, companion: Option<Companion>) -> Result<()> {
     let api_addr = api_listener
         .local_addr()
         .map_err(|e| sqlvigil_core::Error::io("address of the API listener", e))?;
+    let metrics_require_token = cfg.api.metrics_require_token;
     let pipeline = Pipeline::start(cfg).await?;
     let handles = pipeline.handles().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -48,11 +49,11 @@ pub async fn serve(cfg: Config, companion: Option<Companion>) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let api = tokio::spawn(sqlvigil_api::serve(
-        api_listener,
-        handles.app_state(),
-        api_stop,
-    ));
+    let app = sqlvigil_api::AppState {
+        metrics_require_token,
+        ..handles.app_state()
+    };
+    let api = tokio::spawn(sqlvigil_api::serve(api_listener, app, api_stop));
     println!("OTLP gRPC:  http://{}", handles.grpc_addr);
     println!("OTLP HTTP:  http://{}", handles.http_addr);
     println!("API + page: http://{api_addr}/");

@@ -11,7 +11,8 @@
 //! - [`query`]: DataFusion over those files plus the unflushed buffer;
 //! - [`activity`]: the receiver's events (top queries, query samples) as tables of
 //!   their own;
-//! - [`state`]: SQLite for anomalies, insights, analysis failures, API tokens and
+//! - [`state`]: SQLite for anomalies, insights, analysis failures, API tokens
+//!   ([`tokens`]: salted, with expiry and revocation) and
 //!   operator checkpoints ([`StateStore`], the pipeline's `Ledger`;
 //!   [`SqliteCheckpoints`]);
 //! - [`reader`]: the `Reader` the API and the analytics stage use ([`EmbeddedReader`]);
@@ -32,6 +33,7 @@ pub mod reader;
 pub mod retention;
 pub mod rollup;
 pub mod state;
+pub mod tokens;
 pub mod writer;
 
 pub use checkpoints::SqliteCheckpoints;
@@ -41,6 +43,7 @@ pub use error::StoreError;
 pub use reader::EmbeddedReader;
 pub use retention::Retired;
 pub use state::{Expired, Role, StateStore};
+pub use tokens::{NewToken, TokenInfo, Verdict};
 pub use writer::Store;
 
 #[cfg(test)]

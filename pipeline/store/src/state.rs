@@ -1,13 +1,12 @@
-//! SQLite state: anomalies, insights, API tokens (hashed) and operator checkpoints.
+//! SQLite state: anomalies, insights, API tokens (hashed, see [`crate::tokens`]) and
+//! operator checkpoints.
 //!
 //! Writes are small and rare compared with telemetry, so one connection behind a mutex
 //! in WAL mode is enough; every statement is parameterised.
 
 use crate::error::{Result, StoreError};
-use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlvigil_model::live::LiveSnapshot;
 use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, Insight};
 use std::path::Path;
@@ -85,12 +84,6 @@ CREATE TABLE IF NOT EXISTS analysis_failures (
     instance TEXT NOT NULL,
     body TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS tokens (
-    hash TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    name TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS live_snapshots (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     instance TEXT NOT NULL,
@@ -123,20 +116,20 @@ pub(crate) fn lock_sqlite(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 impl StateStore {
     /// Open (or create) `<data_dir>/state.sqlite`.
     pub fn open(data_dir: &Path) -> Result<StateStore> {
         std::fs::create_dir_all(data_dir)?;
-        Ok(StateStore {
-            conn: open_sqlite(&data_dir.join("state.sqlite"), SCHEMA)?,
-        })
+        let conn = open_sqlite(&data_dir.join("state.sqlite"), SCHEMA)?;
+        {
+            let c = lock_sqlite(&conn);
+            c.execute_batch(crate::tokens::SCHEMA)?;
+            crate::tokens::migrate(&c)?;
+        }
+        Ok(StateStore { conn })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         lock_sqlite(&self.conn)
     }
 
@@ -385,36 +378,6 @@ impl StateStore {
         })
     }
 
-    /// Create a token for `role`; the plaintext is returned once and only its hash kept.
-    pub fn create_token(&self, role: Role, name: &str) -> Result<String> {
-        let mut raw = [0u8; 24];
-        rand::rng().fill_bytes(&mut raw);
-        let token = format!("svk_{}", hex::encode(raw));
-        self.conn().execute(
-            "INSERT INTO tokens (hash, role, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                hash_token(&token),
-                role.as_str(),
-                name,
-                chrono::Utc::now().to_rfc3339()
-            ],
-        )?;
-        Ok(token)
-    }
-
-    /// The role of a presented token, if it is known.
-    pub fn verify_token(&self, token: &str) -> Result<Option<Role>> {
-        let role: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT role FROM tokens WHERE hash = ?1",
-                params![hash_token(token)],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(role.as_deref().and_then(Role::parse))
-    }
-
     pub fn save_checkpoint(&self, name: &str, body: &serde_json::Value) -> Result<()> {
         self.conn().execute(
             "INSERT INTO checkpoints (name, body, updated_at) VALUES (?1, ?2, ?3)
@@ -489,21 +452,6 @@ impl sqlvigil_core::Ledger for StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_stored_hashed_and_verified() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
-        let t = s.create_token(Role::Operator, "ci").unwrap();
-        assert_eq!(s.verify_token(&t).unwrap(), Some(Role::Operator));
-        assert_eq!(s.verify_token("svk_nope").unwrap(), None);
-        let stored: String = s
-            .conn()
-            .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
-            .unwrap();
-        assert_ne!(stored, t);
-        assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
-    }
 
     fn anomaly(id: &str, state: sqlvigil_model::AnomalyState, days_ago: i64) -> Anomaly {
         let series = sqlvigil_model::SeriesKey::new("sql1", "h", "", "sqlserver.cpu.utilization");

@@ -1,0 +1,88 @@
+//! `/api/v1/tokens` (admin): list tokens (never their secrets), create one (the secret
+//! is in the answer only) and revoke one. Each change is logged with the admin's token
+//! name.
+
+use crate::auth::Caller;
+use crate::{ApiError, AppState};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlvigil_store::Role;
+
+/// `POST /api/v1/tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTokenRequest {
+    name: String,
+    role: String,
+    /// How long the token is valid (`30d`, `12h`); forever if absent.
+    expires_in: Option<String>,
+}
+
+pub(crate) async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let state = app.state.clone();
+    let tokens = tokio::task::spawn_blocking(move || state.tokens())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+pub(crate) async fn create(
+    State(app): State<AppState>,
+    Extension(Caller(by)): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: NewTokenRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "body must be {{\"name\", \"role\", \"expires_in\"?}}: {e}"
+        ))
+    })?;
+    let role = Role::parse(&req.role).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "`role` must be viewer, operator or admin, got `{}`",
+            req.role
+        ))
+    })?;
+    if req.name.trim().is_empty() {
+        return Err(ApiError::BadRequest("`name` must not be empty".into()));
+    }
+    let expires_at = req.expires_in.as_deref().map(expiry).transpose()?;
+    let state = app.state.clone();
+    let name = req.name.clone();
+    let made = tokio::task::spawn_blocking(move || state.create_token(role, &name, expires_at))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    tracing::info!(id = %made.info.id, name = %made.info.name, role = role.as_str(), by = %by.name, "API token created");
+    Ok((StatusCode::CREATED, Json(json!(made))))
+}
+
+/// The time a token given `expires_in` (a duration such as `30d`) runs out.
+pub(crate) fn expiry(expires_in: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    humantime::parse_duration(expires_in)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`expires_in` must be a duration such as 30d or 12h, got `{expires_in}`"
+            ))
+        })
+}
+
+pub(crate) async fn revoke(
+    State(app): State<AppState>,
+    Extension(Caller(by)): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let state = app.state.clone();
+    let wanted = id.clone();
+    let revoked = tokio::task::spawn_blocking(move || state.revoke_token(&wanted))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??
+        .ok_or_else(|| ApiError::NotFound(format!("no token `{id}`")))?;
+    tracing::info!(id = %revoked.id, name = %revoked.name, by = %by.name, "API token revoked");
+    Ok(Json(json!({ "token": revoked })))
+}
