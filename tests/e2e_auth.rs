@@ -14,24 +14,18 @@ use serde_json::Value;
 use sqlvigil_store::Role;
 use sqlvigil_testkit::Sqlvigil;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-/// `sqlvigil token …` on `dir`: its stdout.
+/// `sqlvigil token ARGS… --data-dir DIR`: its stdout.
 fn token_cli(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin())
-        .arg("token")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .expect("sqlvigil token runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let dir = dir.to_string_lossy();
+    let args: Vec<&str> = ["token"]
+        .iter()
+        .chain(args)
+        .chain(&["--data-dir", &dir])
+        .copied()
+        .collect();
+    common::cli(&args)
 }
 
 async fn call(

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{bin, gauge_request_at, post_metrics, start_config, wait_served};
+use common::{gauge_request_at, post_metrics, start_config, wait_served};
 use prost::Message;
 use serde_json::Value;
 use sqlvigil_testkit::{wait_for, Sqlvigil};
@@ -94,17 +94,8 @@ async fn kill9_five_times_under_load_loses_nothing_acknowledged() {
 }
 
 fn store_cli(args: &[&str]) -> Value {
-    let out = Command::new(bin())
-        .arg("store")
-        .args(args)
-        .output()
-        .expect("sqlvigil store runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    let args: Vec<&str> = ["store"].iter().chain(args).copied().collect();
+    serde_json::from_str(&common::cli(&args)).expect("JSON")
 }
 
 #[tokio::test(flavor = "multi_thread")]

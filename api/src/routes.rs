@@ -12,7 +12,7 @@ use axum::{middleware, Json, Router};
 use serde_json::{json, Value};
 use sqlvigil_analytics::prompt::Subject;
 use sqlvigil_model::query::{
-    AnomalyCursor, AnomalyFilter, GroupBy, MetricFilter, Range, Resolution,
+    AnomalyCursor, AnomalyFilter, GroupBy, MetricFilter, PointCursor, Range, Resolution,
 };
 use sqlvigil_model::Sample;
 use sqlvigil_store::Role;
@@ -168,7 +168,7 @@ fn metric_filter(p: &Params) -> Result<MetricFilter, ApiError> {
         instance: p.string("instance"),
         from_ns: p.time_ns("from")?,
         to_ns: p.time_ns("to")?,
-        limit: None,
+        ..Default::default()
     };
     if let (Some(from), Some(to)) = (f.from_ns, f.to_ns) {
         if from > to {
@@ -208,7 +208,12 @@ async fn metrics(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = Params::new(q, &["series", "metric", "instance", "from", "to", "limit"])?;
+    let p = Params::new(
+        q,
+        &[
+            "series", "metric", "instance", "from", "to", "limit", "order", "cursor",
+        ],
+    )?;
     let mut f = metric_filter(&p)?;
     if f.series_id.is_none() && f.metric.is_none() {
         return Err(ApiError::BadRequest(
@@ -216,8 +221,24 @@ async fn metrics(
         ));
     }
     let limit = p.usize("limit", MAX_POINTS)?.unwrap_or(DEFAULT_POINTS);
-    f.limit = Some(limit);
-    let (points, served) = tokio::try_join!(app.reader.metrics(&f), app.reader.served(&f))?;
+    let order = p.one_of("order", &["oldest", "newest"])?;
+    f.newest_first = order.as_deref() == Some("newest");
+    f.after = match p.string("cursor") {
+        Some(c) => Some(PointCursor::decode(&c).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`cursor` must be a `next_cursor` from an earlier page, got `{c}`"
+            ))
+        })?),
+        None => None,
+    };
+    // One more than asked: whether there is more is known, never guessed.
+    f.limit = Some(limit + 1);
+    let (mut points, served) = app.reader.metrics_served(&f).await?;
+    let truncated = points.len() > limit;
+    points.truncate(limit);
+    let next_cursor = truncated
+        .then(|| points.last().map(|s| PointCursor::after(s).encode()))
+        .flatten();
     let in_rollups = |ns: i64| {
         let t = sqlvigil_model::ns_to_datetime(ns);
         served.iter().any(|s| s.from <= t && t < s.to)
@@ -226,6 +247,9 @@ async fn metrics(
     Ok(Json(json!({
         "points": points.iter().map(point_json).collect::<Vec<_>>(),
         "limit": limit,
+        "order": if f.newest_first { "newest" } else { "oldest" },
+        "truncated": truncated,
+        "next_cursor": next_cursor,
         "resolution": resolution_of(served.iter().map(|s| s.resolution), raw_too),
         "rollups": served,
     })))

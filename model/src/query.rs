@@ -13,6 +13,54 @@ pub struct MetricFilter {
     pub from_ns: Option<i64>,
     pub to_ns: Option<i64>,
     pub limit: Option<usize>,
+    /// Continue after this point (a page's `next_cursor`), in the order asked for.
+    pub after: Option<PointCursor>,
+    /// Newest first (by time, then series id, both descending) instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// Where a page of points ended: its last point's time and series id (points are ordered
+/// by time, then series id). Opaque text on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PointCursor {
+    pub time_ns: i64,
+    pub series_id: u64,
+}
+
+impl PointCursor {
+    /// The cursor after `s`.
+    pub fn after(s: &crate::Sample) -> Self {
+        PointCursor {
+            time_ns: s.time_ns,
+            series_id: s.key.id(),
+        }
+    }
+
+    /// `<time ns>.<series id, 16 hex digits>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{:016x}", self.time_ns, self.series_id)
+    }
+
+    /// The cursor `encode` wrote, or `None` for anything else.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (ns, id) = s.split_once('.')?;
+        Some(PointCursor {
+            time_ns: ns.parse().ok()?,
+            series_id: u64::from_str_radix(id, 16).ok()?,
+        })
+    }
+
+    /// Whether a point at `time_ns` on `series_id` comes after the cursor in the order
+    /// given (`newest_first` or oldest first).
+    pub fn precedes(&self, time_ns: i64, series_id: u64, newest_first: bool) -> bool {
+        let key = (time_ns, series_id);
+        let at = (self.time_ns, self.series_id);
+        if newest_first {
+            key < at
+        } else {
+            key > at
+        }
+    }
 }
 
 /// What windowed aggregates are grouped by.

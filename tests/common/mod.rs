@@ -193,6 +193,21 @@ pub async fn self_metric(sv: &Sqlvigil, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 
+/// `sqlvigil ARGS…`'s stdout, trimmed; panics with its stderr if it fails.
+pub fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .expect("sqlvigil runs");
+    assert!(
+        out.status.success(),
+        "sqlvigil {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The message of an API error (`{"error": {"code", "message", "request_id"}}`).
 pub fn error_message(body: &Value) -> String {
     body["error"]["message"]

@@ -276,7 +276,9 @@ fn metric_query(f: &MetricFilter) -> Value {
 }
 
 fn sample_matches(s: &Sample, f: &MetricFilter) -> bool {
-    f.series_id.is_none_or(|id| s.key.id() == id)
+    f.after
+        .is_none_or(|c| c.precedes(s.time_ns, s.key.id(), f.newest_first))
+        && f.series_id.is_none_or(|id| s.key.id() == id)
         && f.metric.as_deref().is_none_or(|m| &*s.key.metric == m)
         && f.instance.as_deref().is_none_or(|i| &*s.key.instance == i)
         && Range {
@@ -286,16 +288,44 @@ fn sample_matches(s: &Sample, f: &MetricFilter) -> bool {
         .contains(s.time_ns)
 }
 
-/// Points matching `f`, oldest first, at most `f.limit`.
+/// Points matching `f`, oldest (or newest) first by time then series id, after its
+/// cursor, at most `f.limit`.
 pub async fn metrics(es: &Elastic, o: &ReadOptions, f: &MetricFilter) -> Result<Answer<Sample>> {
     let limit = f.limit.unwrap_or(o.max_docs);
+    // The cursor's time bounds the documents to read.
+    let mut bounded = f.clone();
+    if let Some(c) = f.after {
+        if f.newest_first {
+            bounded.to_ns = Some(f.to_ns.map_or(c.time_ns, |t| t.min(c.time_ns)));
+        } else {
+            bounded.from_ns = Some(f.from_ns.map_or(c.time_ns, |t| t.max(c.time_ns)));
+        }
+    }
     let mut rows = Vec::new();
-    let scanned = scan(es, &o.metrics, metric_query(f), true, o.max_docs, |d| {
-        rows.extend(d.samples.into_iter().filter(|s| sample_matches(s, f)));
-        rows.len() < limit
-    })
+    let mut last_time = None;
+    let scanned = scan(
+        es,
+        &o.metrics,
+        metric_query(&bounded),
+        !f.newest_first,
+        o.max_docs,
+        |d| {
+            // Once full, read on only while documents share the last time read: points of
+            // one time are ordered by series id, which documents are not.
+            let time = d.samples.first().map(|s| s.time_ns);
+            if rows.len() >= limit && time != last_time {
+                return false;
+            }
+            last_time = time.or(last_time);
+            rows.extend(d.samples.into_iter().filter(|s| sample_matches(s, f)));
+            true
+        },
+    )
     .await?;
-    rows.sort_by_key(|s| s.time_ns);
+    rows.sort_by_key(|s| (s.time_ns, s.key.id()));
+    if f.newest_first {
+        rows.reverse();
+    }
     rows.truncate(limit);
     Ok(scanned.answer(rows))
 }

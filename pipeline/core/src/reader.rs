@@ -22,10 +22,10 @@ pub trait Reader: Send + Sync {
     fn backend(&self) -> &'static str;
     /// Points matching `f`, oldest first.
     async fn metrics(&self, f: &MetricFilter) -> Result<Vec<Sample>>;
-    /// The stretches of `f`'s range where [`Reader::metrics`] answers with rollups
-    /// rather than the points as sent (none: raw throughout).
-    async fn served(&self, _f: &MetricFilter) -> Result<Vec<Served>> {
-        Ok(Vec::new())
+    /// [`Reader::metrics`], and the stretches of `f`'s range answered with rollups
+    /// rather than the points as sent (none: raw throughout), read together.
+    async fn metrics_served(&self, f: &MetricFilter) -> Result<(Vec<Sample>, Vec<Served>)> {
+        Ok((self.metrics(f).await?, Vec::new()))
     }
     async fn series(&self, f: &MetricFilter) -> Result<Vec<SeriesInfo>>;
     async fn aggregates(

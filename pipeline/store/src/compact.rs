@@ -180,17 +180,10 @@ impl Store {
                 by_hour.entry(h).or_default().push(part);
             }
         }
-        let mut written = Vec::new();
-        let mut old: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-        let swapped = self
-            .write_hours(table, hour, &by_hour, expired, &mut written, &mut old, done)
-            .and_then(|()| self.catalog.replace(&old, &written));
-        if let Err(e) = swapped {
-            for f in &written {
-                let _ = std::fs::remove_file(self.dir.join(&f.path));
-            }
-            return Err(e);
-        }
+        let old = files.iter().map(|f| f.path.clone()).collect();
+        let written = self.swap(old, |written, old| {
+            self.write_hours(table, hour, &by_hour, expired, written, old, done)
+        })?;
         done.hours += 1;
         done.files_in += files.len();
         done.rows_in += files.iter().map(|f| f.rows).sum::<u64>();
@@ -209,19 +202,32 @@ impl Store {
     /// Write the rollups of `hour` from its one compacted file.
     fn roll_up_file(&self, hour: i64, file: &FileEntry, done: &mut Compacted) -> Result<()> {
         let points = read_parquet(&self.dir.join(&file.path))?;
-        let (mut written, mut old) = (Vec::new(), Vec::new());
-        let swapped = self
-            .write_rollups(hour, &points, &mut written, &mut old)
-            .and_then(|()| self.catalog.replace(&old, &written));
+        let written = self.swap(Vec::new(), |written, old| {
+            self.write_rollups(hour, &points, written, old)
+        })?;
+        done.hours += 1;
+        done.rollup_rows += written.iter().map(|f| f.rows).sum::<u64>();
+        Ok(())
+    }
+
+    /// Write new files with `write` (which lists them, and adds to `old` the files they
+    /// replace), then swap them for `old` in one catalogue transaction; on any failure
+    /// the new files go again and nothing changed. The new files' entries.
+    fn swap(
+        &self,
+        mut old: Vec<String>,
+        write: impl FnOnce(&mut Vec<FileEntry>, &mut Vec<String>) -> Result<()>,
+    ) -> Result<Vec<FileEntry>> {
+        let mut written = Vec::new();
+        let swapped =
+            write(&mut written, &mut old).and_then(|()| self.catalog.replace(&old, &written));
         if let Err(e) = swapped {
             for f in &written {
                 let _ = std::fs::remove_file(self.dir.join(&f.path));
             }
             return Err(e);
         }
-        done.hours += 1;
-        done.rollup_rows += written.iter().map(|f| f.rows).sum::<u64>();
-        Ok(())
+        Ok(written)
     }
 
     /// Write the compacted files of `by_hour` (and `hour`'s rollups) into `written`,

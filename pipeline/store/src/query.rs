@@ -21,7 +21,8 @@ use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use sqlvigil_model::arrow_schema::{batch_to_logs, batch_to_samples, log_schema, sample_schema};
 use sqlvigil_model::query::{
-    AggregateRow, GroupBy, MetricFilter, MetricStat, MetricStats, Resolution, SeriesInfo, Served,
+    AggregateRow, GroupBy, MetricFilter, MetricStat, MetricStats, PointCursor, Resolution,
+    SeriesInfo, Served,
 };
 use sqlvigil_model::{ns_to_datetime, LogRecord, Sample};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -129,14 +130,24 @@ impl Store {
         })
     }
 
-    /// Points matching `filter`, oldest first.
+    /// Points matching `filter`, oldest (or newest) first, after its cursor.
     pub async fn query_metrics(&self, filter: &MetricFilter) -> Result<Vec<Sample>> {
-        let df = self.sorted_points(filter).await?.limit(0, filter.limit)?;
+        Ok(self.query_points(filter).await?.0)
+    }
+
+    /// Points matching `filter` and the stretches of its range served from rollups,
+    /// from one plan (a retention pass in between cannot make them disagree).
+    pub async fn query_points(&self, filter: &MetricFilter) -> Result<(Vec<Sample>, Vec<Served>)> {
+        let plan = self.plan(filter, None)?;
+        let df = self
+            .sorted_points_of(filter, &plan)
+            .await?
+            .limit(0, filter.limit)?;
         let mut out = Vec::new();
         for b in df.collect().await? {
             out.extend(batch_to_samples(&b)?);
         }
-        Ok(out)
+        Ok((out, served(&plan, filter)))
     }
 
     /// Points matching `filter` as a stream of batches in (time, series) order, for
@@ -148,13 +159,17 @@ impl Store {
         Ok(self.sorted_points(filter).await?.execute_stream().await?)
     }
 
-    /// The points `filter` selects, in (time, series) order: a total order, so queries
-    /// and replays are deterministic.
+    /// The points `filter` selects, in (time, series) order (descending if it asks for
+    /// newest first): a total order, so queries, pages and replays are deterministic.
     /// Where raw points have expired, their per-minute rollups stand in for them.
     async fn sorted_points(&self, filter: &MetricFilter) -> Result<DataFrame> {
         let plan = self.plan(filter, None)?;
-        let df = self.raw_points(filter, &plan).await?;
-        let df = match self.rollup_rows(filter, &plan).await? {
+        self.sorted_points_of(filter, &plan).await
+    }
+
+    async fn sorted_points_of(&self, filter: &MetricFilter, plan: &Plan) -> Result<DataFrame> {
+        let df = self.raw_points(filter, plan).await?;
+        let df = match self.rollup_rows(filter, plan).await? {
             Some(rollups) => {
                 let columns: Vec<Expr> = sample_schema()
                     .fields()
@@ -165,9 +180,14 @@ impl Store {
             }
             None => df,
         };
+        let df = match &filter.after {
+            Some(c) => df.filter(after_cursor(c, filter.newest_first))?,
+            None => df,
+        };
+        let ascending = !filter.newest_first;
         Ok(df.sort(vec![
-            col("time").sort(true, false),
-            col("series_id").sort(true, false),
+            col("time").sort(ascending, false),
+            col("series_id").sort(ascending, false),
         ])?)
     }
 
@@ -240,21 +260,6 @@ impl Store {
             ..filter.clone()
         };
         Ok(Some(Self::conditions(df, &bucketed)?.filter(inside)?))
-    }
-
-    /// The stretches of `filter`'s range that `query_metrics` serves from rollups
-    /// (raw points elsewhere).
-    pub fn served(&self, filter: &MetricFilter) -> Result<Vec<Served>> {
-        let plan = self.plan(filter, None)?;
-        Ok(plan
-            .intervals
-            .iter()
-            .map(|&(a, z)| Served {
-                resolution: plan.resolution,
-                from: ns_to_datetime(filter.from_ns.map_or(a, |f| f.max(a))),
-                to: ns_to_datetime(filter.to_ns.map_or(z, |t| t.min(z))),
-            })
-            .collect())
     }
 
     /// Windowed aggregates of one metric: per event-time window (tumbling, aligned to the
@@ -495,6 +500,20 @@ pub(crate) fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringAr
     typed_col(b, name, &DataType::Utf8)
 }
 
+/// Rows after cursor `c` in (time, series id) order, ascending or (`newest_first`) not.
+fn after_cursor(c: &PointCursor, newest_first: bool) -> Expr {
+    let (t, id) = (ts(c.time_ns), lit(c.series_id));
+    if newest_first {
+        col("time")
+            .lt(t.clone())
+            .or(col("time").eq(t).and(col("series_id").lt(id)))
+    } else {
+        col("time")
+            .gt(t.clone())
+            .or(col("time").eq(t).and(col("series_id").gt(id)))
+    }
+}
+
 /// Which hours a query reads from rollups ([`Store::plan`]).
 struct Plan {
     /// The rollups' resolution.
@@ -516,6 +535,18 @@ impl Plan {
         let any = each.reduce(Expr::or)?;
         Some(if inside { any } else { !any })
     }
+}
+
+/// The stretches of `filter`'s range that `plan` serves from rollups.
+fn served(plan: &Plan, filter: &MetricFilter) -> Vec<Served> {
+    plan.intervals
+        .iter()
+        .map(|&(a, z)| Served {
+            resolution: plan.resolution,
+            from: ns_to_datetime(filter.from_ns.map_or(a, |f| f.max(a))),
+            to: ns_to_datetime(filter.to_ns.map_or(z, |t| t.min(z))),
+        })
+        .collect()
 }
 
 /// Hours (since the epoch) as merged `[start, end)` stretches in nanoseconds.

@@ -31,8 +31,8 @@ impl Reader for EmbeddedReader {
         Ok(self.store.query_metrics(f).await?)
     }
 
-    async fn served(&self, f: &MetricFilter) -> Result<Vec<Served>> {
-        Ok(self.store.served(f)?)
+    async fn metrics_served(&self, f: &MetricFilter) -> Result<(Vec<Sample>, Vec<Served>)> {
+        Ok(self.store.query_points(f).await?)
     }
 
     async fn series(&self, f: &MetricFilter) -> Result<Vec<SeriesInfo>> {

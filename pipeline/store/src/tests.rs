@@ -398,7 +398,8 @@ async fn expired_raw_points_are_served_from_rollups() {
     assert_eq!(points[0].time_ns, old);
     let first_minute: f64 = (0..6).map(|i| 10.0 + i as f64).sum::<f64>() / 6.0;
     assert!((points[0].value - first_minute).abs() < 1e-9);
-    let served = store.served(&all).unwrap();
+    let (same, served) = store.query_points(&all).await.unwrap();
+    assert_eq!(same, points);
     assert_eq!(served.len(), 1);
     assert_eq!(served[0].resolution, Resolution::Minute);
     assert_eq!(served[0].from.timestamp_nanos_opt(), Some(old));
