@@ -84,6 +84,18 @@ CREATE TABLE IF NOT EXISTS analysis_failures (
     instance TEXT NOT NULL,
     body TEXT NOT NULL
 );
+-- API tokens (tokens.rs): salted hashes, never the secret.
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id TEXT PRIMARY KEY,
+    salt TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+);
+CREATE INDEX IF NOT EXISTS api_tokens_by_hash ON api_tokens (hash);
 CREATE TABLE IF NOT EXISTS live_snapshots (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     instance TEXT NOT NULL,
@@ -116,16 +128,29 @@ pub(crate) fn lock_sqlite(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Move the tokens of the unsalted table into `api_tokens`.
+fn migrate_tokens(conn: &Connection) -> Result<()> {
+    let legacy: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'tokens'",
+        [],
+        |r| r.get(0),
+    )?;
+    if legacy {
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO api_tokens (id, salt, hash, role, name, created_at) \
+                 SELECT substr(hash, 1, 12), '', hash, role, name, created_at FROM tokens; \
+             DROP TABLE tokens;",
+        )?;
+    }
+    Ok(())
+}
+
 impl StateStore {
     /// Open (or create) `<data_dir>/state.sqlite`.
     pub fn open(data_dir: &Path) -> Result<StateStore> {
         std::fs::create_dir_all(data_dir)?;
         let conn = open_sqlite(&data_dir.join("state.sqlite"), SCHEMA)?;
-        {
-            let c = lock_sqlite(&conn);
-            c.execute_batch(crate::tokens::SCHEMA)?;
-            crate::tokens::migrate(&c)?;
-        }
+        migrate_tokens(&lock_sqlite(&conn))?;
         Ok(StateStore { conn })
     }
 

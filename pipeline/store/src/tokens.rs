@@ -3,30 +3,16 @@
 //! name, an optional expiry and, once revoked, when. A token is looked up by its id and
 //! its hash compared in constant time.
 //!
-//! Tokens made before ids existed (`svk_<48 hex>`, table `tokens`, unsalted hashes)
-//! are moved into `api_tokens` at open with an empty salt and go on working; the first
-//! twelve digits of their hash are their id.
+//! Tokens made before ids existed (`svk_<48 hex>`, unsalted hashes) were moved into
+//! `api_tokens` at open ([`crate::state`]) with an empty salt and go on working; the
+//! first twelve digits of their hash are their id.
 
 use crate::error::Result;
 use crate::state::{Role, StateStore};
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS api_tokens (
-    id TEXT PRIMARY KEY,
-    salt TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    role TEXT NOT NULL,
-    name TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT,
-    revoked_at TEXT
-);
-CREATE INDEX IF NOT EXISTS api_tokens_by_hash ON api_tokens (hash);
-";
 
 /// A token as listed (never its secret or hash).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -82,23 +68,6 @@ fn same(a: &str, b: &str) -> bool {
 fn time(s: Option<String>) -> Option<chrono::DateTime<chrono::Utc>> {
     s.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
         .map(|t| t.with_timezone(&chrono::Utc))
-}
-
-/// Move the tokens of the unsalted table into `api_tokens`.
-pub(crate) fn migrate(conn: &Connection) -> Result<()> {
-    let legacy: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'tokens'",
-        [],
-        |r| r.get(0),
-    )?;
-    if legacy {
-        conn.execute_batch(
-            "INSERT OR IGNORE INTO api_tokens (id, salt, hash, role, name, created_at) \
-                 SELECT substr(hash, 1, 12), '', hash, role, name, created_at FROM tokens; \
-             DROP TABLE tokens;",
-        )?;
-    }
-    Ok(())
 }
 
 const COLUMNS: &str = "id, role, name, created_at, expires_at, revoked_at";
@@ -219,6 +188,7 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     #[test]
     fn tokens_are_salted_hashed_expire_and_revoke() {
