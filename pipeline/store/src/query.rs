@@ -4,10 +4,9 @@
 
 use crate::catalog::{self, FileEntry};
 use crate::error::Result;
-use crate::rollup::{self, Partial, RollupColumns};
+use crate::rollup::{self, typed_col, Partial, RollupColumns};
 use crate::writer::{hour_of, lock, Buffer, Store, HOUR_NS};
-use arrow::array::{Array, Float64Array, StringArray, UInt64Array};
-use arrow::compute::cast;
+use arrow::array::{Float64Array, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -198,9 +197,8 @@ impl Store {
     fn plan(&self, filter: &MetricFilter, window_ns: Option<i64>) -> Result<Plan> {
         let (from, to) = Self::bounds(filter);
         let rolled = self.rolled_hours(from, to)?;
-        let kept: HashSet<i64> = self
-            .catalog
-            .files("metrics", from, to)?
+        let raw_files = self.catalog.files("metrics", from, to)?;
+        let kept: HashSet<i64> = raw_files
             .iter()
             .filter(|f| f.compacted)
             .map(|f| hour_of(f.min_ns))
@@ -214,9 +212,7 @@ impl Store {
         } else {
             (Resolution::Minute, expired())
         };
-        let raw_files = self
-            .catalog
-            .files("metrics", from, to)?
+        let raw_files = raw_files
             .into_iter()
             .filter(|f| !(f.compacted && hours.contains(&hour_of(f.min_ns))))
             .collect();
@@ -275,44 +271,11 @@ impl Store {
         let plan = self.plan(filter, Some(window_ns))?;
         let mut folded = Folded::default();
         let raw = self.raw_points(filter, &plan).await?;
-        self.fold(raw, window_ns, group_by, Resolution::Raw, &mut folded)
-            .await?;
+        fold(raw, window_ns, group_by, Resolution::Raw, &mut folded).await?;
         if let Some(rollups) = self.rollup_rows(filter, &plan).await? {
-            self.fold(rollups, window_ns, group_by, plan.resolution, &mut folded)
-                .await?;
+            fold(rollups, window_ns, group_by, plan.resolution, &mut folded).await?;
         }
         Ok(folded.rows())
-    }
-
-    /// Fold the rows of `df` (raw points, or rollup rows at `resolution`) into their
-    /// window and group.
-    async fn fold(
-        &self,
-        df: DataFrame,
-        window_ns: i64,
-        group_by: GroupBy,
-        resolution: Resolution,
-        into: &mut Folded,
-    ) -> Result<()> {
-        let ctx = SessionContext::new();
-        ctx.register_table("rows", df.into_view())?;
-        let group = group_column(group_by);
-        let columns = if resolution == Resolution::Raw {
-            "value"
-        } else {
-            "count, sum, min, max, last, sketch"
-        };
-        // Only integers and fixed column names are spliced in; user strings went
-        // through the DataFrame filter above.
-        let sql = format!(
-            "SELECT date_bin(INTERVAL '{window_ns} nanoseconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS window_start, \
-                    CAST({group} AS VARCHAR) AS grp, time, {columns} FROM rows"
-        );
-        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
-        while let Some(b) = stream.next().await {
-            into.add(&b?, resolution)?;
-        }
-        Ok(())
     }
 
     /// Series matching `filter` (a time range selects those seen in it): the
@@ -485,19 +448,38 @@ pub(crate) fn each_point_once(df: DataFrame) -> Result<DataFrame> {
     Ok(df.distinct_on(vec![col("series_id"), col("time")], all, None)?)
 }
 
-/// Column `name` cast to `dt` and downcast to its array type.
-fn typed_col<T: Clone + 'static>(b: &RecordBatch, name: &'static str, dt: &DataType) -> Result<T> {
-    let missing = || sqlvigil_model::ModelError::Column(name);
-    let col = cast(b.column_by_name(name).ok_or_else(missing)?, dt)?;
-    Ok(col
-        .as_any()
-        .downcast_ref::<T>()
-        .cloned()
-        .ok_or_else(missing)?)
-}
-
 pub(crate) fn string_col(b: &RecordBatch, name: &'static str) -> Result<StringArray> {
     typed_col(b, name, &DataType::Utf8)
+}
+
+/// Fold the rows of `df` (raw points, or rollup rows at `resolution`) into their
+/// window and group.
+async fn fold(
+    df: DataFrame,
+    window_ns: i64,
+    group_by: GroupBy,
+    resolution: Resolution,
+    into: &mut Folded,
+) -> Result<()> {
+    let ctx = SessionContext::new();
+    ctx.register_table("rows", df.into_view())?;
+    let group = group_column(group_by);
+    let columns = if resolution == Resolution::Raw {
+        "value"
+    } else {
+        "count, sum, min, max, last, sketch"
+    };
+    // Only integers and fixed column names are spliced in; user strings went
+    // through the DataFrame filter above.
+    let sql = format!(
+        "SELECT date_bin(INTERVAL '{window_ns} nanoseconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS window_start, \
+                CAST({group} AS VARCHAR) AS grp, time, {columns} FROM rows"
+    );
+    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    while let Some(b) = stream.next().await {
+        into.add(&b?, resolution)?;
+    }
+    Ok(())
 }
 
 /// Rows after cursor `c` in (time, series id) order, ascending or (`newest_first`) not.

@@ -154,15 +154,15 @@ impl RollupColumns {
         if b.column_by_name("sketch").is_none() {
             return Ok(None);
         }
-        let f64s = |n: &'static str| typed::<Float64Array>(b, n, &DataType::Float64);
+        let f64s = |n: &'static str| typed_col::<Float64Array>(b, n, &DataType::Float64);
         Ok(Some(RollupColumns {
-            time: typed(b, "time", b.schema().field_with_name("time")?.data_type())?,
-            count: typed(b, "count", &DataType::UInt64)?,
+            time: typed_col(b, "time", b.schema().field_with_name("time")?.data_type())?,
+            count: typed_col(b, "count", &DataType::UInt64)?,
             sum: f64s("sum")?,
             min: f64s("min")?,
             max: f64s("max")?,
             last: f64s("last")?,
-            sketch: typed(b, "sketch", &DataType::Binary)?,
+            sketch: typed_col(b, "sketch", &DataType::Binary)?,
         }))
     }
 
@@ -182,7 +182,13 @@ impl RollupColumns {
     }
 }
 
-fn typed<T: Clone + 'static>(b: &RecordBatch, name: &'static str, dt: &DataType) -> Result<T> {
+/// Column `name` of `b` cast to `dt` and downcast to its array type (the read side
+/// uses it too).
+pub(crate) fn typed_col<T: Clone + 'static>(
+    b: &RecordBatch,
+    name: &'static str,
+    dt: &DataType,
+) -> Result<T> {
     let missing = || StoreError::from(sqlvigil_model::ModelError::Column(name));
     let col = cast(b.column_by_name(name).ok_or_else(missing)?, dt)?;
     col.as_any()
@@ -195,13 +201,13 @@ fn typed<T: Clone + 'static>(b: &RecordBatch, name: &'static str, dt: &DataType)
 /// series and bucket. `batch` holds raw points or finer rollups, sorted by series and
 /// then time, so each bucket of a series is one run of rows.
 pub(crate) fn roll_up(batch: &RecordBatch, width_ns: i64) -> Result<RecordBatch> {
-    let times = typed::<TimestampNanosecondArray>(
+    let times = typed_col::<TimestampNanosecondArray>(
         batch,
         "time",
         batch.schema().field_with_name("time")?.data_type(),
     )?;
-    let ids: UInt64Array = typed(batch, "series_id", &DataType::UInt64)?;
-    let values: Float64Array = typed(batch, "value", &DataType::Float64)?;
+    let ids: UInt64Array = typed_col(batch, "series_id", &DataType::UInt64)?;
+    let values: Float64Array = typed_col(batch, "value", &DataType::Float64)?;
     let finer = RollupColumns::of(batch)?;
     let (mut last_rows, mut starts, mut parts) = (Vec::new(), Vec::new(), Vec::<Partial>::new());
     let mut current = None;
@@ -233,7 +239,7 @@ fn build(
     starts: Vec<i64>,
     parts: &[Partial],
 ) -> Result<RecordBatch> {
-    let kinds: StringArray = typed(batch, "kind", &DataType::Utf8)?;
+    let kinds: StringArray = typed_col(batch, "kind", &DataType::Utf8)?;
     let kinds = take(&kinds, last_rows, None)?;
     let kinds = kinds
         .as_any()
@@ -326,7 +332,7 @@ mod tests {
             let p50 = a.quantile(0.5);
             assert!((p50 - 89.5).abs() <= 0.02 * 89.5, "p50 {p50}");
         }
-        let values = typed::<Float64Array>(&minutes, "value", &DataType::Float64).unwrap();
+        let values = typed_col::<Float64Array>(&minutes, "value", &DataType::Float64).unwrap();
         assert_eq!(
             values.value(0),
             29.5,

@@ -123,28 +123,23 @@ impl StateStore {
 
     /// What `token` is: valid (with its role), unknown, expired or revoked.
     pub fn verify_token(&self, token: &str) -> Result<Verdict> {
-        let conn = self.conn();
-        let found = match token
+        let (clause, key, secret) = match token
             .strip_prefix("svk_")
             .and_then(|rest| rest.split_once('_'))
         {
-            Some((id, secret)) => conn
-                .query_row(
-                    &format!("SELECT {COLUMNS}, salt, hash FROM api_tokens WHERE id = ?1"),
-                    params![id],
-                    |r| Ok((info(r)?, r.get::<_, String>(6)?, r.get::<_, String>(7)?)),
-                )
-                .optional()?
-                .filter(|(_, salt, hash)| !salt.is_empty() && same(&sha256_hex(&[salt, secret]), hash)),
+            Some((id, secret)) => ("id = ?1 AND salt <> ''", id.to_string(), Some(secret)),
             // A token from before ids: its unsalted hash is its key.
-            None => conn
-                .query_row(
-                    &format!("SELECT {COLUMNS}, salt, hash FROM api_tokens WHERE hash = ?1 AND salt = ''"),
-                    params![sha256_hex(&[token])],
-                    |r| Ok((info(r)?, r.get::<_, String>(6)?, r.get::<_, String>(7)?)),
-                )
-                .optional()?,
+            None => ("hash = ?1 AND salt = ''", sha256_hex(&[token]), None),
         };
+        let found = self
+            .conn()
+            .query_row(
+                &format!("SELECT {COLUMNS}, salt, hash FROM api_tokens WHERE {clause}"),
+                params![key],
+                |r| Ok((info(r)?, r.get::<_, String>(6)?, r.get::<_, String>(7)?)),
+            )
+            .optional()?
+            .filter(|(_, salt, hash)| secret.is_none_or(|s| same(&sha256_hex(&[salt, s]), hash)));
         let Some((info, _, _)) = found else {
             return Ok(Verdict::Unknown);
         };
