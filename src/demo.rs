@@ -70,7 +70,9 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
     cfg.validate()?;
     std::fs::create_dir_all(&data_dir)?;
     let state = StateStore::open(&data_dir)?;
-    let token = state.create_token(Role::Admin, "demo", None)?.token;
+    let token = state
+        .create_token(&sqlvigil_store::TokenSpec::new(Role::Admin, "demo"))?
+        .token;
     drop(state);
     let token_file = data_dir.join("admin.token");
     std::fs::write(&token_file, format!("{token}\n")).context("writing admin.token")?;
@@ -174,7 +176,7 @@ async fn announce_first_findings(
             }
         }
         if shown_anomaly {
-            if let Ok(list) = state.insights(None, 1) {
+            if let Ok(list) = state.insights(None, &Default::default(), 1) {
                 if let Some(i) = list.last() {
                     println!("first insight ({}): {}", i.model, i.summary);
                     for action in &i.recommended_actions {

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use sqlvigil_store::{Role, StateStore};
+use sqlvigil_store::{Role, StateStore, TokenSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +20,9 @@ pub enum TokenCommand {
         /// Valid for this long (`30d`, `12h`); forever if not given.
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<Duration>,
+        /// Scope the token to these instances (comma-separated): it never sees others.
+        #[arg(long, value_delimiter = ',')]
+        instances: Option<Vec<String>>,
     },
     /// Every token: id, name, role, created, expiry, revocation (JSON; no secrets).
     List {
@@ -41,6 +44,7 @@ pub fn token(command: TokenCommand) -> Result<()> {
             data_dir,
             name,
             expires_in,
+            instances,
         } => {
             let Some(role) = Role::parse(&role) else {
                 bail!("unknown role {role}")
@@ -53,13 +57,23 @@ pub fn token(command: TokenCommand) -> Result<()> {
                         .context("--expires-in is too far in the future")
                 })
                 .transpose()?;
-            let made = StateStore::open(&data_dir)?.create_token(role, &name, expires_at)?;
+            let spec = TokenSpec {
+                expires_at,
+                instances,
+                ..TokenSpec::new(role, &name)
+            };
+            if let Some(problem) = spec.problem() {
+                bail!("{problem}");
+            }
+            let made = StateStore::open(&data_dir)?.create_token(&spec)?;
             eprintln!(
-                "token {} ({}, {}{}); shown once:",
+                "token {} ({}, {}{}{}); shown once:",
                 made.info.id,
                 made.info.name,
                 role.as_str(),
-                expires_at.map_or(String::new(), |t| format!(", expires {}", t.to_rfc3339()))
+                expires_at.map_or(String::new(), |t| format!(", expires {}", t.to_rfc3339())),
+                spec.instances
+                    .map_or(String::new(), |l| format!(", instances {}", l.join(",")))
             );
             println!("{}", made.token);
         }

@@ -25,5 +25,6 @@ pub fn anomaly(instance: &str, metric: &str) -> Anomaly {
         evidence: vec![],
         folded: 0,
         folded_into: None,
+        handling: None,
     }
 }

@@ -24,6 +24,7 @@ pub mod error;
 mod fixtures;
 pub mod llm;
 pub mod prompt;
+pub mod root_cause;
 pub mod rules;
 pub mod schema;
 pub mod service;

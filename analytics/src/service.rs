@@ -189,13 +189,14 @@ impl AnalyticsService {
         ctx: &mut Context,
     ) -> Result<()> {
         let range = sqlvigil_model::query::Range::between(from, to);
+        let only = sqlvigil_model::query::Instances::one(instance);
         let keep = |e: sqlvigil_core::Error| match e {
             sqlvigil_core::Error::Unsupported(_) => Ok(()),
             other => Err(other),
         };
         match self
             .reader
-            .top_queries(&range, Some(instance), CONTEXT_TOP_QUERIES)
+            .top_queries(&range, &only, CONTEXT_TOP_QUERIES)
             .await
         {
             Ok(answer) => ctx.top_queries = answer.rows,
@@ -203,7 +204,7 @@ impl AnalyticsService {
         }
         match self
             .reader
-            .blocking(&range, Some(instance), CONTEXT_BLOCKED_SESSIONS)
+            .blocking(&range, &only, CONTEXT_BLOCKED_SESSIONS)
             .await
         {
             Ok(answer) => {
@@ -218,7 +219,7 @@ impl AnalyticsService {
     /// Latest value per series of `instance` in the window.
     async fn latest(&self, instance: &str, from: i64, to: i64) -> Result<Vec<RelatedMetric>> {
         let filter = MetricFilter {
-            instance: Some(instance.to_string()),
+            instances: sqlvigil_model::query::Instances::one(instance),
             from_ns: Some(from),
             to_ns: Some(to),
             ..Default::default()

@@ -8,11 +8,36 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
+use sqlvigil_model::query::Instances;
 use sqlvigil_store::{Role, TokenInfo, Verdict};
 
-/// Who called: the verified token (its id, name and role; never its secret).
+/// Who called: the verified token (its id, name, role and scope; never its secret).
 #[derive(Debug, Clone)]
 pub struct Caller(pub TokenInfo);
+
+impl Caller {
+    /// Every instance the token may read.
+    pub fn scope(&self) -> Instances {
+        self.0
+            .instances
+            .clone()
+            .map_or(Instances::All, Instances::Only)
+    }
+
+    /// What a request for `asked` (its `instance` parameter; all if absent) may read:
+    /// nothing at all when it asks for an instance outside the scope.
+    pub fn instances(&self, asked: Option<String>) -> Instances {
+        Instances::from_option(asked).within(&self.scope())
+    }
+
+    /// Whether the token may see data of `instance`.
+    pub fn sees(&self, instance: &str) -> bool {
+        self.0
+            .instances
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|i| i == instance))
+    }
+}
 
 /// Require a valid token of at least role `min`; the caller (and its role) is attached
 /// to the request.

@@ -17,6 +17,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// What was asked contradicts what is recorded (acknowledging a resolved anomaly).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     NotImplemented(String),
     /// Asked too often: try again after `retry_after_secs` (sent as `Retry-After`).
@@ -59,7 +62,10 @@ impl From<sqlvigil_core::Error> for ApiError {
 
 impl From<sqlvigil_store::StoreError> for ApiError {
     fn from(e: sqlvigil_store::StoreError) -> Self {
-        sqlvigil_core::Error::from(e).into()
+        match e {
+            sqlvigil_store::StoreError::Conflict(m) => ApiError::Conflict(m),
+            e => sqlvigil_core::Error::from(e).into(),
+        }
     }
 }
 
@@ -98,6 +104,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
@@ -111,6 +118,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -2,15 +2,19 @@
 //! bridge: `/health` (liveness) and `/ready` (readiness), both 503 naming the part at
 //! fault, `/metrics` (Prometheus self metrics and each part's state) and the bearer-token protected
 //! `/api/v1/{series,metrics,aggregates,anomalies,insights}` (with `POST /api/v1/insights`
-//! for on-demand analyses, operator role), `/api/v1/{waits,top-queries,io,blocking,coverage}`
-//! (Elastic only), `/api/v1/live…` (the live monitor's DMV snapshots; ad hoc ones for
-//! operators, rate-limited per instance), plus a small status page at `/`.
+//! for on-demand analyses and `POST /api/v1/anomalies/{id}/{acknowledge,resolve,silence}`,
+//! operator role), `/api/v1/anomalies/{id}/root-cause` (the chain in one call),
+//! `/api/v1/stream` (Server-Sent Events, resumable with `Last-Event-ID`),
+//! `/api/v1/{waits,io}` (Elastic only), `/api/v1/{top-queries,blocking,coverage}`,
+//! `/api/v1/live…` (the live monitor's DMV snapshots; ad hoc ones for operators,
+//! rate-limited per instance), plus a small status page at `/`.
 //!
 //! Tokens (`sqlvigil token create|list|revoke`, `/api/v1/tokens` for admins) are
 //! checked against their salted SHA-256 hashes in the state store, with expiry and
 //! revocation; each route declares the least role it needs in one table
 //! (`routes::api_routes`): viewers read, operators also request analyses and ad-hoc live
-//! snapshots, admins also manage tokens. `/health`, `/ready` and `/metrics` are open
+//! snapshots and act on anomalies, admins also manage tokens. A token scoped to instances
+//! reads only those: every read is narrowed by the caller's scope (`auth::Caller`). `/health`, `/ready` and `/metrics` are open
 //! (`/metrics` closes with `api.metrics_require_token`). Errors are JSON
 //! `{"error": {"code", "message", "request_id"}}` with the right status code; every
 //! request has an `x-request-id`, echoed and in its log lines.
@@ -27,9 +31,11 @@
 mod auth;
 pub mod config;
 mod error;
+mod handling;
 mod live;
 mod params;
 mod routes;
+mod stream;
 mod tokens;
 
 pub use config::ApiConfig;
@@ -62,6 +68,8 @@ pub struct AppState {
     pub started: Instant,
     /// `/metrics` answers only with a valid token (`api.metrics_require_token`).
     pub metrics_require_token: bool,
+    /// Cancelled when the API shuts down: long-lived answers (the live stream) end.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 /// The whole router.
@@ -75,6 +83,11 @@ pub async fn serve(
     app: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let closing = app.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.cancel();
+    };
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
         .await

@@ -9,10 +9,11 @@
 //!   `monitor.adhoc_min_interval` (429 with `Retry-After` otherwise); top queries by
 //!   `?by=cpu|duration|reads|executions` (default cpu).
 
+use crate::auth::Caller;
 use crate::params::Params;
 use crate::{ApiError, AppState};
 use axum::extract::{Path, Query, State};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Value};
 use sqlvigil_core::Live;
 use sqlvigil_model::live::{CollectorKind, LiveSnapshot};
@@ -32,8 +33,10 @@ fn monitor(app: &AppState) -> Result<&Arc<dyn Live>, ApiError> {
     })
 }
 
-fn known(live: &dyn Live, instance: &str) -> Result<(), ApiError> {
-    if live.status().iter().any(|s| s.instance == instance) {
+/// `instance` is monitored and in the caller's scope (outside it, it is "not
+/// monitored" like any unknown name: a scope never learns what else exists).
+fn known(live: &dyn Live, caller: &Caller, instance: &str) -> Result<(), ApiError> {
+    if caller.sees(instance) && live.status().iter().any(|s| s.instance == instance) {
         Ok(())
     } else {
         Err(ApiError::NotFound(format!(
@@ -42,18 +45,24 @@ fn known(live: &dyn Live, instance: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(crate) async fn instances(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn instances(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
     let live = monitor(&app)?;
-    Ok(Json(json!({ "instances": live.status() })))
+    let mut list = live.status();
+    list.retain(|s| caller.sees(&s.instance));
+    Ok(Json(json!({ "instances": list })))
 }
 
 pub(crate) async fn latest(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(instance): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let live = monitor(&app)?;
-    known(live.as_ref(), &instance)?;
+    known(live.as_ref(), &caller, &instance)?;
     let p = Params::new(q, &["history"])?;
     if let Some(n) = p.usize("history", 1000)? {
         let state = app.state.clone();
@@ -106,10 +115,12 @@ fn part(snap: &LiveSnapshot, kind: &str, by: &str) -> Result<Value, ApiError> {
 
 pub(crate) async fn adhoc(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((instance, kind)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let live = monitor(&app)?;
+    known(live.as_ref(), &caller, &instance)?;
     let by = Params::new(q, &["by"])?
         .string("by")
         .unwrap_or_else(|| "cpu".into());

@@ -1,5 +1,6 @@
 //! Routes and handlers.
 
+use crate::auth::Caller;
 use crate::params::Params;
 use crate::{auth, ApiError, AppState};
 use axum::extract::{Path, Query, State};
@@ -8,11 +9,11 @@ use axum::http::StatusCode;
 use axum::http::{HeaderMap, Method};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
-use axum::{middleware, Json, Router};
+use axum::{middleware, Extension, Json, Router};
 use serde_json::{json, Value};
 use sqlvigil_analytics::prompt::Subject;
 use sqlvigil_model::query::{
-    AnomalyCursor, AnomalyFilter, GroupBy, MetricFilter, PointCursor, Range, Resolution,
+    AnomalyCursor, AnomalyFilter, GroupBy, Instances, MetricFilter, PointCursor, Range, Resolution,
 };
 use sqlvigil_model::Sample;
 use sqlvigil_store::Role;
@@ -28,7 +29,7 @@ const PAGE: &str = include_str!("../static/index.html");
 /// Every route under `/api/v1`: its method, path, the least role it needs and its
 /// handler — the one place a route's role is declared.
 pub(crate) fn api_routes() -> Vec<(Method, &'static str, Role, MethodRouter<AppState>)> {
-    use crate::live;
+    use crate::{handling, live};
     use Role::{Admin, Operator, Viewer};
     vec![
         (Method::GET, "/series", Viewer, get(series)),
@@ -36,7 +37,32 @@ pub(crate) fn api_routes() -> Vec<(Method, &'static str, Role, MethodRouter<AppS
         (Method::GET, "/aggregates", Viewer, get(aggregates)),
         (Method::GET, "/anomalies", Viewer, get(anomalies)),
         (Method::GET, "/anomalies/{id}", Viewer, get(anomaly)),
+        (
+            Method::GET,
+            "/anomalies/{id}/root-cause",
+            Viewer,
+            get(root_cause),
+        ),
+        (
+            Method::POST,
+            "/anomalies/{id}/acknowledge",
+            Operator,
+            post(handling::acknowledge),
+        ),
+        (
+            Method::POST,
+            "/anomalies/{id}/resolve",
+            Operator,
+            post(handling::resolve),
+        ),
+        (
+            Method::POST,
+            "/anomalies/{id}/silence",
+            Operator,
+            post(handling::silence),
+        ),
         (Method::GET, "/insights", Viewer, get(insights)),
+        (Method::GET, "/stream", Viewer, get(crate::stream::stream)),
         (Method::POST, "/insights", Operator, post(create_insight)),
         (Method::GET, "/insights/failures", Viewer, get(failures)),
         (Method::GET, "/waits", Viewer, get(waits)),
@@ -161,11 +187,13 @@ async fn prometheus(State(app): State<AppState>, headers: HeaderMap) -> Response
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-fn metric_filter(p: &Params) -> Result<MetricFilter, ApiError> {
+/// The points a request asks for (`series`, `metric`, `instance`, `from`, `to`), within
+/// the caller's scope.
+fn metric_filter(p: &Params, caller: &Caller) -> Result<MetricFilter, ApiError> {
     let f = MetricFilter {
         series_id: p.series_id("series")?,
         metric: p.string("metric"),
-        instance: p.string("instance"),
+        instances: caller.instances(p.string("instance")),
         from_ns: p.time_ns("from")?,
         to_ns: p.time_ns("to")?,
         ..Default::default()
@@ -180,10 +208,11 @@ fn metric_filter(p: &Params) -> Result<MetricFilter, ApiError> {
 
 async fn series(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q, &["metric", "instance", "from", "to"])?;
-    let list = app.reader.series(&metric_filter(&p)?).await?;
+    let list = app.reader.series(&metric_filter(&p, &caller)?).await?;
     Ok(Json(json!({ "series": list })))
 }
 
@@ -206,6 +235,7 @@ fn point_json(s: &Sample) -> Value {
 
 async fn metrics(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let p = Params::new(
@@ -214,7 +244,7 @@ async fn metrics(
             "series", "metric", "instance", "from", "to", "limit", "order", "cursor",
         ],
     )?;
-    let mut f = metric_filter(&p)?;
+    let mut f = metric_filter(&p, &caller)?;
     if f.series_id.is_none() && f.metric.is_none() {
         return Err(ApiError::BadRequest(
             "give `series` (an id from /api/v1/series) or `metric`".into(),
@@ -258,6 +288,7 @@ async fn metrics(
 /// Windowed aggregates of one metric (DataFusion over the store).
 async fn aggregates(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let p = Params::new(
@@ -266,7 +297,7 @@ async fn aggregates(
             "metric", "window", "group_by", "series", "instance", "from", "to",
         ],
     )?;
-    let f = metric_filter(&p)?;
+    let f = metric_filter(&p, &caller)?;
     if f.metric.is_none() {
         return Err(ApiError::BadRequest("`metric` is required".into()));
     }
@@ -311,9 +342,15 @@ fn resolution_of(parts: impl Iterator<Item = Resolution>, raw_too: bool) -> &'st
 
 async fn anomalies(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = Params::new(q, &["state", "instance", "rule", "limit", "cursor"])?;
+    let p = Params::new(
+        q,
+        &[
+            "state", "instance", "rule", "severity", "from", "to", "limit", "cursor",
+        ],
+    )?;
     let after = match p.string("cursor") {
         Some(c) => Some(AnomalyCursor::decode(&c).ok_or_else(|| {
             ApiError::BadRequest(format!(
@@ -323,44 +360,107 @@ async fn anomalies(
         None => None,
     };
     let limit = p.usize("limit", 10_000)?.unwrap_or(DEFAULT_ANOMALIES);
+    let time = |name| {
+        p.time_ns(name)
+            .map(|t| t.map(sqlvigil_model::ns_to_datetime))
+    };
     let f = AnomalyFilter {
         state: p.one_of("state", &["open", "resolved"])?,
-        instance: p.string("instance"),
+        instances: caller.instances(p.string("instance")),
         rule: p.string("rule"),
+        severity: p.one_of("severity", &["critical", "warning", "info"])?,
+        from: time("from")?,
+        to: time("to")?,
         limit: Some(limit),
         after,
     };
-    let (list, total) = tokio::try_join!(app.reader.anomalies(&f), app.reader.count_anomalies(&f))?;
+    if let (Some(from), Some(to)) = (f.from, f.to) {
+        if from > to {
+            return Err(ApiError::BadRequest("`from` is after `to`".into()));
+        }
+    }
+    let (mut list, total) =
+        tokio::try_join!(app.reader.anomalies(&f), app.reader.count_anomalies(&f))?;
     // A full page may have more after it; the last page has no cursor.
     let next = (list.len() == limit)
         .then(|| list.last().map(|a| AnomalyCursor::after(a).encode()))
         .flatten();
+    crate::handling::overlay(&app, &mut list).await?;
+    // A backend that keeps its own copy (Elasticsearch) still has a hand-resolved
+    // anomaly open: what people did decides.
+    if let Some(state) = &f.state {
+        list.retain(|a| a.state.as_str() == state);
+    }
     Ok(Json(
         json!({ "anomalies": list, "total": total, "next_cursor": next }),
     ))
 }
 
+/// The anomaly `id` if the caller may see it: one outside the scope is as unknown as
+/// one that does not exist.
+pub(crate) async fn visible_anomaly(
+    app: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<sqlvigil_model::Anomaly, ApiError> {
+    app.reader
+        .anomaly(id)
+        .await?
+        .filter(|a| caller.sees(&a.series.instance))
+        .ok_or_else(|| ApiError::NotFound(format!("no anomaly `{id}`")))
+}
+
 async fn anomaly(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let a = app
-        .reader
-        .anomaly(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no anomaly `{id}`")))?;
-    let insights = app.reader.insights(Some(&id), 100).await?;
-    Ok(Json(json!({ "anomaly": a, "insights": insights })))
+    let mut a = visible_anomaly(&app, &caller, &id).await?;
+    crate::handling::overlay(&app, std::slice::from_mut(&mut a)).await?;
+    let insights = app.reader.insights(Some(&id), &caller.scope(), 100).await?;
+    let state = app.state.clone();
+    let actions = tokio::task::spawn_blocking(move || state.actions(&id))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(
+        json!({ "anomaly": a, "insights": insights, "actions": actions }),
+    ))
+}
+
+/// The root-cause chain of one anomaly (see `sqlvigil_analytics::root_cause`).
+async fn root_cause(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut a = visible_anomaly(&app, &caller, &id).await?;
+    crate::handling::overlay(&app, std::slice::from_mut(&mut a)).await?;
+    let live = app.live.as_deref();
+    let mut chain = sqlvigil_analytics::root_cause::root_cause(
+        app.reader.as_ref(),
+        live,
+        &a,
+        chrono::Utc::now(),
+    )
+    .await?;
+    crate::handling::overlay(&app, &mut chain.related).await?;
+    let insights = app.reader.insights(Some(&id), &caller.scope(), 5).await?;
+    Ok(Json(json!({ "root_cause": chain, "insights": insights })))
 }
 
 async fn insights(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = Params::new(q, &["anomaly_id", "limit"])?;
+    let p = Params::new(q, &["anomaly_id", "instance", "limit"])?;
     let limit = p.usize("limit", 10_000)?.unwrap_or(1000);
     let anomaly_id = p.string("anomaly_id");
-    let list = app.reader.insights(anomaly_id.as_deref(), limit).await?;
+    let instances = caller.instances(p.string("instance"));
+    let list = app
+        .reader
+        .insights(anomaly_id.as_deref(), &instances, limit)
+        .await?;
     Ok(Json(json!({ "insights": list })))
 }
 
@@ -380,7 +480,7 @@ fn parse_time(name: &str, v: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiE
         .map_err(|_| ApiError::BadRequest(format!("`{name}` must be an RFC 3339 time, got `{v}`")))
 }
 
-fn subject_for(app: &AppState, req: InsightRequest) -> Result<Subject, ApiError> {
+fn subject_for(app: &AppState, caller: &Caller, req: InsightRequest) -> Result<Subject, ApiError> {
     match req {
         InsightRequest {
             anomaly_id: Some(id),
@@ -391,6 +491,7 @@ fn subject_for(app: &AppState, req: InsightRequest) -> Result<Subject, ApiError>
             let a = app
                 .state
                 .anomaly(&id)?
+                .filter(|a| caller.sees(&a.series.instance))
                 .ok_or_else(|| ApiError::NotFound(format!("no anomaly `{id}`")))?;
             Ok(Subject::Anomaly(Box::new(a)))
         }
@@ -400,6 +501,11 @@ fn subject_for(app: &AppState, req: InsightRequest) -> Result<Subject, ApiError>
             from: Some(from),
             to: Some(to),
         } => {
+            if !caller.sees(&instance) {
+                return Err(ApiError::Forbidden(format!(
+                    "instance `{instance}` is outside this token's scope"
+                )));
+            }
             let (from, to) = (parse_time("from", &from)?, parse_time("to", &to)?);
             if from >= to {
                 return Err(ApiError::BadRequest("`from` must be before `to`".into()));
@@ -414,26 +520,33 @@ fn subject_for(app: &AppState, req: InsightRequest) -> Result<Subject, ApiError>
 
 async fn create_insight(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: InsightRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not a valid insight request: {e}")))?;
-    let subject = subject_for(&app, req)?;
+    let subject = subject_for(&app, &caller, req)?;
     let insight = app.analytics.analyze(subject).await?;
     Ok((StatusCode::CREATED, Json(json!({ "insight": insight }))))
 }
 
 async fn failures(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q, &["limit"])?;
     let limit = p.usize("limit", 10_000)?.unwrap_or(100);
-    Ok(Json(json!({ "failures": app.state.failures(limit)? })))
+    let mut list = app.state.failures(limit)?;
+    list.retain(|f| caller.sees(&f.instance));
+    Ok(Json(json!({ "failures": list })))
 }
 
 /// `instance`, `from`, `to` (default: the last hour) and `limit` of a summary request.
-fn summary_params(q: HashMap<String, String>) -> Result<(Option<String>, Range, usize), ApiError> {
+fn summary_params(
+    q: HashMap<String, String>,
+    caller: &Caller,
+) -> Result<(Instances, Range, usize), ApiError> {
     let p = Params::new(q, &["instance", "from", "to", "limit"])?;
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
     let to = p.time_ns("to")?.unwrap_or(now);
@@ -443,7 +556,7 @@ fn summary_params(q: HashMap<String, String>) -> Result<(Option<String>, Range, 
     }
     let limit = p.usize("limit", 10_000)?.unwrap_or(100);
     let range = Range::between(from, to);
-    Ok((p.string("instance"), range, limit))
+    Ok((caller.instances(p.string("instance")), range, limit))
 }
 
 fn range_json(r: &Range) -> Value {
@@ -454,10 +567,11 @@ fn range_json(r: &Range) -> Value {
 /// Wait time per instance and wait type over a range (Elastic).
 async fn waits(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (instance, range, limit) = summary_params(q)?;
-    let mut rows = app.reader.waits(&range, instance.as_deref()).await?;
+    let (instances, range, limit) = summary_params(q, &caller)?;
+    let mut rows = app.reader.waits(&range, &instances).await?;
     rows.truncate(limit);
     Ok(Json(json!({ "range": range_json(&range), "waits": rows })))
 }
@@ -465,10 +579,11 @@ async fn waits(
 /// I/O per database and file over a range (Elastic).
 async fn io(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (instance, range, limit) = summary_params(q)?;
-    let mut rows = app.reader.io(&range, instance.as_deref()).await?;
+    let (instances, range, limit) = summary_params(q, &caller)?;
+    let mut rows = app.reader.io(&range, &instances).await?;
     rows.truncate(limit);
     Ok(Json(json!({ "range": range_json(&range), "io": rows })))
 }
@@ -477,10 +592,11 @@ async fn io(
 /// direct connection) and the rules that cannot fire for it in that mode, with why.
 async fn coverage(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q, &["instance", "from", "to"])?;
-    let series = app.reader.series(&metric_filter(&p)?).await?;
+    let series = app.reader.series(&metric_filter(&p, &caller)?).await?;
     let mut metrics: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for s in &series {
         metrics.entry(&s.instance).or_default().push(&s.metric);
@@ -506,13 +622,11 @@ async fn coverage(
 /// per query (both backends).
 async fn top_queries(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (instance, range, limit) = summary_params(q)?;
-    let answer = app
-        .reader
-        .top_queries(&range, instance.as_deref(), limit)
-        .await?;
+    let (instances, range, limit) = summary_params(q, &caller)?;
+    let answer = app.reader.top_queries(&range, &instances, limit).await?;
     Ok(Json(
         json!({ "range": range_json(&range), "top_queries": answer }),
     ))
@@ -523,13 +637,11 @@ async fn top_queries(
 /// `db.server.query_sample` events (both backends).
 async fn blocking(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (instance, range, limit) = summary_params(q)?;
-    let answer = app
-        .reader
-        .blocking(&range, instance.as_deref(), limit)
-        .await?;
+    let (instances, range, limit) = summary_params(q, &caller)?;
+    let answer = app.reader.blocking(&range, &instances, limit).await?;
     let chains = sqlvigil_model::activity::blocking_tree(&answer.rows, &HashMap::new());
     Ok(Json(
         json!({ "range": range_json(&range), "blocking": answer, "chains": chains }),

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sqlvigil_store::Role;
+use sqlvigil_store::{Role, TokenSpec};
 
 /// `POST /api/v1/tokens`.
 #[derive(Deserialize)]
@@ -19,6 +19,8 @@ struct NewTokenRequest {
     role: String,
     /// How long the token is valid (`30d`, `12h`); forever if absent.
     expires_in: Option<String>,
+    /// Only these instances (tenant isolation); every instance if absent.
+    instances: Option<Vec<String>>,
 }
 
 pub(crate) async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -36,7 +38,7 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewTokenRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
-            "body must be {{\"name\", \"role\", \"expires_in\"?}}: {e}"
+            "body must be {{\"name\", \"role\", \"expires_in\"?, \"instances\"?}}: {e}"
         ))
     })?;
     let role = Role::parse(&req.role).ok_or_else(|| {
@@ -45,13 +47,16 @@ pub(crate) async fn create(
             req.role
         ))
     })?;
-    if req.name.trim().is_empty() {
-        return Err(ApiError::BadRequest("`name` must not be empty".into()));
+    let spec = TokenSpec {
+        expires_at: req.expires_in.as_deref().map(expiry).transpose()?,
+        instances: req.instances,
+        ..TokenSpec::new(role, &req.name)
+    };
+    if let Some(problem) = spec.problem() {
+        return Err(ApiError::BadRequest(problem));
     }
-    let expires_at = req.expires_in.as_deref().map(expiry).transpose()?;
     let state = app.state.clone();
-    let name = req.name.clone();
-    let made = tokio::task::spawn_blocking(move || state.create_token(role, &name, expires_at))
+    let made = tokio::task::spawn_blocking(move || state.create_token(&spec))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     tracing::info!(id = %made.info.id, name = %made.info.name, role = role.as_str(), by = %by.name, "API token created");

@@ -87,6 +87,10 @@ pub struct Anomaly {
     /// published on its own (no open or resolve event); the storm stands for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folded_into: Option<String>,
+    /// What people did about it (acknowledged, resolved by hand, silenced), laid over
+    /// the record when it is read ([`crate::Handling::apply`]); never set by a rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handling: Option<crate::Handling>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -26,15 +26,20 @@ pub mod anomaly;
 pub mod arrow_schema;
 pub mod catalogue;
 pub mod duration;
+pub mod feed;
+pub mod handling;
 pub mod insight;
 pub mod live;
 pub mod log;
 pub mod query;
+pub mod root_cause;
 pub mod sample;
 pub mod summary;
 
 pub use activity::{Activity, BlockingChain, QuerySample};
 pub use anomaly::{Anomaly, AnomalyEvent, AnomalyEventKind, AnomalyState, EvidencePoint, Severity};
+pub use feed::{FeedEntry, FeedKind};
+pub use handling::{ActionKind, AnomalyAction, Handled, Handling};
 pub use insight::{AnalysisFailure, Insight};
 pub use log::LogRecord;
 pub use sample::{

@@ -4,12 +4,66 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// The instances a read covers: every one, or only those listed (a request's
+/// `instance` narrowed by the caller's token scope). `Only` of an empty list covers
+/// none: a scoped token asking for an instance outside its scope sees nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Instances {
+    #[default]
+    All,
+    Only(Vec<String>),
+}
+
+impl Instances {
+    /// Just `name`.
+    pub fn one(name: impl Into<String>) -> Self {
+        Instances::Only(vec![name.into()])
+    }
+
+    /// `Some(name)`: just it; `None`: all.
+    pub fn from_option(name: Option<String>) -> Self {
+        name.map_or(Instances::All, Instances::one)
+    }
+
+    /// Whether `instance` is covered.
+    pub fn allows(&self, instance: &str) -> bool {
+        match self {
+            Instances::All => true,
+            Instances::Only(list) => list.iter().any(|i| i == instance),
+        }
+    }
+
+    /// The instances listed, `None` for all.
+    pub fn only(&self) -> Option<&[String]> {
+        match self {
+            Instances::All => None,
+            Instances::Only(list) => Some(list),
+        }
+    }
+
+    /// Covers no instance at all (a read of it is empty without asking the store).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Instances::Only(list) if list.is_empty())
+    }
+
+    /// Those of `self` that `scope` also covers.
+    pub fn within(self, scope: &Instances) -> Instances {
+        match (self, scope) {
+            (me, Instances::All) => me,
+            (Instances::All, s) => s.clone(),
+            (Instances::Only(mine), s) => {
+                Instances::Only(mine.into_iter().filter(|i| s.allows(i)).collect())
+            }
+        }
+    }
+}
+
 /// Which points a query wants.
 #[derive(Debug, Clone, Default)]
 pub struct MetricFilter {
     pub series_id: Option<u64>,
     pub metric: Option<String>,
-    pub instance: Option<String>,
+    pub instances: Instances,
     pub from_ns: Option<i64>,
     pub to_ns: Option<i64>,
     pub limit: Option<usize>,
@@ -190,8 +244,14 @@ pub struct SeriesInfo {
 #[derive(Debug, Clone, Default)]
 pub struct AnomalyFilter {
     pub state: Option<String>,
-    pub instance: Option<String>,
+    pub instances: Instances,
     pub rule: Option<String>,
+    /// `critical`, `warning` or `info`.
+    pub severity: Option<String>,
+    /// Opened at or after this time.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Opened at or before this time.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
     pub limit: Option<usize>,
     /// Continue after this anomaly (a page's `next_cursor`): keyset paging, so anomalies
     /// opening meanwhile never shift a page.
@@ -354,5 +414,24 @@ impl MetricStats {
     /// The statistics, by metric then attributes.
     pub fn finish(self) -> Vec<MetricStat> {
         self.by_series.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod instances_tests {
+    use super::Instances;
+
+    #[test]
+    fn a_request_is_narrowed_by_the_scope() {
+        let scope = Instances::Only(vec!["a".into(), "b".into()]);
+        assert_eq!(Instances::All.within(&scope), scope);
+        assert_eq!(Instances::one("a").within(&scope), Instances::one("a"));
+        let outside = Instances::one("c").within(&scope);
+        assert!(outside.is_empty() && !outside.allows("c"));
+        assert_eq!(
+            Instances::one("c").within(&Instances::All),
+            Instances::one("c")
+        );
+        assert!(Instances::All.allows("anything"));
     }
 }

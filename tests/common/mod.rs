@@ -281,3 +281,62 @@ pub async fn wait_served(
         std::fs::read_to_string(sv.stderr_path()).unwrap_or_default()
     )
 }
+
+/// One Server-Sent Event of `/api/v1/stream`: its id, event name and data (JSON).
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub id: String,
+    pub event: String,
+    pub data: Value,
+}
+
+/// Read `/api/v1/stream` (after `last_event_id` if given, sent as the `Last-Event-ID`
+/// header) until `want` events came or `within` passed; the events read.
+pub async fn read_stream(
+    sv: &Sqlvigil,
+    token: &str,
+    last_event_id: Option<&str>,
+    want: usize,
+    within: Duration,
+) -> Vec<Sse> {
+    let mut req = reqwest::Client::new()
+        .get(format!("{}/api/v1/stream", sv.api_base()))
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let mut resp = req.send().await.expect("stream request");
+    assert_eq!(resp.status(), 200, "stream: {:?}", resp.text().await);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")));
+    let deadline = tokio::time::Instant::now() + within;
+    let (mut text, mut out) = (String::new(), Vec::new());
+    while out.len() < want {
+        let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(c))) => c,
+            _ => break,
+        };
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        // Events end with a blank line; keep-alive comments start with ':'.
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().into();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().into();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !id.is_empty() {
+                let data = serde_json::from_str(&data).expect("event data is JSON");
+                out.push(Sse { id, event, data });
+            }
+        }
+    }
+    out
+}

@@ -14,8 +14,8 @@ use crate::{BridgeError, Result};
 use elasticsearch::SearchParts;
 use serde_json::{json, Value};
 use sqlvigil_model::query::{
-    AggregateRow, AnomalyFilter, Answer, GroupBy, Malformed, MetricFilter, MetricStat, MetricStats,
-    Range, SeriesInfo,
+    AggregateRow, AnomalyFilter, Answer, GroupBy, Instances, Malformed, MetricFilter, MetricStat,
+    MetricStats, Range, SeriesInfo,
 };
 use sqlvigil_model::{
     catalogue, Anomaly, BlockingEvent, Insight, IoSummary, Sample, TopQuery, WaitSummary,
@@ -149,19 +149,21 @@ fn flat_field(metric: &str) -> Option<(&'static str, f64)> {
     })
 }
 
-fn instance_clause(instance: &str) -> Value {
+/// Documents of any of `instances` (none when the list is empty), whichever field the
+/// layout keeps the instance in.
+fn instance_clause(instances: &[String]) -> Value {
     let fields = [
         "instance_name",
         "resource.attributes.sqlserver.instance.name",
         "resource.attributes.service.instance.id",
         "resource.attributes.host.name",
     ];
-    json!({"bool": {"should": fields.iter().map(|f| json!({"term": {*f: instance}})).collect::<Vec<_>>(), "minimum_should_match": 1}})
+    json!({"bool": {"should": fields.iter().map(|f| json!({"terms": {*f: instances}})).collect::<Vec<_>>(), "minimum_should_match": 1}})
 }
 
-fn filters(range: &Range, instance: Option<&str>, extra: Vec<Value>) -> Value {
+fn filters(range: &Range, instances: &Instances, extra: Vec<Value>) -> Value {
     let mut f: Vec<Value> = range.clause().into_iter().collect();
-    f.extend(instance.map(instance_clause));
+    f.extend(instances.only().map(instance_clause));
     f.extend(extra);
     json!({"bool": {"filter": f}})
 }
@@ -272,7 +274,7 @@ fn metric_query(f: &MetricFilter) -> Value {
         })
         .into_iter()
         .collect();
-    filters(&range, f.instance.as_deref(), extra)
+    filters(&range, &f.instances, extra)
 }
 
 fn sample_matches(s: &Sample, f: &MetricFilter) -> bool {
@@ -280,7 +282,7 @@ fn sample_matches(s: &Sample, f: &MetricFilter) -> bool {
         .is_none_or(|c| c.precedes(s.time_ns, s.key.id(), f.newest_first))
         && f.series_id.is_none_or(|id| s.key.id() == id)
         && f.metric.as_deref().is_none_or(|m| &*s.key.metric == m)
-        && f.instance.as_deref().is_none_or(|i| &*s.key.instance == i)
+        && f.instances.allows(&s.key.instance)
         && Range {
             from_ns: f.from_ns,
             to_ns: f.to_ns,
@@ -368,7 +370,7 @@ pub async fn metric_stats(
     instance: &str,
 ) -> Result<Answer<MetricStat>> {
     let f = MetricFilter {
-        instance: Some(instance.to_string()),
+        instances: Instances::one(instance),
         from_ns: range.from_ns,
         to_ns: range.to_ns,
         ..Default::default()
@@ -452,8 +454,7 @@ pub async fn aggregates(
         from_ns: f.from_ns,
         to_ns: f.to_ns,
     };
-    let body =
-        json!({"size": 0, "query": filters(&range, f.instance.as_deref(), vec![]), "aggs": aggs});
+    let body = json!({"size": 0, "query": filters(&range, &f.instances, vec![]), "aggs": aggs});
     let answer = search(es, &o.metrics, &body).await?;
     let mut merged: BTreeMap<(i64, String), AggregateRow> = BTreeMap::new();
     for (fam, scale) in scales {
@@ -520,7 +521,7 @@ async fn counter_rise(
     o: &ReadOptions,
     metric: &str,
     range: &Range,
-    instance: Option<&str>,
+    instances: &Instances,
     group_fields: impl Fn(&Family) -> Vec<String>,
 ) -> Result<Vec<(Vec<String>, f64, Option<Document>)>> {
     let mut aggs = serde_json::Map::new();
@@ -541,7 +542,7 @@ async fn counter_rise(
         aggs.insert(fam.name.into(), json!({"filter": only, "aggs": inner}));
         plan.push((fam.name, scale, fields.len()));
     }
-    let body = json!({"size": 0, "query": filters(range, instance, vec![]), "aggs": aggs});
+    let body = json!({"size": 0, "query": filters(range, instances, vec![]), "aggs": aggs});
     let answer = search(es, &o.metrics, &body).await?;
     let mut out = Vec::new();
     for (fam, scale, depth) in plan {
@@ -589,9 +590,9 @@ pub async fn waits(
     es: &Elastic,
     o: &ReadOptions,
     range: &Range,
-    instance: Option<&str>,
+    instances: &Instances,
 ) -> Result<Vec<WaitSummary>> {
-    let rises = counter_rise(es, o, "sqlserver.os.wait.duration", range, instance, |f| {
+    let rises = counter_rise(es, o, "sqlserver.os.wait.duration", range, instances, |f| {
         vec![f.instance.to_string(), (f.attr)("wait.type")]
     })
     .await?;
@@ -629,7 +630,7 @@ pub async fn io(
     es: &Elastic,
     o: &ReadOptions,
     range: &Range,
-    instance: Option<&str>,
+    instances: &Instances,
 ) -> Result<Vec<IoSummary>> {
     let group = |f: &Family| {
         vec![
@@ -639,8 +640,8 @@ pub async fn io(
             (f.attr)("direction"),
         ]
     };
-    let bytes = counter_rise(es, o, "sqlserver.database.io", range, instance, group).await?;
-    let stall = counter_rise(es, o, "sqlserver.database.latency", range, instance, group).await?;
+    let bytes = counter_rise(es, o, "sqlserver.database.io", range, instances, group).await?;
+    let stall = counter_rise(es, o, "sqlserver.database.latency", range, instances, group).await?;
     let mut merged: BTreeMap<(String, String, String), IoSummary> = BTreeMap::new();
     for (is_stall, (path, rise, last)) in bytes
         .into_iter()
@@ -694,10 +695,10 @@ pub async fn top_queries(
     es: &Elastic,
     o: &ReadOptions,
     range: &Range,
-    instance: Option<&str>,
+    instances: &Instances,
     limit: usize,
 ) -> Result<Answer<TopQuery>> {
-    let query = filters(range, instance, vec![any_exists(&QUERY_HASH_FIELDS)]);
+    let query = filters(range, instances, vec![any_exists(&QUERY_HASH_FIELDS)]);
     let mut seen: Vec<TopQuery> = Vec::new();
     let scanned = scan(es, &all_patterns(o), query, false, o.max_docs, |d| {
         seen.extend(d.top_queries);
@@ -713,10 +714,10 @@ pub async fn blocking(
     es: &Elastic,
     o: &ReadOptions,
     range: &Range,
-    instance: Option<&str>,
+    instances: &Instances,
     limit: usize,
 ) -> Result<Answer<BlockingEvent>> {
-    let query = filters(range, instance, vec![any_exists(&BLOCKER_FIELDS)]);
+    let query = filters(range, instances, vec![any_exists(&BLOCKER_FIELDS)]);
     let mut rows = Vec::new();
     let scanned = scan(es, &all_patterns(o), query, false, o.max_docs, |d| {
         rows.extend(
@@ -753,12 +754,25 @@ fn anomaly_terms(f: &AnomalyFilter) -> Vec<Value> {
     let mut terms = Vec::new();
     for (field, v) in [
         ("state", &f.state),
-        ("instance_name", &f.instance),
         ("rule", &f.rule),
+        ("severity", &f.severity),
     ] {
         if let Some(v) = v {
             terms.push(json!({"term": {field: v}}));
         }
+    }
+    if let Some(only) = f.instances.only() {
+        terms.push(json!({"terms": {"instance_name": only}}));
+    }
+    let mut opened = serde_json::Map::new();
+    if let Some(from) = f.from {
+        opened.insert("gte".into(), json!(from.to_rfc3339()));
+    }
+    if let Some(to) = f.to {
+        opened.insert("lte".into(), json!(to.to_rfc3339()));
+    }
+    if !opened.is_empty() {
+        terms.push(json!({"range": {"opened_at": opened}}));
     }
     terms
 }
@@ -805,12 +819,16 @@ pub async fn anomaly(es: &Elastic, id: &str) -> Result<Option<Anomaly>> {
 pub async fn insights(
     es: &Elastic,
     anomaly_id: Option<&str>,
+    instances: &Instances,
     limit: usize,
 ) -> Result<Answer<Insight>> {
-    let filter: Vec<Value> = anomaly_id
+    let mut filter: Vec<Value> = anomaly_id
         .map(|id| json!({"term": {"anomaly_ids": id}}))
         .into_iter()
         .collect();
+    if let Some(only) = instances.only() {
+        filter.push(json!({"terms": {"instance_name": only}}));
+    }
     let body = json!({
         "size": limit,
         "query": {"bool": {"filter": filter}},
@@ -829,7 +847,7 @@ pub async fn logs(
     instance: &str,
     limit: usize,
 ) -> Result<Answer<sqlvigil_model::LogRecord>> {
-    let query = filters(range, Some(instance), vec![]);
+    let query = filters(range, &Instances::one(instance), vec![]);
     let mut rows = Vec::new();
     let scanned = scan(es, &o.logs, query, false, o.max_docs, |d| {
         rows.extend(d.logs.into_iter().filter(|l| l.instance == instance));

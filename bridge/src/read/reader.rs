@@ -5,7 +5,8 @@ use super::query::{self, ReadOptions};
 use crate::Elastic;
 use sqlvigil_core::{async_trait, Reader, Result, Stats};
 use sqlvigil_model::query::{
-    AggregateRow, AnomalyFilter, Answer, GroupBy, MetricFilter, MetricStat, Range, SeriesInfo,
+    AggregateRow, AnomalyFilter, Answer, GroupBy, Instances, MetricFilter, MetricStat, Range,
+    SeriesInfo,
 };
 use sqlvigil_model::{
     Anomaly, BlockingEvent, Insight, IoSummary, LogRecord, Sample, TopQuery, WaitSummary,
@@ -99,35 +100,40 @@ impl Reader for ElasticReader {
         Ok(query::anomaly(&self.es, id).await?)
     }
 
-    async fn insights(&self, anomaly_id: Option<&str>, limit: usize) -> Result<Vec<Insight>> {
-        Ok(self.rows(query::insights(&self.es, anomaly_id, limit).await?))
+    async fn insights(
+        &self,
+        anomaly_id: Option<&str>,
+        instances: &Instances,
+        limit: usize,
+    ) -> Result<Vec<Insight>> {
+        Ok(self.rows(query::insights(&self.es, anomaly_id, instances, limit).await?))
     }
 
-    async fn waits(&self, range: &Range, instance: Option<&str>) -> Result<Vec<WaitSummary>> {
-        Ok(query::waits(&self.es, &self.options, range, instance).await?)
+    async fn waits(&self, range: &Range, instances: &Instances) -> Result<Vec<WaitSummary>> {
+        Ok(query::waits(&self.es, &self.options, range, instances).await?)
     }
 
-    async fn io(&self, range: &Range, instance: Option<&str>) -> Result<Vec<IoSummary>> {
-        Ok(query::io(&self.es, &self.options, range, instance).await?)
+    async fn io(&self, range: &Range, instances: &Instances) -> Result<Vec<IoSummary>> {
+        Ok(query::io(&self.es, &self.options, range, instances).await?)
     }
 
     async fn top_queries(
         &self,
         range: &Range,
-        instance: Option<&str>,
+        instances: &Instances,
         limit: usize,
     ) -> Result<Answer<TopQuery>> {
-        let answer = query::top_queries(&self.es, &self.options, range, instance, limit).await?;
+        let answer = query::top_queries(&self.es, &self.options, range, instances, limit).await?;
         Ok(self.noted(answer))
     }
 
     async fn blocking(
         &self,
         range: &Range,
-        instance: Option<&str>,
+        instances: &Instances,
         limit: usize,
     ) -> Result<Answer<BlockingEvent>> {
-        let answer = query::blocking(&self.es, &self.options, range, instance, limit).await?;
+        let answer = query::blocking(&self.es, &self.options, range, instances, limit).await?;
         Ok(self.noted(answer))
     }
 }

@@ -10,10 +10,12 @@ use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, Insight};
 pub trait Ledger: Send + Sync {
     /// Insert or update an anomaly (keyed by its id).
     fn upsert_anomaly(&self, anomaly: &Anomaly) -> Result<()>;
-    /// Insert or update many anomalies at once (one transaction where the store has them:
-    /// a storm writes thousands per micro-batch).
-    fn upsert_anomalies(&self, anomalies: &[Anomaly]) -> Result<()> {
-        anomalies.iter().try_for_each(|a| self.upsert_anomaly(a))
+    /// Insert or update many anomalies at once (their latest states), and append the
+    /// feed entries of the `events` they came from (opens, resolves, the last update of
+    /// each: the API's live stream) — one transaction where the store has them: a storm
+    /// writes thousands per micro-batch.
+    fn record_anomalies(&self, latest: &[Anomaly], _events: &[AnomalyEvent]) -> Result<()> {
+        latest.iter().try_for_each(|a| self.upsert_anomaly(a))
     }
     /// Insert an insight; `false` when one with the same fingerprint and input digest
     /// already exists (nothing is written then).

@@ -9,8 +9,8 @@
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use sqlvigil_model::query::{
-    AggregateRow, AnomalyFilter, Answer, GroupBy, MetricFilter, MetricStat, Range, SeriesInfo,
-    Served,
+    AggregateRow, AnomalyFilter, Answer, GroupBy, Instances, MetricFilter, MetricStat, Range,
+    SeriesInfo, Served,
 };
 use sqlvigil_model::{
     Anomaly, BlockingEvent, Insight, IoSummary, LogRecord, Sample, TopQuery, WaitSummary,
@@ -55,21 +55,27 @@ pub trait Reader: Send + Sync {
     /// How many anomalies match `f` (its cursor and limit aside).
     async fn count_anomalies(&self, f: &AnomalyFilter) -> Result<u64>;
     async fn anomaly(&self, id: &str) -> Result<Option<Anomaly>>;
-    async fn insights(&self, anomaly_id: Option<&str>, limit: usize) -> Result<Vec<Insight>>;
+    /// Insights newest first, of `anomaly_id` if given, about `instances`.
+    async fn insights(
+        &self,
+        anomaly_id: Option<&str>,
+        instances: &Instances,
+        limit: usize,
+    ) -> Result<Vec<Insight>>;
 
     /// Time waited per instance and wait type within `range`, longest first.
-    async fn waits(&self, _range: &Range, _instance: Option<&str>) -> Result<Vec<WaitSummary>> {
+    async fn waits(&self, _range: &Range, _instances: &Instances) -> Result<Vec<WaitSummary>> {
         Err(summaries_unsupported("wait statistics"))
     }
     /// I/O per instance, database and file within `range`.
-    async fn io(&self, _range: &Range, _instance: Option<&str>) -> Result<Vec<IoSummary>> {
+    async fn io(&self, _range: &Range, _instances: &Instances) -> Result<Vec<IoSummary>> {
         Err(summaries_unsupported("I/O statistics"))
     }
     /// Queries by CPU within `range`, at most `limit`.
     async fn top_queries(
         &self,
         _range: &Range,
-        _instance: Option<&str>,
+        _instances: &Instances,
         _limit: usize,
     ) -> Result<Answer<TopQuery>> {
         Err(summaries_unsupported("top queries"))
@@ -82,7 +88,7 @@ pub trait Reader: Send + Sync {
     async fn blocking(
         &self,
         _range: &Range,
-        _instance: Option<&str>,
+        _instances: &Instances,
         _limit: usize,
     ) -> Result<Answer<BlockingEvent>> {
         Err(summaries_unsupported("blocking events"))

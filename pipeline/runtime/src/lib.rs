@@ -88,6 +88,7 @@ impl Handles {
             live: self.live.clone(),
             started: Instant::now(),
             metrics_require_token: false,
+            closing: Default::default(),
         }
     }
 }

@@ -315,14 +315,14 @@ impl Catalog {
             "SELECT series_id, instance, host, database, metric, attributes, unit, kind, last_ns, points \
              FROM series \
              WHERE (?1 IS NULL OR series_id = ?1) AND (?2 IS NULL OR metric = ?2) \
-               AND (?3 IS NULL OR instance = ?3) AND last_ns >= ?4 AND first_ns <= ?5 \
+               AND (?3 IS NULL OR instance IN (SELECT value FROM json_each(?3))) AND last_ns >= ?4 AND first_ns <= ?5 \
              ORDER BY metric, instance, series_id",
         )?;
         let rows = stmt.query_map(
             params![
                 f.series_id.map(|id| id as i64),
                 f.metric,
-                f.instance,
+                crate::scope::instances_param(&f.instances),
                 f.from_ns.unwrap_or(i64::MIN),
                 f.to_ns.unwrap_or(i64::MAX)
             ],

@@ -24,12 +24,16 @@ pub enum StoreError {
     /// A stored file holds what cannot be read back (a rollup's sketch).
     #[error("corrupt: {0}")]
     Corrupt(String),
+    /// What was asked contradicts what is recorded (acknowledging a resolved anomaly).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<StoreError> for sqlvigil_core::Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Io(source) => sqlvigil_core::Error::io("embedded store", source),
+            StoreError::Conflict(m) => sqlvigil_core::Error::Invalid(m),
             other => sqlvigil_core::Error::failed("embedded store", other),
         }
     }

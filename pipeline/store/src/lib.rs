@@ -28,10 +28,13 @@ pub mod checkpoints;
 pub mod compact;
 pub mod config;
 pub mod error;
+pub mod feed;
+pub mod handling;
 pub mod query;
 pub mod reader;
 pub mod retention;
 pub mod rollup;
+mod scope;
 pub mod state;
 pub mod tokens;
 pub mod writer;
@@ -43,7 +46,7 @@ pub use error::StoreError;
 pub use reader::EmbeddedReader;
 pub use retention::Retired;
 pub use state::{Expired, Role, StateStore};
-pub use tokens::{NewToken, TokenInfo, Verdict};
+pub use tokens::{NewToken, TokenInfo, TokenSpec, Verdict};
 pub use writer::Store;
 
 #[cfg(test)]

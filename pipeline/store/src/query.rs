@@ -114,8 +114,8 @@ impl Store {
         if let Some(m) = &f.metric {
             conds.push(col("metric").eq(lit(m.as_str())));
         }
-        if let Some(i) = &f.instance {
-            conds.push(col("instance").eq(lit(i.as_str())));
+        if let Some(only) = f.instances.only() {
+            conds.push(crate::scope::instance_in(only));
         }
         if let Some(from) = f.from_ns {
             conds.push(col("time").gt_eq(ts(from)));
@@ -295,7 +295,7 @@ impl Store {
             let i = &seen.info;
             let wanted = filter.series_id.is_none_or(|id| id == seen.id)
                 && filter.metric.as_ref().is_none_or(|m| *m == i.metric)
-                && filter.instance.as_ref().is_none_or(|x| *x == i.instance)
+                && filter.instances.allows(&i.instance)
                 && filter.to_ns.is_none_or(|to| seen.first_ns <= to)
                 && filter.from_ns.is_none_or(|from| {
                     i.last_time.timestamp_nanos_opt().unwrap_or(i64::MAX) >= from
@@ -334,7 +334,7 @@ impl Store {
             )
             .await?;
         let f = MetricFilter {
-            instance: Some(instance.to_string()),
+            instances: sqlvigil_model::query::Instances::one(instance),
             from_ns: Some(from_ns),
             to_ns: Some(to_ns),
             ..Default::default()

@@ -7,8 +7,8 @@ use crate::state::StateStore;
 use crate::writer::Store;
 use sqlvigil_core::{async_trait, Reader, Result};
 use sqlvigil_model::query::{
-    AggregateRow, AnomalyFilter, Answer, GroupBy, MetricFilter, MetricStat, Range, SeriesInfo,
-    Served,
+    AggregateRow, AnomalyFilter, Answer, GroupBy, Instances, MetricFilter, MetricStat, Range,
+    SeriesInfo, Served,
 };
 use sqlvigil_model::{Anomaly, BlockingEvent, Insight, LogRecord, Sample, TopQuery};
 
@@ -82,8 +82,13 @@ impl Reader for EmbeddedReader {
         Ok(self.state.anomaly(id)?)
     }
 
-    async fn insights(&self, anomaly_id: Option<&str>, limit: usize) -> Result<Vec<Insight>> {
-        Ok(self.state.insights(anomaly_id, limit)?)
+    async fn insights(
+        &self,
+        anomaly_id: Option<&str>,
+        instances: &Instances,
+        limit: usize,
+    ) -> Result<Vec<Insight>> {
+        Ok(self.state.insights(anomaly_id, instances, limit)?)
     }
 
     async fn storage(&self) -> Result<Vec<sqlvigil_model::query::TableStorage>> {
@@ -93,24 +98,24 @@ impl Reader for EmbeddedReader {
     async fn top_queries(
         &self,
         range: &Range,
-        instance: Option<&str>,
+        instances: &Instances,
         limit: usize,
     ) -> Result<Answer<TopQuery>> {
         Ok(self
             .store
-            .top_queries(range, instance, limit, MAX_EVENT_ROWS)
+            .top_queries(range, instances, limit, MAX_EVENT_ROWS)
             .await?)
     }
 
     async fn blocking(
         &self,
         range: &Range,
-        instance: Option<&str>,
+        instances: &Instances,
         limit: usize,
     ) -> Result<Answer<BlockingEvent>> {
         Ok(self
             .store
-            .blocking(range, instance, limit, MAX_EVENT_ROWS)
+            .blocking(range, instances, limit, MAX_EVENT_ROWS)
             .await?)
     }
 }

@@ -8,7 +8,8 @@ use crate::error::{Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sqlvigil_model::live::LiveSnapshot;
-use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, Insight};
+use sqlvigil_model::query::Instances;
+use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, FeedKind, Insight};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -69,6 +70,25 @@ CREATE TABLE IF NOT EXISTS anomalies (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS anomalies_opened ON anomalies (opened_at);
+CREATE TABLE IF NOT EXISTS anomaly_handling (
+    anomaly_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS anomaly_actions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    anomaly_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS anomaly_actions_by_anomaly ON anomaly_actions (anomaly_id, seq);
+CREATE TABLE IF NOT EXISTS feed (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS insights (
     id TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -93,7 +113,8 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     name TEXT NOT NULL,
     created_at TEXT NOT NULL,
     expires_at TEXT,
-    revoked_at TEXT
+    revoked_at TEXT,
+    instances TEXT
 );
 CREATE INDEX IF NOT EXISTS api_tokens_by_hash ON api_tokens (hash);
 CREATE TABLE IF NOT EXISTS live_snapshots (
@@ -128,13 +149,23 @@ pub(crate) fn lock_sqlite(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Move the tokens of the unsalted table into `api_tokens`.
+/// Bring `api_tokens` up to date: add the scope column, move in the tokens of the
+/// unsalted table.
 fn migrate_tokens(conn: &Connection) -> Result<()> {
     let legacy: bool = conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'tokens'",
         [],
         |r| r.get(0),
     )?;
+    let scoped: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('api_tokens') WHERE name = 'instances'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !scoped {
+        // Tokens made before scopes read every instance, as they did.
+        conn.execute_batch("ALTER TABLE api_tokens ADD COLUMN instances TEXT")?;
+    }
     if legacy {
         conn.execute_batch(
             "INSERT OR IGNORE INTO api_tokens (id, salt, hash, role, name, created_at) \
@@ -143,6 +174,25 @@ fn migrate_tokens(conn: &Connection) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The conditions of an [`AnomalyFilter`] over the `anomalies` table, parameters 1–6
+/// ([`anomaly_params`]).
+const ANOMALY_WHERE: &str = "(?1 IS NULL OR state = ?1) \
+    AND (?2 IS NULL OR instance IN (SELECT value FROM json_each(?2))) \
+    AND (?3 IS NULL OR rule = ?3) AND (?4 IS NULL OR severity = ?4) \
+    AND (?5 IS NULL OR opened_at >= ?5) AND (?6 IS NULL OR opened_at <= ?6)";
+
+fn anomaly_params(f: &AnomalyFilter) -> [Option<String>; 6] {
+    let time = |t: &Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339());
+    [
+        f.state.clone(),
+        crate::scope::instances_param(&f.instances),
+        f.rule.clone(),
+        f.severity.clone(),
+        time(&f.from),
+        time(&f.to),
+    ]
 }
 
 impl StateStore {
@@ -160,18 +210,22 @@ impl StateStore {
 
     /// Insert or replace an anomaly (open, update and resolve all carry the same id).
     pub fn upsert_anomaly(&self, a: &Anomaly) -> Result<()> {
-        self.upsert_anomalies(std::slice::from_ref(a))
+        self.record_anomalies(std::slice::from_ref(a), &[])
     }
 
-    /// [`StateStore::upsert_anomaly`] for many, in one transaction.
-    pub fn upsert_anomalies(&self, list: &[Anomaly]) -> Result<()> {
+    /// [`StateStore::upsert_anomaly`] for many, and the feed entries of `events`
+    /// ([`sqlvigil_model::feed::worth_feeding`]), in one transaction. An anomaly
+    /// resolved by hand stays as it was left.
+    pub fn record_anomalies(&self, list: &[Anomaly], events: &[AnomalyEvent]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO anomalies (id, fingerprint, rule, state, severity, instance, opened_at, updated_at, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, body = excluded.body",
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, body = excluded.body
+                 WHERE NOT EXISTS (SELECT 1 FROM anomaly_handling h
+                                   WHERE h.anomaly_id = excluded.id AND json_extract(h.body, '$.resolved') IS NOT NULL)",
             )?;
             for a in list {
                 stmt.execute(params![
@@ -187,6 +241,25 @@ impl StateStore {
                 ])?;
             }
         }
+        // What the rule still says of an anomaly resolved by hand is not news.
+        let mut by_hand = tx.prepare_cached(
+            "SELECT count(*) > 0 FROM anomaly_handling
+             WHERE anomaly_id = ?1 AND json_extract(body, '$.resolved') IS NOT NULL",
+        )?;
+        let mut entries = Vec::new();
+        for ev in sqlvigil_model::feed::worth_feeding(events) {
+            if by_hand.query_row(params![ev.anomaly.id], |r| r.get::<_, bool>(0))? {
+                continue;
+            }
+            let body = serde_json::json!({ "anomaly": ev.anomaly });
+            entries.push((
+                ev.event.into(),
+                ev.anomaly.series.instance.to_string(),
+                body,
+            ));
+        }
+        drop(by_hand);
+        crate::feed::append(&tx, entries)?;
         tx.commit()?;
         Ok(())
     }
@@ -196,18 +269,18 @@ impl StateStore {
     /// too (each names its storm in `folded_into`).
     pub fn anomalies(&self, f: &AnomalyFilter) -> Result<Vec<Anomaly>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT body FROM anomalies
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR instance = ?2) AND (?3 IS NULL OR rule = ?3)
-               AND (?5 IS NULL OR opened_at < ?5 OR (opened_at = ?5 AND id > ?6))
-             ORDER BY opened_at DESC, id LIMIT ?4",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT body FROM anomalies WHERE {ANOMALY_WHERE}
+                   AND (?8 IS NULL OR opened_at < ?8 OR (opened_at = ?8 AND id > ?9))
+                 ORDER BY opened_at DESC, id LIMIT ?7"
+        ))?;
         let limit = f.limit.unwrap_or(1000) as i64;
         let (at, id) = match &f.after {
             Some(c) => (Some(c.opened_at.to_rfc3339()), Some(c.id.clone())),
             None => (None, None),
         };
-        let rows = stmt.query_map(params![f.state, f.instance, f.rule, limit, at, id], |r| {
+        let [p1, p2, p3, p4, p5, p6] = anomaly_params(f);
+        let rows = stmt.query_map(params![p1, p2, p3, p4, p5, p6, limit, at, id], |r| {
             r.get::<_, String>(0)
         })?;
         rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
@@ -216,9 +289,8 @@ impl StateStore {
     /// How many anomalies match `f` (its cursor and limit aside).
     pub fn count_anomalies(&self, f: &AnomalyFilter) -> Result<u64> {
         let n: i64 = self.conn().query_row(
-            "SELECT count(*) FROM anomalies
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR instance = ?2) AND (?3 IS NULL OR rule = ?3)",
-            params![f.state, f.instance, f.rule],
+            &format!("SELECT count(*) FROM anomalies WHERE {ANOMALY_WHERE}"),
+            anomaly_params(f),
             |r| r.get(0),
         )?;
         Ok(n as u64)
@@ -316,30 +388,44 @@ impl StateStore {
 
     /// Store an insight; `false` when one with the same fingerprint and input digest exists.
     pub fn insert_insight(&self, i: &Insight) -> Result<bool> {
-        let n = self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "INSERT OR IGNORE INTO insights (id, fingerprint, input_digest, generated_at, instance, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![i.id, i.fingerprint, i.input_digest, i.generated_at.to_rfc3339(), i.instance, serde_json::to_string(i)?],
         )?;
+        if n == 1 {
+            let body = serde_json::json!({ "insight": i });
+            crate::feed::append(&tx, [(FeedKind::Insight, i.instance.clone(), body)])?;
+        }
+        tx.commit()?;
         Ok(n == 1)
     }
 
     /// Insights newest first, optionally only those about one anomaly.
-    pub fn insights(&self, anomaly_id: Option<&str>, limit: usize) -> Result<Vec<Insight>> {
+    pub fn insights(
+        &self,
+        anomaly_id: Option<&str>,
+        instances: &Instances,
+        limit: usize,
+    ) -> Result<Vec<Insight>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT body FROM insights ORDER BY generated_at DESC, id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for body in rows {
-            let insight: Insight = serde_json::from_str(&body?)?;
-            if anomaly_id.is_none_or(|id| insight.anomaly_ids.iter().any(|a| a == id)) {
-                out.push(insight);
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        let mut stmt = conn.prepare_cached(
+            "SELECT body FROM insights
+             WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM json_each(body, '$.anomaly_ids') WHERE value = ?1))
+               AND (?2 IS NULL OR instance IN (SELECT value FROM json_each(?2)))
+             ORDER BY generated_at DESC, id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                anomaly_id,
+                crate::scope::instances_param(instances),
+                limit as i64
+            ],
+            |r| r.get::<_, String>(0),
+        )?;
+        rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
     }
 
     /// The insight already written for this fingerprint and input digest, if any.
@@ -387,6 +473,11 @@ impl StateStore {
             "DELETE FROM anomalies WHERE state = 'resolved' AND updated_at < ?1",
             params![anomalies_before.to_rfc3339()],
         )?;
+        // What people did goes with the anomaly it was done to.
+        tx.execute_batch(
+            "DELETE FROM anomaly_handling WHERE anomaly_id NOT IN (SELECT id FROM anomalies);
+             DELETE FROM anomaly_actions WHERE anomaly_id NOT IN (SELECT id FROM anomalies);",
+        )?;
         let insights = tx.execute(
             "DELETE FROM insights WHERE generated_at < ?1",
             params![insights_before.to_rfc3339()],
@@ -433,8 +524,12 @@ impl sqlvigil_core::Ledger for StateStore {
         Ok(StateStore::upsert_anomaly(self, anomaly)?)
     }
 
-    fn upsert_anomalies(&self, anomalies: &[Anomaly]) -> sqlvigil_core::Result<()> {
-        Ok(StateStore::upsert_anomalies(self, anomalies)?)
+    fn record_anomalies(
+        &self,
+        latest: &[Anomaly],
+        events: &[AnomalyEvent],
+    ) -> sqlvigil_core::Result<()> {
+        Ok(StateStore::record_anomalies(self, latest, events)?)
     }
 
     fn spool_events(&self, events: &[AnomalyEvent]) -> sqlvigil_core::Result<()> {
@@ -499,6 +594,7 @@ mod tests {
             evidence: vec![],
             folded: 0,
             folded_into: None,
+            handling: None,
         }
     }
 
@@ -508,11 +604,14 @@ mod tests {
         use sqlvigil_model::AnomalyState::{Open, Resolved};
         let dir = tempfile::tempdir().unwrap();
         let s = StateStore::open(dir.path()).unwrap();
-        s.upsert_anomalies(&[
-            anomaly("old-resolved", Resolved, 100),
-            anomaly("old-open", Open, 100),
-            anomaly("new-resolved", Resolved, 1),
-        ])
+        s.record_anomalies(
+            &[
+                anomaly("old-resolved", Resolved, 100),
+                anomaly("old-open", Open, 100),
+                anomaly("new-resolved", Resolved, 1),
+            ],
+            &[],
+        )
         .unwrap();
         let limit = chrono::Utc::now() - chrono::Duration::days(90);
         let gone = s.expire(limit, limit).unwrap();

@@ -41,7 +41,7 @@ async fn serves_buffered_and_flushed_points_and_survives_reopen() {
     drop(store);
     let store = Store::open(dir.path(), stats).unwrap();
     let f = MetricFilter {
-        instance: Some("sql1".into()),
+        instances: sqlvigil_model::query::Instances::one("sql1"),
         from_ns: Some(1_500),
         ..Default::default()
     };

@@ -23,6 +23,53 @@ pub struct TokenInfo {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The only instances the token may read (tenant isolation); `None`: all of them.
+    pub instances: Option<Vec<String>>,
+}
+
+/// What a new token is for.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    pub role: Role,
+    pub name: String,
+    /// Refused from then on; valid forever if `None`.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Scope: only these instances (`None`: all).
+    pub instances: Option<Vec<String>>,
+}
+
+impl TokenSpec {
+    /// A token of `role` named `name`, for every instance, without expiry.
+    pub fn new(role: Role, name: &str) -> Self {
+        TokenSpec {
+            role,
+            name: name.to_string(),
+            expires_at: None,
+            instances: None,
+        }
+    }
+
+    /// What is wrong with the spec, if anything: a blank name, a blank instance, or an
+    /// admin scoped to instances (admins manage every token and the whole config, so
+    /// scopes are for viewers and operators).
+    pub fn problem(&self) -> Option<String> {
+        if self.name.trim().is_empty() {
+            return Some("the token's name must not be empty".into());
+        }
+        match &self.instances {
+            Some(list) if list.is_empty() => {
+                Some("a scope must list at least one instance (leave it out for all)".into())
+            }
+            Some(list) if list.iter().any(|i| i.trim().is_empty()) => {
+                Some("the scope lists an empty instance name".into())
+            }
+            Some(_) if self.role == Role::Admin => Some(
+                "admin tokens cannot be scoped to instances; scope a viewer or operator token"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// What a presented token turned out to be.
@@ -70,7 +117,7 @@ fn time(s: Option<String>) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
-const COLUMNS: &str = "id, role, name, created_at, expires_at, revoked_at";
+const COLUMNS: &str = "id, role, name, created_at, expires_at, revoked_at, instances";
 
 fn info(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
     let role: String = r.get(1)?;
@@ -81,38 +128,43 @@ fn info(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
         created_at: time(r.get(3)?).unwrap_or_default(),
         expires_at: time(r.get(4)?),
         revoked_at: time(r.get(5)?),
+        instances: r
+            .get::<_, Option<String>>(6)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
 impl StateStore {
     /// Create a token for `role`, valid until `expires_at` if given; its secret is in
     /// the answer only.
-    pub fn create_token(
-        &self,
-        role: Role,
-        name: &str,
-        expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<NewToken> {
+    pub fn create_token(&self, spec: &TokenSpec) -> Result<NewToken> {
         let (id, salt, secret) = (random_hex(6), random_hex(16), random_hex(24));
         let info = TokenInfo {
             id: id.clone(),
-            name: name.to_string(),
-            role,
+            name: spec.name.clone(),
+            role: spec.role,
             created_at: chrono::Utc::now(),
-            expires_at,
+            expires_at: spec.expires_at,
             revoked_at: None,
+            instances: spec.instances.clone(),
         };
+        let instances = spec
+            .instances
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
         self.conn().execute(
-            "INSERT INTO api_tokens (id, salt, hash, role, name, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO api_tokens (id, salt, hash, role, name, created_at, expires_at, instances) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 id,
                 salt,
                 sha256_hex(&[&salt, &secret]),
-                role.as_str(),
-                name,
+                spec.role.as_str(),
+                spec.name,
                 info.created_at.to_rfc3339(),
-                expires_at.map(|t| t.to_rfc3339()),
+                spec.expires_at.map(|t| t.to_rfc3339()),
+                instances,
             ],
         )?;
         Ok(NewToken {
@@ -136,7 +188,7 @@ impl StateStore {
             .query_row(
                 &format!("SELECT {COLUMNS}, salt, hash FROM api_tokens WHERE {clause}"),
                 params![key],
-                |r| Ok((info(r)?, r.get::<_, String>(6)?, r.get::<_, String>(7)?)),
+                |r| Ok((info(r)?, r.get::<_, String>(7)?, r.get::<_, String>(8)?)),
             )
             .optional()?
             .filter(|(_, salt, hash)| secret.is_none_or(|s| same(&sha256_hex(&[salt, s]), hash)));
@@ -189,7 +241,9 @@ mod tests {
     fn tokens_are_salted_hashed_expire_and_revoke() {
         let dir = tempfile::tempdir().unwrap();
         let s = StateStore::open(dir.path()).unwrap();
-        let t = s.create_token(Role::Operator, "ci", None).unwrap();
+        let t = s
+            .create_token(&TokenSpec::new(Role::Operator, "ci"))
+            .unwrap();
         let Verdict::Valid(info) = s.verify_token(&t.token).unwrap() else {
             panic!("valid")
         };
@@ -206,7 +260,12 @@ mod tests {
         assert!(!t.token.contains(&hash) && salt.len() == 32);
 
         let past = chrono::Utc::now() - chrono::Duration::seconds(1);
-        let old = s.create_token(Role::Admin, "old", Some(past)).unwrap();
+        let old = s
+            .create_token(&TokenSpec {
+                expires_at: Some(past),
+                ..TokenSpec::new(Role::Admin, "old")
+            })
+            .unwrap();
         assert!(matches!(
             s.verify_token(&old.token).unwrap(),
             Verdict::Expired(_)

@@ -158,6 +158,7 @@ fn breach(
         evidence: st.evidence.iter().cloned().collect(),
         folded: 0,
         folded_into: None,
+        handling: None,
     };
     st.open = Some(anomaly.clone());
     Some(AnomalyEvent {

@@ -253,6 +253,7 @@ fn open_storm(rule: &CompiledRule, limit: &StormConfig, first: &Anomaly, t: i64)
         evidence: Vec::new(),
         folded: 0,
         folded_into: None,
+        handling: None,
     }
 }
 

@@ -169,7 +169,7 @@ impl MetricsWorker {
         let t = &self.telemetry;
         let latest = latest_states(events);
         t.sink.write_anomalies(&latest)?;
-        self.ledger.upsert_anomalies(&latest)?;
+        self.ledger.record_anomalies(&latest, events)?;
         let mut records = Vec::new();
         for ev in events
             .iter()

@@ -15,7 +15,7 @@ use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlvigil_model::query::{Answer, Malformed, Range};
+use sqlvigil_model::query::{Answer, Instances, Malformed, Range};
 use sqlvigil_model::{Activity, BlockingEvent, LogRecord, QuerySample, TopQuery};
 use std::borrow::Cow;
 use std::sync::Mutex;
@@ -92,7 +92,7 @@ impl Store {
         table: &'static str,
         buffer: &Mutex<Buffer>,
         range: &Range,
-        instance: Option<&str>,
+        instances: &Instances,
         limit: usize,
     ) -> Result<Answer<T>> {
         let ts = |ns: i64| {
@@ -111,8 +111,8 @@ impl Store {
         if let Some(to) = range.to_ns {
             conds.push(col("time").lt_eq(ts(to)));
         }
-        if let Some(i) = instance {
-            conds.push(col("instance").eq(lit(i)));
+        if let Some(only) = instances.only() {
+            conds.push(crate::scope::instance_in(only));
         }
         let df = match conds.into_iter().reduce(datafusion::prelude::Expr::and) {
             Some(c) => df.filter(c)?,
@@ -144,7 +144,7 @@ impl Store {
     pub async fn top_queries(
         &self,
         range: &Range,
-        instance: Option<&str>,
+        instances: &Instances,
         limit: usize,
         max_observations: usize,
     ) -> Result<Answer<TopQuery>> {
@@ -153,7 +153,7 @@ impl Store {
                 TOP_QUERIES,
                 &self.top_queries,
                 range,
-                instance,
+                instances,
                 max_observations,
             )
             .await?;
@@ -167,10 +167,10 @@ impl Store {
     pub async fn query_samples(
         &self,
         range: &Range,
-        instance: Option<&str>,
+        instances: &Instances,
         limit: usize,
     ) -> Result<Answer<QuerySample>> {
-        self.records(QUERY_SAMPLES, &self.query_samples, range, instance, limit)
+        self.records(QUERY_SAMPLES, &self.query_samples, range, instances, limit)
             .await
     }
 
@@ -178,11 +178,11 @@ impl Store {
     pub async fn blocking(
         &self,
         range: &Range,
-        instance: Option<&str>,
+        instances: &Instances,
         limit: usize,
         max_samples: usize,
     ) -> Result<Answer<BlockingEvent>> {
-        let samples = self.query_samples(range, instance, max_samples).await?;
+        let samples = self.query_samples(range, instances, max_samples).await?;
         let mut rows: Vec<BlockingEvent> = samples
             .rows
             .iter()
