@@ -61,27 +61,19 @@ impl Store {
         schema: SchemaRef,
         (from, to): (Option<i64>, Option<i64>),
     ) -> Result<(SessionContext, DataFrame)> {
-        let files = self.catalog.files(table, from, to)?;
-        self.frame_of(files, Some(buffer), schema).await
+        let (files, buffered) = snapshot(buffer, || self.catalog.files(table, from, to))?;
+        self.frame_of(files, buffered, schema).await
     }
 
-    /// A DataFrame over `files` (and `buffer`'s rows, if given).
+    /// A DataFrame over `files` and `buffered` rows (from one [`snapshot`]).
     pub(crate) async fn frame_of(
         &self,
         files: Vec<FileEntry>,
-        buffer: Option<&Mutex<Buffer>>,
+        buffered: Vec<RecordBatch>,
         schema: SchemaRef,
     ) -> Result<(SessionContext, DataFrame)> {
         let ctx = SessionContext::new();
         let urls: Vec<_> = files.into_iter().map(|f| self.dir.join(f.path)).collect();
-        let buffered = buffer.map_or_else(Vec::new, |buffer| {
-            let buf = lock(buffer);
-            buf.flushing
-                .iter()
-                .chain(&buf.batches)
-                .cloned()
-                .collect::<Vec<_>>()
-        });
         ctx.register_table(
             "buffer",
             Arc::new(MemTable::try_new(schema.clone(), vec![buffered])?),
@@ -196,8 +188,12 @@ impl Store {
     /// one minute.
     fn plan(&self, filter: &MetricFilter, window_ns: Option<i64>) -> Result<Plan> {
         let (from, to) = Self::bounds(filter);
-        let rolled = self.rolled_hours(from, to)?;
-        let raw_files = self.catalog.files("metrics", from, to)?;
+        let ((rolled, raw_files), buffered) = snapshot(&self.metrics, || {
+            Ok((
+                self.rolled_hours(from, to)?,
+                self.catalog.files("metrics", from, to)?,
+            ))
+        })?;
         let kept: HashSet<i64> = raw_files
             .iter()
             .filter(|f| f.compacted)
@@ -220,6 +216,7 @@ impl Store {
             resolution,
             intervals: intervals(&hours),
             raw_files,
+            buffered,
         })
     }
 
@@ -227,7 +224,11 @@ impl Store {
     /// (series, time) once.
     async fn raw_points(&self, filter: &MetricFilter, plan: &Plan) -> Result<DataFrame> {
         let (_ctx, df) = self
-            .frame_of(plan.raw_files.clone(), Some(&self.metrics), sample_schema())
+            .frame_of(
+                plan.raw_files.clone(),
+                plan.buffered.clone(),
+                sample_schema(),
+            )
             .await?;
         let df = Self::apply(df, filter)?;
         Ok(match plan.within(false) {
@@ -250,7 +251,9 @@ impl Store {
         if files.is_empty() {
             return Ok(None);
         }
-        let (_ctx, df) = self.frame_of(files, None, rollup::rollup_schema()).await?;
+        let (_ctx, df) = self
+            .frame_of(files, Vec::new(), rollup::rollup_schema())
+            .await?;
         let bucketed = MetricFilter {
             from_ns: from,
             ..filter.clone()
@@ -420,6 +423,20 @@ impl Store {
 }
 
 /// The Parquet files at `paths` as one table of `schema`.
+/// What `list` finds in the catalogue and the rows of `buffer` not in a file yet, both
+/// taken under the buffer's lock: a flush publishes its file and lets go of its rows
+/// under that lock, so every row is seen once — in a listed file or in the buffer —
+/// never in neither (a flush between listing and reading the buffer lost them).
+pub(crate) fn snapshot<T>(
+    buffer: &Mutex<Buffer>,
+    list: impl FnOnce() -> Result<T>,
+) -> Result<(T, Vec<RecordBatch>)> {
+    let buf = lock(buffer);
+    let listed = list()?;
+    let rows = buf.flushing.iter().chain(&buf.batches).cloned().collect();
+    Ok((listed, rows))
+}
+
 pub(crate) fn files_table(
     paths: Vec<std::path::PathBuf>,
     schema: SchemaRef,
@@ -504,6 +521,8 @@ struct Plan {
     intervals: Vec<(i64, i64)>,
     /// The raw files to read: all in the range but the compacted ones of those hours.
     raw_files: Vec<FileEntry>,
+    /// The rows not in a file yet, as they were when the files were listed.
+    buffered: Vec<RecordBatch>,
 }
 
 impl Plan {
