@@ -39,6 +39,14 @@ pub struct DemoArgs {
     /// Stop the simulator after this many scrapes (it runs until Ctrl-C otherwise).
     #[arg(long)]
     ticks: Option<u64>,
+    /// Keep injecting incidents so there is always something to explore: after the
+    /// presets, every this long (event time) the next scenario on the next instance,
+    /// each lasting `--incident-length`. `0s` turns it off.
+    #[arg(long, default_value = "20m", value_parser = humantime::parse_duration)]
+    incident_every: Duration,
+    /// How long each periodic incident lasts.
+    #[arg(long, default_value = "6m", value_parser = humantime::parse_duration)]
+    incident_length: Duration,
     /// How the simulated receiver reads each instance: `mixed` (even instances over a
     /// direct connection, odd ones through Windows perf counters), `direct` or `windows`.
     #[arg(long, default_value = "mixed", value_parser = crate::simulate::parse_mode)]
@@ -96,11 +104,22 @@ pub async fn demo(args: DemoArgs) -> Result<()> {
         )],
     };
     specs.extend(args.incidents.iter().cloned());
+    let mut incidents = crate::simulate::parse_incidents(&specs)?;
+    let interval = Duration::from_secs(10);
+    let periodic = periodic_incidents(&args, &incidents, interval);
+    if let Some(first) = periodic.first() {
+        specs.push(format!(
+            "then one every {} from {} on",
+            humantime::format_duration(args.incident_every),
+            humantime::format_duration(first.offset)
+        ));
+    }
+    incidents.extend(periodic);
     let fleet = Fleet::new(FleetConfig {
         seed: args.seed,
         instances: args.instances,
-        interval: Duration::from_secs(10),
-        incidents: crate::simulate::parse_incidents(&specs)?,
+        interval,
+        incidents,
         start_time_ns: crate::simulate::now_ns() - args.backfill.as_nanos() as i64,
         receiver_mode: args.receiver_mode,
     });
@@ -191,4 +210,44 @@ async fn announce_first_findings(
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// The longest stretch of event time periodic incidents are planned for when the demo
+/// runs until Ctrl-C.
+const PLANNED: Duration = Duration::from_secs(30 * 86_400);
+
+/// Incidents every `--incident-every` from the end of the last of `presets` on, cycling
+/// through the scenarios and the instances, for the run's length (`--ticks`) or
+/// [`PLANNED`].
+fn periodic_incidents(
+    args: &DemoArgs,
+    presets: &[sqlvigil_simulator::Incident],
+    interval: Duration,
+) -> Vec<sqlvigil_simulator::Incident> {
+    use sqlvigil_simulator::Scenario;
+    if args.incident_every.is_zero() || args.instances == 0 {
+        return Vec::new();
+    }
+    let run = args.ticks.map_or(PLANNED, |t| {
+        interval.saturating_mul(t.min(u32::MAX as u64) as u32)
+    });
+    let after = presets
+        .iter()
+        .map(|i| i.offset + i.duration)
+        .max()
+        .unwrap_or_default();
+    let scenarios: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| *s != Scenario::Quiet)
+        .collect();
+    (1u32..)
+        .map(|n| (n, after + args.incident_every.saturating_mul(n)))
+        .take_while(|(_, offset)| *offset < run)
+        .map(|(n, offset)| sqlvigil_simulator::Incident {
+            scenario: scenarios[n as usize % scenarios.len()],
+            instance: n as usize % args.instances,
+            offset,
+            duration: args.incident_length,
+        })
+        .collect()
 }

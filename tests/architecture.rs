@@ -59,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "operators",
             "store",
             "bridge",
+            "api",
             "runtime",
             "simulator",
             "testkit",

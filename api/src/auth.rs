@@ -64,6 +64,7 @@ pub async fn require(
         tracing::warn!(request = %what, token_id = %caller.id, "authorization refused: {e}");
         return Err(e);
     }
+    app.guard.admit(&caller.id)?;
     req.extensions_mut().insert(caller.role);
     req.extensions_mut().insert(Caller(caller));
     Ok(next.run(req).await)

@@ -1,8 +1,10 @@
-//! `api:` — the REST API listener.
+//! `api:` — the REST API listener and what guards it: CORS, timeouts, body limits,
+//! compression and per-token rate limits.
 
 use serde::{Deserialize, Serialize};
 use sqlvigil_core::{async_trait, Build, BuildContext, Error, Result};
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -12,6 +14,21 @@ pub struct ApiConfig {
     /// `/metrics` answers only with a valid token (of any role); open by default, as
     /// Prometheus scrapers expect.
     pub metrics_require_token: bool,
+    /// Origins (`https://grafana.example.com`) whose pages may call the API from a
+    /// browser; none by default (the console is served by the API itself). `*` allows
+    /// any origin.
+    pub cors_origins: Vec<String>,
+    /// A request still unanswered after this is answered 503 (the live stream excepted).
+    #[serde(with = "sqlvigil_model::duration")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Requests per second each token may make (a burst of `rate_burst`); 429 with
+    /// `Retry-After` beyond. 0 turns the limit off.
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+    /// Compress answers (gzip or brotli, as the client accepts; never the live stream).
+    pub compression: bool,
 }
 
 impl Default for ApiConfig {
@@ -19,6 +36,12 @@ impl Default for ApiConfig {
         ApiConfig {
             addr: "127.0.0.1:8080".into(),
             metrics_require_token: false,
+            cors_origins: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 1 << 20,
+            rate_per_second: 100,
+            rate_burst: 400,
+            compression: true,
         }
     }
 }
@@ -40,7 +63,33 @@ impl Build for ApiConfig {
     type Output = TcpListener;
 
     fn validate(&self) -> Result<()> {
-        self.socket_addr().map(|_| ())
+        self.socket_addr()?;
+        if self.request_timeout.is_zero() {
+            return Err(Error::Config("api.request_timeout must be above 0s".into()));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(Error::Config(format!(
+                "api.max_body_bytes must be at least 1024, got {}",
+                self.max_body_bytes
+            )));
+        }
+        if self.rate_per_second > 0 && self.rate_burst == 0 {
+            return Err(Error::Config(
+                "api.rate_burst must be at least 1 when api.rate_per_second is set".into(),
+            ));
+        }
+        for o in &self.cors_origins {
+            let ok = o == "*"
+                || ((o.starts_with("http://") || o.starts_with("https://"))
+                    && axum::http::HeaderValue::from_str(o).is_ok()
+                    && !o.ends_with('/'));
+            if !ok {
+                return Err(Error::Config(format!(
+                    "api.cors_origins: `{o}` is not an origin such as https://grafana.example.com (scheme and host, no path) or *"
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn build(&self, _ctx: &BuildContext) -> Result<TcpListener> {

@@ -30,7 +30,9 @@
 
 mod auth;
 pub mod config;
+mod console;
 mod error;
+mod guard;
 mod handling;
 mod live;
 mod params;
@@ -40,6 +42,7 @@ mod tokens;
 
 pub use config::ApiConfig;
 pub use error::ApiError;
+pub use guard::Guard;
 pub use routes::route_roles;
 
 use axum::Router;
@@ -63,11 +66,15 @@ pub struct AppState {
     pub analytics: Arc<AnalyticsService>,
     /// What each rule in force reads: which rules each instance's receiver mode can fire.
     pub rule_needs: Arc<Vec<sqlvigil_model::catalogue::RuleNeeds>>,
+    /// The rules in force, as configured (`/api/v1/rules`).
+    pub rules: Arc<Vec<serde_json::Value>>,
     /// The live monitor (`/api/v1/live`), when instances are configured for it.
     pub live: Option<Arc<dyn sqlvigil_core::Live>>,
     pub started: Instant,
     /// `/metrics` answers only with a valid token (`api.metrics_require_token`).
     pub metrics_require_token: bool,
+    /// The `api:` settings in force and the per-token rate buckets.
+    pub guard: Arc<Guard>,
     /// Cancelled when the API shuts down: long-lived answers (the live stream) end.
     pub closing: tokio_util::sync::CancellationToken,
 }

@@ -2,12 +2,12 @@
 
 use crate::auth::Caller;
 use crate::params::Params;
-use crate::{auth, ApiError, AppState};
+use crate::{auth, guard, ApiError, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::http::StatusCode;
 use axum::http::{HeaderMap, Method};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::{middleware, Extension, Json, Router};
 use serde_json::{json, Value};
@@ -24,7 +24,6 @@ const MAX_POINTS: usize = 100_000;
 const DEFAULT_POINTS: usize = 10_000;
 /// Anomalies per page when `limit` is not given.
 const DEFAULT_ANOMALIES: usize = 1000;
-const PAGE: &str = include_str!("../static/index.html");
 
 /// Every route under `/api/v1`: its method, path, the least role it needs and its
 /// handler — the one place a route's role is declared.
@@ -32,7 +31,9 @@ pub(crate) fn api_routes() -> Vec<(Method, &'static str, Role, MethodRouter<AppS
     use crate::{handling, live};
     use Role::{Admin, Operator, Viewer};
     vec![
+        (Method::GET, "/whoami", Viewer, get(whoami)),
         (Method::GET, "/series", Viewer, get(series)),
+        (Method::GET, "/baselines", Viewer, get(baselines)),
         (Method::GET, "/metrics", Viewer, get(metrics)),
         (Method::GET, "/aggregates", Viewer, get(aggregates)),
         (Method::GET, "/anomalies", Viewer, get(anomalies)),
@@ -70,6 +71,7 @@ pub(crate) fn api_routes() -> Vec<(Method, &'static str, Role, MethodRouter<AppS
         (Method::GET, "/io", Viewer, get(io)),
         (Method::GET, "/blocking", Viewer, get(blocking)),
         (Method::GET, "/coverage", Viewer, get(coverage)),
+        (Method::GET, "/rules", Viewer, get(rules)),
         (Method::GET, "/live", Viewer, get(live::instances)),
         (Method::GET, "/live/{instance}", Viewer, get(live::latest)),
         (
@@ -100,32 +102,57 @@ pub fn route_roles() -> Vec<(Method, &'static str, Role)> {
 pub fn router(app: AppState) -> Router {
     let mut protected = Router::new();
     for (_, path, role, handler) in api_routes() {
+        // Innermost first: the deadline applies to the handler, after authentication.
+        let handler = if path == "/stream" {
+            handler
+        } else {
+            handler.route_layer(middleware::from_fn_with_state(app.clone(), guard::deadline))
+        };
         let checked = handler.route_layer(middleware::from_fn_with_state(
             (app.clone(), role),
             auth::require,
         ));
         protected = protected.route(path, checked);
     }
-    Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
+    let max_body = app.guard.config.max_body_bytes;
+    let cors = app.guard.cors();
+    // Always layered, so the answer type is one; off by `api.compression: false`. The
+    // default predicate never compresses the live stream or tiny answers.
+    use tower_http::compression::Predicate as _;
+    let enabled = app.guard.config.compression;
+    let compression = tower_http::compression::CompressionLayer::new().compress_when(
+        tower_http::compression::predicate::DefaultPredicate::new().and(
+            move |_: StatusCode,
+                  _: axum::http::Version,
+                  _: &HeaderMap,
+                  _: &axum::http::Extensions| enabled,
+        ),
+    );
+    let router = Router::new()
+        .route("/", get(crate::console::index))
+        .route("/console/{*path}", get(crate::console::asset))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(prometheus))
         .nest("/api/v1", protected)
         .fallback(|| async {
             ApiError::NotFound(
-                "no such endpoint; see /api/v1/{series,metrics,aggregates,anomalies,insights,waits,top-queries,io,blocking,coverage,live,tokens}".into(),
+                "no such endpoint; see /api/v1/{series,metrics,aggregates,baselines,anomalies,insights,stream,waits,top-queries,io,blocking,coverage,rules,live,tokens,whoami}".into(),
             )
         })
+        .layer(middleware::from_fn_with_state(app.clone(), guard::body_limit))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(app)
-        // Outermost first: an id for every request (the client's `x-request-id` if it
-        // sent one), echoed in the response, in its log lines and in its errors.
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(crate::error::request_scope)),
-        )
+        .layer(compression)
+        .layer(tower::util::option_layer(cors));
+    // Outermost first: an id for every request (the client's `x-request-id` if it
+    // sent one), echoed in the response, in its log lines and in its errors.
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(middleware::from_fn(crate::error::request_scope)),
+    )
 }
 
 fn ok_or_unavailable(ok: bool) -> StatusCode {
@@ -206,13 +233,107 @@ fn metric_filter(p: &Params, caller: &Caller) -> Result<MetricFilter, ApiError> 
     Ok(f)
 }
 
+/// The caller: its token's name, role and instance scope (the console shows what the
+/// role may do).
+async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+    let t = &caller.0;
+    Json(json!({
+        "id": t.id,
+        "name": t.name,
+        "role": t.role.as_str(),
+        "instances": t.instances,
+        "expires_at": t.expires_at,
+    }))
+}
+
+/// What the deviation rules expect of a series over a range: per minute, the expected
+/// value and the band outside which a point breaches (`sqlvigil_model::band`, written by
+/// the operators as they judge). Empty for a series no deviation rule judges.
+async fn baselines(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    use sqlvigil_model::band;
+    let p = Params::new(q, &["series", "from", "to", "limit"])?;
+    let mut f = metric_filter(&p, &caller)?;
+    let id = f.series_id.take().ok_or_else(|| {
+        ApiError::BadRequest("`series` (an id from /api/v1/series) is required".into())
+    })?;
+    let limit = p.usize("limit", MAX_POINTS)?.unwrap_or(DEFAULT_POINTS);
+    let listed = app
+        .reader
+        .series(&MetricFilter {
+            series_id: Some(id),
+            instances: f.instances.clone(),
+            ..Default::default()
+        })
+        .await?;
+    let info = listed
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::NotFound(format!("no series `{id:016x}`")))?;
+    let hex = format!("{id:016x}");
+    // time → [expected, low, high], and the rules that wrote them.
+    let mut rows: std::collections::BTreeMap<i64, [Option<f64>; 3]> = Default::default();
+    let mut rules = std::collections::BTreeSet::new();
+    for (i, metric) in band::METRICS.iter().enumerate() {
+        // The band's series of this series, from the series list (no points read when
+        // no deviation rule judges it).
+        let listed = app
+            .reader
+            .series(&MetricFilter {
+                metric: Some(metric.to_string()),
+                instances: Instances::one(info.instance.clone()),
+                ..f.clone()
+            })
+            .await?;
+        for band_series in listed
+            .iter()
+            .filter(|b| b.attributes.get(band::OF) == Some(&hex))
+        {
+            rules.extend(band_series.attributes.get(band::RULE).cloned());
+            let read = MetricFilter {
+                series_id: u64::from_str_radix(&band_series.id, 16).ok(),
+                limit: Some(limit),
+                ..f.clone()
+            };
+            for s in app.reader.metrics(&read).await? {
+                rows.entry(s.time_ns).or_default()[i] = Some(s.value);
+            }
+        }
+    }
+    let points: Vec<Value> = rows
+        .into_iter()
+        .map(|(t, [expected, low, high])| {
+            json!({
+                "time": sqlvigil_model::ns_to_datetime(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                "expected": expected, "low": low, "high": high,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "series_id": hex,
+        "metric": info.metric,
+        "instance": info.instance,
+        "rules": rules,
+        "points": points,
+    })))
+}
+
 async fn series(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let p = Params::new(q, &["metric", "instance", "from", "to"])?;
-    let list = app.reader.series(&metric_filter(&p, &caller)?).await?;
+    let f = metric_filter(&p, &caller)?;
+    let mut list = app.reader.series(&f).await?;
+    // The deviation rules' bands are read through /baselines; listed only when asked
+    // for by name.
+    if f.metric.is_none() {
+        list.retain(|s| !sqlvigil_model::band::METRICS.contains(&s.metric.as_str()));
+    }
     Ok(Json(json!({ "series": list })))
 }
 
@@ -616,6 +737,24 @@ async fn coverage(
         })
         .collect();
     Ok(Json(json!({ "instances": instances })))
+}
+
+/// The rules in force, as configured (defaults filled in), with what each reads.
+async fn rules(State(app): State<AppState>) -> Json<Value> {
+    let needs: HashMap<&str, &sqlvigil_model::catalogue::RuleNeeds> = app
+        .rule_needs
+        .iter()
+        .map(|n| (n.rule.as_str(), n))
+        .collect();
+    let rules: Vec<Value> = app
+        .rules
+        .iter()
+        .map(|r| {
+            let name = r["name"].as_str().unwrap_or_default();
+            json!({ "rule": r, "reads": needs.get(name).map(|n| &n.metrics) })
+        })
+        .collect();
+    Json(json!({ "rules": rules }))
 }
 
 /// Queries by CPU over a range: the receiver's `db.server.top_query` events summed

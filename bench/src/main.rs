@@ -1,4 +1,4 @@
-//! `sqlvigil-bench NAME [--quick] [--url URL]`: the benchmarks (`ingest`, `operators`,
+//! `sqlvigil-bench NAME [--quick] [--url URL]`: the benchmarks (`api`, `ingest`, `operators`,
 //! `soak`, `store`, `kafka`, `elastic`). Each prints its figures and, last, its headline as
 //! `label: value unit`; `--quick` runs in under 30 s. Figures and commands are in
 //! BENCHMARKS.md.
@@ -7,6 +7,7 @@
 //! topology, the operators' one chain builder) with the same allocator, and start their
 //! test servers from `sqlvigil-testkit`.
 
+mod api;
 mod elastic;
 mod ingest;
 mod kafka;
@@ -25,7 +26,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "sqlvigil-bench", about = "sqlvigil's benchmarks")]
 struct BenchArgs {
-    /// Which benchmark: ingest, operators, soak, store, elastic, kafka.
+    /// Which benchmark: api, ingest, operators, soak, store, elastic, kafka.
     name: String,
     /// A smaller run (under 30 s).
     #[arg(long)]
@@ -45,6 +46,7 @@ fn main() -> Result<()> {
         .build()?;
     rt.block_on(async move {
         match args.name.as_str() {
+            "api" => api::run(args.quick).await,
             "ingest" => ingest::run(args.quick).await,
             "operators" => operators::run(args.quick).await,
             "soak" => soak::run(args.quick).await,
@@ -57,7 +59,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             other => {
-                bail!("unknown benchmark `{other}`; available: ingest, operators, soak, store, elastic, kafka")
+                bail!("unknown benchmark `{other}`; available: api, ingest, operators, soak, store, elastic, kafka")
             }
         }
     })

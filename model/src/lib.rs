@@ -24,6 +24,7 @@
 pub mod activity;
 pub mod anomaly;
 pub mod arrow_schema;
+pub mod band;
 pub mod catalogue;
 pub mod duration;
 pub mod feed;

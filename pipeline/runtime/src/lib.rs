@@ -71,6 +71,8 @@ pub struct Handles {
     pub http_addr: SocketAddr,
     /// What each rule in force reads (for `/api/v1/coverage`).
     pub rule_needs: Arc<Vec<RuleNeeds>>,
+    /// The rules in force, as configured (for `/api/v1/rules`).
+    pub rules: Arc<Vec<serde_json::Value>>,
     /// The live monitor, when `monitor.instances` lists any.
     pub live: Option<Arc<dyn sqlvigil_core::Live>>,
 }
@@ -85,10 +87,12 @@ impl Handles {
             health: self.health.clone(),
             analytics: self.analytics.clone(),
             rule_needs: self.rule_needs.clone(),
+            rules: self.rules.clone(),
             live: self.live.clone(),
             started: Instant::now(),
             metrics_require_token: false,
             closing: Default::default(),
+            guard: sqlvigil_api::Guard::new(&Default::default()),
         }
     }
 }

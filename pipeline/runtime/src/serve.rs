@@ -40,6 +40,7 @@ pub async fn serve(cfg: Config, companion: Option<Companion>) -> Result<()> {
         .local_addr()
         .map_err(|e| sqlvigil_core::Error::io("address of the API listener", e))?;
     let metrics_require_token = cfg.api.metrics_require_token;
+    let api_config = cfg.api.clone();
     let pipeline = Pipeline::start(cfg).await?;
     let handles = pipeline.handles().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -51,6 +52,7 @@ pub async fn serve(cfg: Config, companion: Option<Companion>) -> Result<()> {
     };
     let app = sqlvigil_api::AppState {
         metrics_require_token,
+        guard: sqlvigil_api::Guard::new(&api_config),
         ..handles.app_state()
     };
     let api = tokio::spawn(sqlvigil_api::serve(api_listener, app, api_stop));

@@ -329,6 +329,14 @@ pub async fn start(config: Config) -> Result<Pipeline> {
         rx_helpers,
     ));
     let rule_needs = Arc::new(sqlvigil_operators::rules::coverage::needs(&chain.rules)?);
+    let rules = Arc::new(
+        chain
+            .rules
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| sqlvigil_core::Error::Bug(format!("a rule does not serialize: {e}")))?,
+    );
     tracing::info!(%grpc_addr, %http_addr, rules = chain.rules.len(), "pipeline started");
     Ok(Pipeline {
         handles: Handles {
@@ -342,6 +350,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
             grpc_addr,
             http_addr,
             rule_needs,
+            rules,
             live,
         },
         shutdown: Shutdown {

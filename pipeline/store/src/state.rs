@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sqlvigil_model::live::LiveSnapshot;
 use sqlvigil_model::query::Instances;
-use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, FeedKind, Insight};
+use sqlvigil_model::{AnalysisFailure, Anomaly, AnomalyEvent, FeedKind, Handling, Insight};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS insights (
     body TEXT NOT NULL,
     UNIQUE (fingerprint, input_digest)
 );
+CREATE INDEX IF NOT EXISTS insights_generated ON insights (generated_at);
 CREATE TABLE IF NOT EXISTS analysis_failures (
     id TEXT PRIMARY KEY,
     at TEXT NOT NULL,
@@ -241,24 +242,28 @@ impl StateStore {
                 ])?;
             }
         }
-        // What the rule still says of an anomaly resolved by hand is not news.
-        let mut by_hand = tx.prepare_cached(
-            "SELECT count(*) > 0 FROM anomaly_handling
-             WHERE anomaly_id = ?1 AND json_extract(body, '$.resolved') IS NOT NULL",
-        )?;
+        // The feed tells the anomaly as people left it (acknowledged, silenced); what the
+        // rule still says of one resolved by hand is not news.
+        let mut handled =
+            tx.prepare_cached("SELECT body FROM anomaly_handling WHERE anomaly_id = ?1")?;
         let mut entries = Vec::new();
         for ev in sqlvigil_model::feed::worth_feeding(events) {
-            if by_hand.query_row(params![ev.anomaly.id], |r| r.get::<_, bool>(0))? {
-                continue;
+            let handling: Option<Handling> = handled
+                .query_row(params![ev.anomaly.id], |r| r.get::<_, String>(0))
+                .optional()?
+                .map(|b| serde_json::from_str(&b))
+                .transpose()?;
+            let mut anomaly = ev.anomaly.clone();
+            if let Some(h) = handling {
+                if h.resolved.is_some() {
+                    continue;
+                }
+                h.apply(&mut anomaly);
             }
-            let body = serde_json::json!({ "anomaly": ev.anomaly });
-            entries.push((
-                ev.event.into(),
-                ev.anomaly.series.instance.to_string(),
-                body,
-            ));
+            let body = serde_json::json!({ "anomaly": anomaly });
+            entries.push((ev.event.into(), anomaly.series.instance.to_string(), body));
         }
-        drop(by_hand);
+        drop(handled);
         crate::feed::append(&tx, entries)?;
         tx.commit()?;
         Ok(())

@@ -2,6 +2,7 @@
 
 use super::compile::{CompiledRule, Judgement, RuleKind};
 use super::config::RuleConfig;
+use super::deviation::new_minute;
 use super::lifecycle::{is_open, step, Rearm};
 use super::state::{KindColumn, RuleColumns, SeriesState, NO_STATE};
 use super::storm::{StormConfig, StormWire, Storms};
@@ -318,6 +319,7 @@ impl Apply<'_> {
         points: &[Point],
         samples: &[Sample],
         events: &mut Vec<AnomalyEvent>,
+        bands: &mut Vec<Sample>,
     ) -> Result<()> {
         let rule = self.rule;
         let filtered: Vec<Point>;
@@ -355,14 +357,27 @@ impl Apply<'_> {
             cols.last_seen[slot] = p.time;
             let s = &samples[p.index as usize];
             let open = is_open(&cols.episode[slot]);
+            let judged = match (&rule.kind, &mut cols.kind) {
+                (RuleKind::Deviation(d), KindColumn::Ewma(c)) => {
+                    Some((d, d.judge_ewma(&mut c[slot], self.params, open, s.value)))
+                }
+                (RuleKind::Deviation(d), KindColumn::Baseline(c)) => Some((
+                    d,
+                    d.judge(&mut c[slot], self.baseline, open, s.time_ns, s.value),
+                )),
+                _ => None,
+            };
+            if let Some((d, (_, Some(e)))) = judged {
+                if new_minute(seen, s.time_ns) {
+                    bands.extend(d.band(&rule.config.name, s, e));
+                }
+            }
             let judgement = match (&rule.kind, &mut cols.kind, &precomputed) {
                 (RuleKind::Threshold(_), _, Some(all)) => all[i],
-                (RuleKind::Deviation(d), KindColumn::Ewma(c), _) => {
-                    d.judge_ewma(&mut c[slot], self.params, open, s.value)
-                }
-                (RuleKind::Deviation(d), KindColumn::Baseline(c), _) => {
-                    d.judge(&mut c[slot], self.baseline, open, s.time_ns, s.value)
-                }
+                (RuleKind::Deviation(_), _, _) => match judged {
+                    Some((_, (j, _))) => j,
+                    None => continue,
+                },
                 (RuleKind::Change(ch), KindColumn::History(h), _) => {
                     ch.judge(&mut h[slot], s.time_ns, s.value)
                 }
@@ -407,6 +422,7 @@ impl Operator for RuleOperator {
         let late = batch.samples.iter().filter(|s| s.time_ns < horizon).count();
         Stats::add(&self.stats.late_points, late as u64);
         self.gather(&batch.samples, horizon);
+        let mut bands = Vec::new();
         for r in 0..self.rules.len() {
             let points = &self.groups[self.group_of[r]].points;
             if points.is_empty() {
@@ -422,8 +438,11 @@ impl Operator for RuleOperator {
                 params: &self.params,
                 baseline: &self.baseline,
             }
-            .run(points, &batch.samples, &mut batch.events)?;
+            .run(points, &batch.samples, &mut batch.events, &mut bands)?;
         }
+        // The deviation rules' bands are stored like any series (read by
+        // `/api/v1/baselines`); no rule reads them.
+        batch.samples.append(&mut bands);
         self.check_absences(&mut batch.events);
         self.storms.flush_updates(&mut batch.events);
         self.expire_idle();
