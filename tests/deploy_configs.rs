@@ -135,7 +135,7 @@ impl Profile {
 // ---- reading files ----------------------------------------------------------------
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// `path` relative to the repository root, for messages.

@@ -1,6 +1,6 @@
 //! What the console reads besides the data: `/api/v1/baselines` (the band a deviation
 //! rule judged a series against, written by the operators as they judge, per minute),
-//! `/api/v1/whoami`, `/api/v1/rules`, and the console's files (embedded, uPlot vendored
+//! `/api/v1/whoami`, `/api/v1/rules`, `/api/v1/config` (secrets redacted), and the console's files (embedded, uPlot vendored
 //! with its licence, unknown files 404).
 
 mod common;
@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlvigil_testkit::wait_for;
 use std::time::Duration;
 
-const YAML: &str = "  baseline:\n    warmup_points: 3\nrules:\n  - name: cpu_drift\n    metric: cpu_percent\n    baseline: ewma\n    deviation: 4\n    severity: warning\n";
+const YAML: &str = "  baseline:\n    warmup_points: 3\nrules:\n  - name: cpu_drift\n    metric: cpu_percent\n    baseline: ewma\n    deviation: 4\n    severity: warning\nelastic:\n  password: hunter2\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn baselines_whoami_rules_and_the_console_files() {
@@ -97,6 +97,22 @@ async fn baselines_whoami_rules_and_the_console_files() {
     assert_eq!(rule["rule"]["name"], "cpu_drift", "{rules}");
     assert_eq!(rule["rule"]["deviation"], 4.0);
     assert_eq!(rule["reads"][0], "sqlserver.cpu.utilization", "{rules}");
+
+    // The config in force, for admins, without its secrets.
+    let (status, config) = sv
+        .get_json("/api/v1/config", Some(&token))
+        .await
+        .expect("config");
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(
+        config["config"]["elastic"]["password"], "[redacted]",
+        "{config}"
+    );
+    assert!(!config.to_string().contains("hunter2"));
+    assert_eq!(
+        config["config"]["store"]["data_dir"],
+        dir.path().to_string_lossy().as_ref()
+    );
 
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(format!("{}{path}", sv.api_base())).send();

@@ -31,7 +31,9 @@ fn token(dir: &std::path::Path, role: &str) -> String {
 fn shots_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| {
+            sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("target")
+        });
     target.join("console-screenshots")
 }
 
@@ -55,7 +57,8 @@ fn the_console_in_headless_chromium() {
     let mut sv = Sqlvigil::start(&bin(), &args, dir.path()).expect("demo starts");
     let shots = shots_dir();
     std::fs::create_dir_all(&shots).expect("screenshot dir");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console_test.py");
+    let script = sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser/console_test.py");
     let out = Command::new("python3")
         .arg(&script)
         .args(["--base", &sv.api_base()])

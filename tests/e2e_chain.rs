@@ -10,7 +10,6 @@ use serde_json::Value;
 use sqlvigil_simulator::{Fleet, FleetConfig, Incident, Scenario};
 use sqlvigil_testkit::wait_for;
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -92,7 +91,8 @@ async fn replay_of_a_stored_incident_fires_the_configs_window_rule() {
 #[tokio::test(flavor = "multi_thread")]
 async fn eval_and_run_open_the_same_anomalies_on_the_same_input() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.yaml");
+    let rules =
+        sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("config/rules.example.yaml");
     let yaml = format!(
         "{}rules_file: {}\n",
         WINDOW_P95_CONFIG.replace("operators:\n", "operators:\n  allowed_lateness: 10m\n"),

@@ -19,7 +19,6 @@ use common::{gauge_request_at, self_metric, served, start_config, wait_served};
 use prost::Message;
 use sqlvigil_testkit::{wait_for, KafkaBroker, Sqlvigil};
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn now_ns() -> u64 {
@@ -40,7 +39,8 @@ fn kafka_config_with(broker: &KafkaBroker, session_timeout: &str, kafka_extra: &
 
 /// Produce one Collector-format message with the independent Python producer.
 fn produce_external(broker: &KafkaBroker, instance: &str, values: &[f64], key: Option<&str>) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_producer.py");
+    let script =
+        sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_producer.py");
     let values = values
         .iter()
         .map(|v| v.to_string())

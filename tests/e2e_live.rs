@@ -11,13 +11,14 @@ use serde_json::Value;
 use sqlvigil_testkit::llm::{Mode, OllamaServer};
 use sqlvigil_testkit::{wait_for, Sqlvigil};
 use sqlvigil_testkit_tds::{Encryption, TdsConfig, TdsServer, TlsUse};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 const PASSWORD: &str = "Live!M0nitor";
 
 async fn tds() -> TdsServer {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/live");
+    let fixtures =
+        sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/live");
     TdsServer::start(TdsConfig {
         encryption: Encryption::On,
         users: vec![("sqlvigil".into(), PASSWORD.into())],

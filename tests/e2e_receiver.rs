@@ -22,10 +22,11 @@ use sqlvigil_testkit_elastic::ElasticServer;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/sqlserverreceiver"
-);
+/// The receiver's own test data, copied under `tests/fixtures/`.
+fn fixtures() -> String {
+    let root = sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR"));
+    format!("{}/tests/fixtures/sqlserverreceiver", root.display())
+}
 
 /// Metric goldens: (file, receiver mode it was scraped in).
 const METRIC_GOLDENS: &[(&str, &str)] = &[
@@ -47,7 +48,7 @@ const SCRAPE_S: i64 = 10;
 const COUNTER_STEP: f64 = 100.0;
 
 fn load(file: &str) -> Value {
-    figment::Figment::from(Yaml::file(format!("{FIXTURES}/{file}")))
+    figment::Figment::from(Yaml::file(format!("{}/{file}", fixtures())))
         .extract()
         .unwrap_or_else(|e| panic!("{file}: {e}"))
 }

@@ -29,6 +29,9 @@ pub struct ApiConfig {
     pub rate_burst: u32,
     /// Compress answers (gzip or brotli, as the client accepts; never the live stream).
     pub compression: bool,
+    /// Serve HTTPS with this certificate and key (plain HTTP when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ApiConfig {
@@ -42,6 +45,7 @@ impl Default for ApiConfig {
             rate_per_second: 100,
             rate_burst: 400,
             compression: true,
+            tls: None,
         }
     }
 }
@@ -57,10 +61,36 @@ impl ApiConfig {
     }
 }
 
+/// The API's bound listener, and its TLS acceptor when `api.tls` is set.
+pub struct ApiListener {
+    pub tcp: TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl ApiListener {
+    /// Plain HTTP on `tcp`.
+    pub fn plain(tcp: TcpListener) -> Self {
+        ApiListener { tcp, tls: None }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 #[async_trait]
 impl Build for ApiConfig {
     /// The bound listener; [`crate::serve`] answers on it.
-    type Output = TcpListener;
+    type Output = ApiListener;
 
     fn validate(&self) -> Result<()> {
         self.socket_addr()?;
@@ -89,12 +119,17 @@ impl Build for ApiConfig {
                 )));
             }
         }
+        if let Some(tls) = &self.tls {
+            tls.acceptor()?;
+        }
         Ok(())
     }
 
-    async fn build(&self, _ctx: &BuildContext) -> Result<TcpListener> {
-        TcpListener::bind(self.socket_addr()?)
+    async fn build(&self, _ctx: &BuildContext) -> Result<ApiListener> {
+        let tls = self.tls.as_ref().map(|t| t.acceptor()).transpose()?;
+        let tcp = TcpListener::bind(self.socket_addr()?)
             .await
-            .map_err(|e| Error::io(format!("cannot bind api.addr {}", self.addr), e))
+            .map_err(|e| Error::io(format!("cannot bind api.addr {}", self.addr), e))?;
+        Ok(ApiListener { tcp, tls })
     }
 }

@@ -38,9 +38,10 @@ mod live;
 mod params;
 mod routes;
 mod stream;
+pub mod tls;
 mod tokens;
 
-pub use config::ApiConfig;
+pub use config::{ApiConfig, ApiListener};
 pub use error::ApiError;
 pub use guard::Guard;
 pub use routes::route_roles;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub rule_needs: Arc<Vec<sqlvigil_model::catalogue::RuleNeeds>>,
     /// The rules in force, as configured (`/api/v1/rules`).
     pub rules: Arc<Vec<serde_json::Value>>,
+    /// The config in force with its secrets redacted (`/api/v1/config`, admin).
+    pub config: Arc<serde_json::Value>,
     /// The live monitor (`/api/v1/live`), when instances are configured for it.
     pub live: Option<Arc<dyn sqlvigil_core::Live>>,
     pub started: Instant,
@@ -84,9 +87,10 @@ pub fn router(app: AppState) -> Router {
     routes::router(app)
 }
 
-/// Serve the API on `listener` until `shutdown` resolves.
+/// Serve the API on `listener` (HTTPS when it has a TLS acceptor) until `shutdown`
+/// resolves.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: ApiListener,
     app: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -95,7 +99,17 @@ pub async fn serve(
         shutdown.await;
         closing.cancel();
     };
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = router(app);
+    match listener.tls {
+        Some(acceptor) => {
+            axum::serve(tls::TlsListener::new(listener.tcp, acceptor), router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener.tcp, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

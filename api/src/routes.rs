@@ -72,6 +72,7 @@ pub(crate) fn api_routes() -> Vec<(Method, &'static str, Role, MethodRouter<AppS
         (Method::GET, "/blocking", Viewer, get(blocking)),
         (Method::GET, "/coverage", Viewer, get(coverage)),
         (Method::GET, "/rules", Viewer, get(rules)),
+        (Method::GET, "/config", Admin, get(config)),
         (Method::GET, "/live", Viewer, get(live::instances)),
         (Method::GET, "/live/{instance}", Viewer, get(live::latest)),
         (
@@ -737,6 +738,11 @@ async fn coverage(
         })
         .collect();
     Ok(Json(json!({ "instances": instances })))
+}
+
+/// The config in force (defaults filled in), secrets redacted.
+async fn config(State(app): State<AppState>) -> Json<Value> {
+    Json(json!({ "config": *app.config }))
 }
 
 /// The rules in force, as configured (defaults filled in), with what each reads.

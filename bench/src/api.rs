@@ -24,15 +24,6 @@ type PathFn = Arc<dyn Fn(usize) -> String + Send + Sync>;
 const MINUTE_NS: i64 = 60_000_000_000;
 const HOUR_NS: i64 = 60 * MINUTE_NS;
 const CLIENTS: usize = 64;
-/// Six wait types of the receiver, with the category it assigns.
-const WAITS: [(&str, &str); 6] = [
-    ("LCK_M_X", "Lock"),
-    ("PAGEIOLATCH_SH", "Buffer IO"),
-    ("CXPACKET", "Parallelism"),
-    ("SOS_SCHEDULER_YIELD", "CPU"),
-    ("WRITELOG", "Tran Log IO"),
-    ("ASYNC_NETWORK_IO", "Network IO"),
-];
 
 /// The 20 series of one instance.
 fn series_of(instance: &str) -> Vec<SeriesKey> {
@@ -42,7 +33,8 @@ fn series_of(instance: &str) -> Vec<SeriesKey> {
         key("sqlserver.batch.request.rate"),
         key("sqlserver.page.life_expectancy"),
     ];
-    for (wait, category) in WAITS {
+    // The simulator's six wait types, with the category the receiver assigns.
+    for (wait, category) in sqlvigil_simulator::WAITS {
         keys.push(
             key("sqlserver.os.wait.duration.per_second")
                 .with_attr("wait.type", wait)
@@ -243,9 +235,13 @@ pub async fn run(quick: bool) -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sqlvigil_api::serve(listener, app, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(sqlvigil_api::serve(
+        sqlvigil_api::ApiListener::plain(listener),
+        app,
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let from = sqlvigil_model::ns_to_datetime(end - HOUR_NS).to_rfc3339();
     let to = sqlvigil_model::ns_to_datetime(end).to_rfc3339();

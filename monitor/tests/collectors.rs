@@ -15,7 +15,7 @@ const USER: &str = "sqlvigil";
 const PASSWORD: &str = "M0nitor!Pa55";
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/live")
+    sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/live")
 }
 
 async fn server(encryption: Encryption) -> TdsServer {

@@ -43,7 +43,7 @@ pub(crate) fn gauss(rng: &mut StdRng) -> f64 {
 }
 
 /// Wait types the simulator reports, with the category the receiver's query assigns.
-pub(crate) const WAITS: [(&str, &str); 6] = [
+pub const WAITS: [(&str, &str); 6] = [
     ("LCK_M_X", "Lock"),
     ("PAGEIOLATCH_SH", "Buffer IO"),
     ("CXPACKET", "Parallelism"),

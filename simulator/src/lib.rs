@@ -43,6 +43,7 @@ mod scenario;
 mod send;
 
 pub use fleet::{Fleet, FleetConfig, ReceiverModes, DEFAULT_START_TIME_NS, LOG_SCOPE_NAME};
+pub use instance::WAITS;
 pub use otlp::{count_points, SCOPE_NAME, SCOPE_VERSION, SERVER_PORT, SERVICE_NAME};
 pub use scenario::{scenario_metric, Incident, IncidentLabel, Scenario};
 pub use send::{run, Protocol, RunConfig, RunStats};

@@ -41,6 +41,7 @@ pub mod llm;
 pub mod net;
 pub mod process;
 pub mod python;
+pub mod tls;
 
 pub use kafka::KafkaBroker;
 pub use llm::{OllamaServer, OpenAiServer};
@@ -141,6 +142,16 @@ where
         }
         tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
     }
+}
+
+/// The directory of the package whose test is running: cargo's `CARGO_MANIFEST_DIR` at
+/// run time, else `compiled` (pass `env!("CARGO_MANIFEST_DIR")`). A build cache shared by
+/// two checkouts reuses test binaries compiled in the other one, whose compile-time path
+/// may no longer exist; the run-time one is always this checkout's.
+pub fn package_dir(compiled: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| compiled.into())
 }
 
 #[cfg(test)]

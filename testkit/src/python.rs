@@ -25,13 +25,9 @@ const PYTHON_MODULES: [(&str, &str); 3] = [
 pub fn python_otlp_client() -> Result<PathBuf, TestkitError> {
     // The running test's package first (cargo sets it at run time): a build shared by
     // two checkouts of the repository may carry the other checkout's compile-time path.
-    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .flat_map(|dir| [dir.join("tests"), dir.join("../tests")])
-        .collect();
-    candidates.push(compiled.join("../tests"));
+    let dir = crate::package_dir(env!("CARGO_MANIFEST_DIR"));
+    let mut candidates = vec![dir.join("tests"), dir.join("../tests")];
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests"));
     let tests_dir = candidates
         .iter()
         .find(|d| d.join("otlp_client.py").is_file())

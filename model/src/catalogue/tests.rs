@@ -13,10 +13,11 @@ fn every_alias_points_at_a_known_metric_or_its_rate() {
 
 /// The upstream `metadata.yaml` copied under `tests/fixtures/` (see its SOURCE.md).
 fn metadata() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/sqlserverreceiver/metadata.yaml"
-    );
+    // Cargo's run-time value first: a shared build cache may hold a binary compiled in
+    // another checkout (see `sqlvigil_testkit::package_dir`).
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let path = format!("{dir}/../tests/fixtures/sqlserverreceiver/metadata.yaml");
     figment::Figment::from(Yaml::file(path))
         .extract()
         .expect("metadata.yaml parses")

@@ -93,6 +93,17 @@ impl Config {
 
     /// What every operator chain of this config is built from (`run`, `demo`,
     /// `replay`, `eval` and the benches alike).
+    /// The config in force as JSON with every secret replaced by `[redacted]`: the text
+    /// under any key naming a password, secret, API key or credential (librdkafka
+    /// properties such as `sasl.password` too), unless it is an `env:` / `file:`
+    /// reference, which says where the secret is, not what it is.
+    pub fn redacted(&self) -> Result<serde_json::Value> {
+        let mut v = serde_json::to_value(self)
+            .map_err(|e| Error::Bug(format!("the config does not serialize: {e}")))?;
+        redact(&mut v, false);
+        Ok(v)
+    }
+
     pub fn chain(&self) -> Result<ChainConfig> {
         Ok(ChainConfig {
             operators: self.operators.clone(),
@@ -171,8 +182,61 @@ pub fn read_rules(path: &Path) -> Result<Vec<RuleConfig>> {
     parse_rules(&text).map_err(|e| Error::Config(format!("rules_file {}: {e}", path.display())))
 }
 
+/// Whether a config key names a secret.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    // Not "token": `api.metrics_require_token` is a switch; API tokens live in the state store.
+    [
+        "password",
+        "secret",
+        "api_key",
+        "apikey",
+        "credential",
+        "private_key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// Redact the secrets in `v` (`secret`: `v` is the value of a secret key).
+fn redact(v: &mut serde_json::Value, secret: bool) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                redact(child, secret || is_secret_key(k));
+            }
+        }
+        Value::Array(list) => list.iter_mut().for_each(|c| redact(c, secret)),
+        Value::String(s) if secret && !(s.starts_with("env:") || s.starts_with("file:")) => {
+            *s = "[redacted]".into();
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_config_view_redacts_secrets_but_not_where_they_are() {
+        let mut cfg = Config::default();
+        cfg.elastic.password = Some("hunter2".into());
+        cfg.elastic.api_key = Some("c2VjcmV0".into());
+        cfg.analytics.llm = Some(serde_json::from_value(serde_json::json!({
+            "provider": "openai", "base_url": "http://127.0.0.1:1", "model": "m", "api_key": "sk-live"
+        })).unwrap());
+        let text = cfg.redacted().unwrap().to_string();
+        for secret in ["hunter2", "c2VjcmV0", "sk-live"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("[redacted]"));
+        let mut v = serde_json::json!({"bus": {"properties": {"sasl.password": "pw", "sasl.username": "u"}}, "password": "env:PW"});
+        redact(&mut v, false);
+        assert_eq!(v["bus"]["properties"]["sasl.password"], "[redacted]");
+        assert_eq!(v["bus"]["properties"]["sasl.username"], "u");
+        assert_eq!(v["password"], "env:PW");
+    }
     use super::*;
 
     fn load_str(yaml: &str) -> Result<Config> {

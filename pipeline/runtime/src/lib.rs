@@ -73,6 +73,8 @@ pub struct Handles {
     pub rule_needs: Arc<Vec<RuleNeeds>>,
     /// The rules in force, as configured (for `/api/v1/rules`).
     pub rules: Arc<Vec<serde_json::Value>>,
+    /// The config in force, secrets redacted (for `/api/v1/config`).
+    pub config: Arc<serde_json::Value>,
     /// The live monitor, when `monitor.instances` lists any.
     pub live: Option<Arc<dyn sqlvigil_core::Live>>,
 }
@@ -88,6 +90,7 @@ impl Handles {
             analytics: self.analytics.clone(),
             rule_needs: self.rule_needs.clone(),
             rules: self.rules.clone(),
+            config: self.config.clone(),
             live: self.live.clone(),
             started: Instant::now(),
             metrics_require_token: false,

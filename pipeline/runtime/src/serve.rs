@@ -36,6 +36,7 @@ pub async fn termination() {
 pub async fn serve(cfg: Config, companion: Option<Companion>) -> Result<()> {
     let ctx = BuildContext::new(cfg.store.data_dir.clone(), cfg.bus.topics.clone());
     let api_listener = cfg.api.build(&ctx).await?;
+    let scheme = api_listener.scheme();
     let api_addr = api_listener
         .local_addr()
         .map_err(|e| sqlvigil_core::Error::io("address of the API listener", e))?;
@@ -58,7 +59,7 @@ pub async fn serve(cfg: Config, companion: Option<Companion>) -> Result<()> {
     let api = tokio::spawn(sqlvigil_api::serve(api_listener, app, api_stop));
     println!("OTLP gRPC:  http://{}", handles.grpc_addr);
     println!("OTLP HTTP:  http://{}", handles.http_addr);
-    println!("API + page: http://{api_addr}/");
+    println!("API + page: {scheme}://{api_addr}/");
     let companion = companion.map(|c| c(&handles, stop_rx.clone()));
     termination().await;
     println!(

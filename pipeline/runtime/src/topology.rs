@@ -185,6 +185,7 @@ async fn start_metrics_worker(
 /// Build every component of `config` and start the tasks.
 pub async fn start(config: Config) -> Result<Pipeline> {
     config.validate()?;
+    let config_view = Arc::new(config.redacted()?);
     let chain = config.chain()?;
     let topics = config.bus.topics.clone();
     let ctx = BuildContext {
@@ -351,6 +352,7 @@ pub async fn start(config: Config) -> Result<Pipeline> {
             http_addr,
             rule_needs,
             rules,
+            config: config_view,
             live,
         },
         shutdown: Shutdown {

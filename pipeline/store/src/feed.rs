@@ -44,7 +44,7 @@ impl StateStore {
         instances: &Instances,
         limit: usize,
     ) -> Result<Vec<FeedEntry>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, kind, instance, at, body FROM feed
              WHERE seq > ?1 AND (?2 IS NULL OR instance IN (SELECT value FROM json_each(?2)))
@@ -89,7 +89,7 @@ impl StateStore {
     /// The newest sequence number (0 when the feed is empty): where a new reader starts.
     pub fn feed_head(&self) -> Result<i64> {
         Ok(self
-            .conn()
+            .reader()
             .query_row("SELECT coalesce(max(seq), 0) FROM feed", [], |r| r.get(0))?)
     }
 }

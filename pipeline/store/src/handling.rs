@@ -71,7 +71,7 @@ impl StateStore {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT anomaly_id, body FROM anomaly_handling
              WHERE anomaly_id IN (SELECT value FROM json_each(?1))",
@@ -89,7 +89,7 @@ impl StateStore {
 
     /// Every action on `anomaly_id`, oldest first (the audit).
     pub fn actions(&self, anomaly_id: &str) -> Result<Vec<AnomalyAction>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT body FROM anomaly_actions WHERE anomaly_id = ?1 ORDER BY seq",
         )?;

@@ -52,8 +52,17 @@ pub struct Expired {
 }
 
 pub struct StateStore {
+    /// The one connection that writes.
     conn: Mutex<Connection>,
+    /// Connections that only read (WAL lets them read beside the writer), so API reads
+    /// — every request's token check, anomaly and insight lists — do not queue behind
+    /// each other or the pipeline's writes.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
 }
+
+/// Read connections of the state store.
+const READERS: usize = 4;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -200,13 +209,36 @@ impl StateStore {
     /// Open (or create) `<data_dir>/state.sqlite`.
     pub fn open(data_dir: &Path) -> Result<StateStore> {
         std::fs::create_dir_all(data_dir)?;
-        let conn = open_sqlite(&data_dir.join("state.sqlite"), SCHEMA)?;
+        let path = data_dir.join("state.sqlite");
+        let conn = open_sqlite(&path, SCHEMA)?;
         migrate_tokens(&lock_sqlite(&conn))?;
-        Ok(StateStore { conn })
+        let readers = (0..READERS)
+            .map(|_| open_sqlite(&path, "PRAGMA query_only = 1;"))
+            .collect::<Result<_>>()?;
+        Ok(StateStore {
+            conn,
+            readers,
+            next_reader: Default::default(),
+        })
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         lock_sqlite(&self.conn)
+    }
+
+    /// A read-only connection: a free one, else the next in turn.
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            match r.try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock_sqlite(&self.readers[i % self.readers.len()])
     }
 
     /// Insert or replace an anomaly (open, update and resolve all carry the same id).
@@ -273,7 +305,7 @@ impl StateStore {
     /// keyset paging over any number of them. Anomalies folded into a storm are listed
     /// too (each names its storm in `folded_into`).
     pub fn anomalies(&self, f: &AnomalyFilter) -> Result<Vec<Anomaly>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT body FROM anomalies WHERE {ANOMALY_WHERE}
                    AND (?8 IS NULL OR opened_at < ?8 OR (opened_at = ?8 AND id > ?9))
@@ -293,7 +325,7 @@ impl StateStore {
 
     /// How many anomalies match `f` (its cursor and limit aside).
     pub fn count_anomalies(&self, f: &AnomalyFilter) -> Result<u64> {
-        let n: i64 = self.conn().query_row(
+        let n: i64 = self.reader().query_row(
             &format!("SELECT count(*) FROM anomalies WHERE {ANOMALY_WHERE}"),
             anomaly_params(f),
             |r| r.get(0),
@@ -357,7 +389,7 @@ impl StateStore {
 
     /// The newest `limit` snapshots of an instance, newest first.
     pub fn snapshots(&self, instance: &str, limit: usize) -> Result<Vec<LiveSnapshot>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT body FROM live_snapshots WHERE instance = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
@@ -380,7 +412,7 @@ impl StateStore {
 
     pub fn anomaly(&self, id: &str) -> Result<Option<Anomaly>> {
         let body: Option<String> = self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT body FROM anomalies WHERE id = ?1",
                 params![id],
@@ -415,7 +447,7 @@ impl StateStore {
         instances: &Instances,
         limit: usize,
     ) -> Result<Vec<Insight>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT body FROM insights
              WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM json_each(body, '$.anomaly_ids') WHERE value = ?1))
@@ -457,7 +489,7 @@ impl StateStore {
 
     /// Failed LLM analyses, newest first.
     pub fn failures(&self, limit: usize) -> Result<Vec<AnalysisFailure>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare("SELECT body FROM analysis_failures ORDER BY at DESC, id LIMIT ?1")?;
         let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0))?;

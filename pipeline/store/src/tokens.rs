@@ -184,7 +184,7 @@ impl StateStore {
             None => ("hash = ?1 AND salt = ''", sha256_hex(&[token]), None),
         };
         let found = self
-            .conn()
+            .reader()
             .query_row(
                 &format!("SELECT {COLUMNS}, salt, hash FROM api_tokens WHERE {clause}"),
                 params![key],
@@ -206,7 +206,7 @@ impl StateStore {
 
     /// Every token, newest first.
     pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM api_tokens ORDER BY created_at DESC, id"
         ))?;

@@ -2,7 +2,7 @@
 //! driven through `tests/pytds_check.py`. These tests fail (never skip) when pytds
 //! is missing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,8 @@ use tokio::process::Command;
 const USER: &str = "sqlvigil";
 const PASSWORD: &str = "Pa55w0rd!";
 
-fn crate_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn crate_dir() -> PathBuf {
+    sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn fixtures_dir() -> PathBuf {

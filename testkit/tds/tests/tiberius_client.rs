@@ -16,7 +16,7 @@ const USER: &str = "sqlvigil";
 const PASSWORD: &str = "Pa55w0rd!";
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    sqlvigil_testkit::package_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 async fn server(encryption: Encryption) -> TdsServer {
