@@ -6,7 +6,6 @@
 //! resolving what is resolved is 409.
 
 use crate::auth::Caller;
-use crate::routes::visible_anomaly;
 use crate::{ApiError, AppState};
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
@@ -25,6 +24,20 @@ struct ActionBody {
     duration: Option<String>,
     /// Silence only: why.
     reason: Option<String>,
+}
+
+/// The anomaly `id` if the caller may see it: one outside the scope is as unknown as
+/// one that does not exist.
+pub(crate) async fn visible_anomaly(
+    app: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<sqlvigil_model::Anomaly, ApiError> {
+    app.reader
+        .anomaly(id)
+        .await?
+        .filter(|a| caller.sees(&a.series.instance))
+        .ok_or_else(|| ApiError::NotFound(format!("no anomaly `{id}`")))
 }
 
 /// Lay what people did over `list` (both backends: the handling lives in the state

@@ -518,26 +518,12 @@ async fn anomalies(
     ))
 }
 
-/// The anomaly `id` if the caller may see it: one outside the scope is as unknown as
-/// one that does not exist.
-pub(crate) async fn visible_anomaly(
-    app: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<sqlvigil_model::Anomaly, ApiError> {
-    app.reader
-        .anomaly(id)
-        .await?
-        .filter(|a| caller.sees(&a.series.instance))
-        .ok_or_else(|| ApiError::NotFound(format!("no anomaly `{id}`")))
-}
-
 async fn anomaly(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut a = visible_anomaly(&app, &caller, &id).await?;
+    let mut a = crate::handling::visible_anomaly(&app, &caller, &id).await?;
     crate::handling::overlay(&app, std::slice::from_mut(&mut a)).await?;
     let insights = app.reader.insights(Some(&id), &caller.scope(), 100).await?;
     let state = app.state.clone();
@@ -555,7 +541,7 @@ async fn root_cause(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut a = visible_anomaly(&app, &caller, &id).await?;
+    let mut a = crate::handling::visible_anomaly(&app, &caller, &id).await?;
     crate::handling::overlay(&app, std::slice::from_mut(&mut a)).await?;
     let live = app.live.as_deref();
     let mut chain = sqlvigil_analytics::root_cause::root_cause(

@@ -1,39 +1,14 @@
-//! The feed table (`feed`): every anomaly open, update and resolve the pipeline records,
-//! every hand action and every insight, numbered in order (SQLite's rowid never goes
-//! back), so the API's live stream resumes after `Last-Event-ID` across restarts. Only
-//! the newest [`FEED_KEEP`] entries are kept.
+//! Reading the feed table (`feed`): every anomaly open, update and resolve the pipeline
+//! records, every hand action and every insight, numbered in order (SQLite's rowid never
+//! goes back), so the API's live stream resumes after `Last-Event-ID` across restarts.
+//! Entries are appended in the transaction that records what they tell
+//! ([`crate::state::append_feed`]); only the newest [`crate::state::FEED_KEEP`] are kept.
 
 use crate::error::Result;
 use crate::state::StateStore;
-use rusqlite::{params, Transaction};
+use rusqlite::params;
 use sqlvigil_model::query::Instances;
 use sqlvigil_model::{FeedEntry, FeedKind};
-
-/// Entries kept: days of a busy fleet, bounded whatever happens.
-pub const FEED_KEEP: i64 = 100_000;
-
-/// Append `(kind, instance, body)` entries inside `tx`, dropping the oldest beyond
-/// [`FEED_KEEP`].
-pub(crate) fn append(
-    tx: &Transaction<'_>,
-    entries: impl IntoIterator<Item = (FeedKind, String, serde_json::Value)>,
-) -> Result<()> {
-    let at = chrono::Utc::now().to_rfc3339();
-    let mut stmt =
-        tx.prepare_cached("INSERT INTO feed (kind, instance, at, body) VALUES (?1, ?2, ?3, ?4)")?;
-    let mut any = false;
-    for (kind, instance, body) in entries {
-        stmt.execute(params![kind.as_str(), instance, at, body.to_string()])?;
-        any = true;
-    }
-    if any {
-        tx.execute(
-            "DELETE FROM feed WHERE seq <= (SELECT max(seq) FROM feed) - ?1",
-            params![FEED_KEEP],
-        )?;
-    }
-    Ok(())
-}
 
 impl StateStore {
     /// Up to `limit` entries after `after` (a sequence number; all kept if `None`),

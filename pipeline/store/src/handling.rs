@@ -54,7 +54,7 @@ impl StateStore {
             )?;
         }
         let body = serde_json::json!({ "anomaly": after, "action": action });
-        crate::feed::append(
+        crate::state::append_feed(
             &tx,
             [(
                 FeedKind::AnomalyHandled,

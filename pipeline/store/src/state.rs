@@ -5,7 +5,7 @@
 //! in WAL mode is enough; every statement is parameterised.
 
 use crate::error::{Result, StoreError};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use sqlvigil_model::live::LiveSnapshot;
 use sqlvigil_model::query::Instances;
@@ -186,6 +186,32 @@ fn migrate_tokens(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Entries kept: days of a busy fleet, bounded whatever happens.
+pub const FEED_KEEP: i64 = 100_000;
+
+/// Append `(kind, instance, body)` entries inside `tx`, dropping the oldest beyond
+/// [`FEED_KEEP`].
+pub(crate) fn append_feed(
+    tx: &Transaction<'_>,
+    entries: impl IntoIterator<Item = (FeedKind, String, serde_json::Value)>,
+) -> Result<()> {
+    let at = chrono::Utc::now().to_rfc3339();
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO feed (kind, instance, at, body) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut any = false;
+    for (kind, instance, body) in entries {
+        stmt.execute(params![kind.as_str(), instance, at, body.to_string()])?;
+        any = true;
+    }
+    if any {
+        tx.execute(
+            "DELETE FROM feed WHERE seq <= (SELECT max(seq) FROM feed) - ?1",
+            params![FEED_KEEP],
+        )?;
+    }
+    Ok(())
+}
+
 /// The conditions of an [`AnomalyFilter`] over the `anomalies` table, parameters 1–6
 /// ([`anomaly_params`]).
 const ANOMALY_WHERE: &str = "(?1 IS NULL OR state = ?1) \
@@ -296,7 +322,7 @@ impl StateStore {
             entries.push((ev.event.into(), anomaly.series.instance.to_string(), body));
         }
         drop(handled);
-        crate::feed::append(&tx, entries)?;
+        append_feed(&tx, entries)?;
         tx.commit()?;
         Ok(())
     }
@@ -434,7 +460,7 @@ impl StateStore {
         )?;
         if n == 1 {
             let body = serde_json::json!({ "insight": i });
-            crate::feed::append(&tx, [(FeedKind::Insight, i.instance.clone(), body)])?;
+            append_feed(&tx, [(FeedKind::Insight, i.instance.clone(), body)])?;
         }
         tx.commit()?;
         Ok(n == 1)
