@@ -75,16 +75,14 @@ pub async fn root_cause(
     };
     let mut sources = Vec::new();
 
-    let mut waits = wait_shifts(reader, &instance, window, baseline).await?;
+    let wait_chart = chart(WAIT_RATE, Some("wait.type"));
+    let waits = wait_shifts(reader, &instance, window, baseline, &wait_chart).await?;
     if waits.is_empty() {
         sources.push(format!(
             "waits: no {WAIT_RATE} series for {instance} in the window"
         ));
     } else {
         sources.push("waits: otlp".into());
-    }
-    for w in &mut waits {
-        w.chart = chart(WAIT_RATE, Some("wait.type"));
     }
     let resource = resource_of(&anomaly.series.metric, waits.first());
 
@@ -156,11 +154,14 @@ fn per_type(rows: &[AggregateRow]) -> BTreeMap<String, f64> {
 /// types' increase.
 type Category = (f64, f64, Vec<(String, f64)>);
 
+/// The wait categories of `instance` by how much more they waited in `window` than in
+/// `baseline`, each charted by `chart`.
 async fn wait_shifts(
     reader: &dyn Reader,
     instance: &str,
     window: (DateTime<Utc>, DateTime<Utc>),
     baseline: (DateTime<Utc>, DateTime<Utc>),
+    chart: &ChartRef,
 ) -> Result<Vec<WaitShift>> {
     let read = |(from, to): (DateTime<Utc>, DateTime<Utc>)| {
         let f = MetricFilter {
@@ -198,14 +199,7 @@ async fn wait_shifts(
                 increase: w - b,
                 ratio: (b > 0.0).then(|| w / b),
                 wait_types: types.into_iter().take(3).map(|(t, _)| t).collect(),
-                chart: ChartRef {
-                    metric: String::new(),
-                    instance: String::new(),
-                    group_by: None,
-                    series_id: None,
-                    from: baseline.0,
-                    to: window.1,
-                },
+                chart: chart.clone(),
             }
         })
         .collect();

@@ -90,11 +90,8 @@ pub(crate) async fn authenticate(
         .ok_or_else(|| {
             ApiError::Unauthorized("Authorization header must be `Bearer <token>`".into())
         })?;
-    let state = app.state.clone();
     let owned = token.to_string();
-    let verdict = tokio::task::spawn_blocking(move || state.verify_token(&owned))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let verdict = app.on_state(move |s| s.verify_token(&owned)).await?;
     match verdict {
         Verdict::Valid(info) => Ok(info),
         Verdict::Unknown => Err(ApiError::Unauthorized("unknown token".into())),

@@ -43,14 +43,13 @@ pub(crate) async fn visible_anomaly(
 /// Lay what people did over `list` (both backends: the handling lives in the state
 /// store, the anomalies wherever the backend keeps them).
 pub(crate) async fn overlay(app: &AppState, list: &mut [Anomaly]) -> Result<(), ApiError> {
-    let state = app.state.clone();
     let ids: Vec<String> = list.iter().map(|a| a.id.clone()).collect();
-    let found = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        state.handling(&refs)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let found = app
+        .on_state(move |s| {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            s.handling(&refs)
+        })
+        .await?;
     for a in list.iter_mut() {
         if let Some(h) = found.get(&a.id) {
             h.apply(a);
@@ -124,11 +123,8 @@ async fn act(
         },
         until,
     };
-    let state = app.state.clone();
     let (done, current) = (action.clone(), anomaly.clone());
-    let handling = tokio::task::spawn_blocking(move || state.act(&current, &done))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let handling = app.on_state(move |s| s.act(&current, &done)).await?;
     tracing::info!(
         anomaly = %id, action = kind.as_str(), by = %caller.0.name, token_id = %caller.0.id,
         "anomaly {}d by hand", kind.as_str().trim_end_matches('e')

@@ -82,6 +82,20 @@ pub struct AppState {
     pub closing: tokio_util::sync::CancellationToken,
 }
 
+impl AppState {
+    /// Run `f` on the state store (SQLite: blocking) off the async threads.
+    pub(crate) async fn on_state<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StateStore) -> Result<T, sqlvigil_store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::from)
+    }
+}
+
 /// The whole router.
 pub fn router(app: AppState) -> Router {
     routes::router(app)

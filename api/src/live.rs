@@ -65,11 +65,8 @@ pub(crate) async fn latest(
     known(live.as_ref(), &caller, &instance)?;
     let p = Params::new(q, &["history"])?;
     if let Some(n) = p.usize("history", 1000)? {
-        let state = app.state.clone();
         let name = instance.clone();
-        let history = tokio::task::spawn_blocking(move || state.snapshots(&name, n))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let history = app.on_state(move |s| s.snapshots(&name, n)).await?;
         return Ok(Json(json!({ "instance": instance, "snapshots": history })));
     }
     let snapshot = live.latest(&instance).ok_or_else(|| {

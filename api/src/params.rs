@@ -70,6 +70,22 @@ impl Params {
             })
     }
 
+    /// A page's `next_cursor` given back as `name`, read by `decode`.
+    pub fn cursor<T>(
+        &self,
+        name: &str,
+        decode: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, ApiError> {
+        let Some(c) = self.string(name) else {
+            return Ok(None);
+        };
+        decode(&c).map(Some).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`{name}` must be a `next_cursor` from an earlier page, got `{c}`"
+            ))
+        })
+    }
+
     pub fn one_of(&self, name: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
         match self.string(name) {
             Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::BadRequest(format!(

@@ -375,14 +375,7 @@ async fn metrics(
     let limit = p.usize("limit", MAX_POINTS)?.unwrap_or(DEFAULT_POINTS);
     let order = p.one_of("order", &["oldest", "newest"])?;
     f.newest_first = order.as_deref() == Some("newest");
-    f.after = match p.string("cursor") {
-        Some(c) => Some(PointCursor::decode(&c).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "`cursor` must be a `next_cursor` from an earlier page, got `{c}`"
-            ))
-        })?),
-        None => None,
-    };
+    f.after = p.cursor("cursor", PointCursor::decode)?;
     // One more than asked: whether there is more is known, never guessed.
     f.limit = Some(limit + 1);
     let (mut points, served) = app.reader.metrics_served(&f).await?;
@@ -473,14 +466,7 @@ async fn anomalies(
             "state", "instance", "rule", "severity", "from", "to", "limit", "cursor",
         ],
     )?;
-    let after = match p.string("cursor") {
-        Some(c) => Some(AnomalyCursor::decode(&c).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "`cursor` must be a `next_cursor` from an earlier page, got `{c}`"
-            ))
-        })?),
-        None => None,
-    };
+    let after = p.cursor("cursor", AnomalyCursor::decode)?;
     let limit = p.usize("limit", 10_000)?.unwrap_or(DEFAULT_ANOMALIES);
     let time = |name| {
         p.time_ns(name)
@@ -526,10 +512,7 @@ async fn anomaly(
     let mut a = crate::handling::visible_anomaly(&app, &caller, &id).await?;
     crate::handling::overlay(&app, std::slice::from_mut(&mut a)).await?;
     let insights = app.reader.insights(Some(&id), &caller.scope(), 100).await?;
-    let state = app.state.clone();
-    let actions = tokio::task::spawn_blocking(move || state.actions(&id))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let actions = app.on_state(move |s| s.actions(&id)).await?;
     Ok(Json(
         json!({ "anomaly": a, "insights": insights, "actions": actions }),
     ))

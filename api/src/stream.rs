@@ -58,12 +58,7 @@ pub(crate) async fn stream(
     let p = Params::new(q, &["last_event_id", "instance"])?;
     let after = match resume_point(&headers, &p)? {
         Some(seq) => seq,
-        None => {
-            let state = app.state.clone();
-            tokio::task::spawn_blocking(move || state.feed_head())
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))??
-        }
+        None => app.on_state(|s| s.feed_head()).await?,
     };
     let cursor = Cursor {
         instances: caller.instances(p.string("instance")),

@@ -24,10 +24,7 @@ struct NewTokenRequest {
 }
 
 pub(crate) async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let state = app.state.clone();
-    let tokens = tokio::task::spawn_blocking(move || state.tokens())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let tokens = app.on_state(|s| s.tokens()).await?;
     Ok(Json(json!({ "tokens": tokens })))
 }
 
@@ -55,10 +52,7 @@ pub(crate) async fn create(
     if let Some(problem) = spec.problem() {
         return Err(ApiError::BadRequest(problem));
     }
-    let state = app.state.clone();
-    let made = tokio::task::spawn_blocking(move || state.create_token(&spec))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let made = app.on_state(move |s| s.create_token(&spec)).await?;
     tracing::info!(id = %made.info.id, name = %made.info.name, role = role.as_str(), by = %by.name, "API token created");
     Ok((StatusCode::CREATED, Json(json!(made))))
 }
@@ -82,11 +76,10 @@ pub(crate) async fn revoke(
     Extension(Caller(by)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let state = app.state.clone();
     let wanted = id.clone();
-    let revoked = tokio::task::spawn_blocking(move || state.revoke_token(&wanted))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??
+    let revoked = app
+        .on_state(move |s| s.revoke_token(&wanted))
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no token `{id}`")))?;
     tracing::info!(id = %revoked.id, name = %revoked.name, by = %by.name, "API token revoked");
     Ok(Json(json!({ "token": revoked })))

@@ -357,27 +357,24 @@ impl Apply<'_> {
             cols.last_seen[slot] = p.time;
             let s = &samples[p.index as usize];
             let open = is_open(&cols.episode[slot]);
-            let judged = match (&rule.kind, &mut cols.kind) {
-                (RuleKind::Deviation(d), KindColumn::Ewma(c)) => {
-                    Some((d, d.judge_ewma(&mut c[slot], self.params, open, s.value)))
-                }
-                (RuleKind::Deviation(d), KindColumn::Baseline(c)) => Some((
-                    d,
-                    d.judge(&mut c[slot], self.baseline, open, s.time_ns, s.value),
-                )),
-                _ => None,
-            };
-            if let Some((d, (_, Some(e)))) = judged {
-                if new_minute(seen, s.time_ns) {
+            // A deviation rule's first point of a minute also records its band.
+            let band = |d: &super::deviation::Deviation, e, bands: &mut Vec<Sample>| {
+                if let (Some(e), true) = (e, new_minute(seen, s.time_ns)) {
                     bands.extend(d.band(&rule.config.name, s, e));
                 }
-            }
+            };
             let judgement = match (&rule.kind, &mut cols.kind, &precomputed) {
                 (RuleKind::Threshold(_), _, Some(all)) => all[i],
-                (RuleKind::Deviation(_), _, _) => match judged {
-                    Some((_, (j, _))) => j,
-                    None => continue,
-                },
+                (RuleKind::Deviation(d), KindColumn::Ewma(c), _) => {
+                    let (j, e) = d.judge_ewma(&mut c[slot], self.params, open, s.value);
+                    band(d, e, bands);
+                    j
+                }
+                (RuleKind::Deviation(d), KindColumn::Baseline(c), _) => {
+                    let (j, e) = d.judge(&mut c[slot], self.baseline, open, s.time_ns, s.value);
+                    band(d, e, bands);
+                    j
+                }
                 (RuleKind::Change(ch), KindColumn::History(h), _) => {
                     ch.judge(&mut h[slot], s.time_ns, s.value)
                 }
