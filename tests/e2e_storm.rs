@@ -246,13 +246,22 @@ async fn a_failed_worker_is_reported_and_the_receiver_refuses_until_it_is_back()
         dead["problems"].to_string().contains("metrics worker"),
         "{dead}"
     );
-    let prom = reqwest::get(format!("{}/metrics", sv.api_base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(prom.contains("sqlvigil_component_up{component=\"metrics worker\"} 0"));
+    // Between two failed starts the supervisor reports the worker starting: poll.
+    let down = wait_for(Duration::from_secs(20), || async {
+        let prom = reqwest::get(format!("{}/metrics", sv.api_base()))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        prom.contains("sqlvigil_component_up{component=\"metrics worker\"} 0")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        down.is_some(),
+        "/metrics never showed the metrics worker down"
+    );
     // Repaired, the supervisor's next start recovers: ready again, data accepted and
     // stored, including what was accepted before the fault.
     std::fs::remove_file(&metrics_dir).unwrap();
